@@ -1,0 +1,11 @@
+#include "livestate/core/error.hpp"
+
+// Out-of-line destructors anchor each class's vtable and type information in
+// this library, so catching them works the same across shared-library borders.
+namespace livestate {
+Error::~Error() = default;
+InvalidRoutingKey::~InvalidRoutingKey() = default;
+InvalidFilter::~InvalidFilter() = default;
+UnsupportedUrl::~UnsupportedUrl() = default;
+PersistentNameInUse::~PersistentNameInUse() = default;
+}  // namespace livestate

@@ -1,0 +1,14 @@
+#pragma once
+
+// Everything livestate offers, for programs that don't mind the compile time.
+
+#include "livestate/core/error.hpp"
+#include "livestate/core/filter.hpp"
+#include "livestate/core/json.hpp"
+#include "livestate/core/log.hpp"
+#include "livestate/core/message.hpp"
+#include "livestate/core/routing_key.hpp"
+#include "livestate/mq/connect.hpp"
+#include "livestate/mq/connector.hpp"
+#include "livestate/mq/consumer.hpp"
+#include "livestate/mq/simple_mq.hpp"
