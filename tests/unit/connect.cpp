@@ -1,0 +1,31 @@
+#include <doctest/doctest.h>
+
+#include <boost/asio/io_context.hpp>
+
+#include "livestate/core/error.hpp"
+#include "livestate/mq/connect.hpp"
+
+using namespace livestate;
+
+TEST_CASE("connect(\"simple:\") makes an in-process connector") {
+  boost::asio::io_context io;
+  auto mq = mq::connect("simple:", io.get_executor());
+  int calls = 0;
+  auto consumer = mq->start_consuming([&](const RoutingKey&, const Json&) { ++calls; }, Filter::parse("x"));
+  mq->produce(RoutingKey{"x"}, Json::object());
+  CHECK(calls == 1);
+}
+
+TEST_CASE("connect refuses a URL it does not know, saying what it expects") {
+  boost::asio::io_context io;
+  CHECK_THROWS_WITH_AS(mq::connect("amqp://localhost", io.get_executor()),
+                       "livestate::mq::connect(\"amqp://localhost\"): unknown connector URL; expected "
+                       "\"simple:\" or a PostgreSQL URL (\"postgresql://user@host:port/db\")",
+                       UnsupportedUrl);
+}
+
+TEST_CASE("connect says so when this build has no PostgreSQL connector") {
+  boost::asio::io_context io;
+  CHECK_THROWS_AS(mq::connect("postgresql://postgres@127.0.0.1:5432/db", io.get_executor()), UnsupportedUrl);
+  CHECK_THROWS_AS(mq::connect("host=127.0.0.1 dbname=db", io.get_executor()), livestate::Error);
+}
