@@ -102,6 +102,7 @@ void run_buildset(mq::Connector& mq, const std::function<void()>& halfway) {
 struct Watcher {
   std::string name;
   std::vector<std::string> keys;
+  std::size_t stopped_after = 0;  // for the persistent one: received before it stopped
 };
 
 }  // namespace
@@ -136,16 +137,14 @@ int run_demo(const std::vector<std::string>& args, std::ostream& out) {
                                           Filter::parse("#")));
 
   Watcher audit{"audit (persistent, buildrequests.*.*)", {}};
-  std::vector<std::string> audit_while_stopped;
   const auto audit_callback = [&](const RoutingKey& key, const Json&) { audit.keys.push_back(key.str()); };
   auto audit_consumer = mq->start_consuming(audit_callback, Filter::parse("buildrequests.*.*"), "audit");
 
   run_buildset(*mq, [&] {
     audit_consumer->stop_consuming();
-    audit.keys.push_back("(stopped)");
+    audit.stopped_after = audit.keys.size();
     // Resumed later, below: what it misses meanwhile is kept for it.
   });
-  audit.keys.push_back("(resumed)");
   audit_consumer = mq->start_consuming(audit_callback, Filter::parse("buildrequests.*.*"), "audit");
   watchers.push_back(std::move(audit));
 
@@ -154,7 +153,9 @@ int run_demo(const std::vector<std::string>& args, std::ostream& out) {
     Json report = {{"produced", stats.produced}, {"delivered", stats.delivered},
                    {"every_message_consumer_got", everything}, {"consumers", Json::array()}};
     for (const auto& watcher : watchers) {
-      report["consumers"].push_back({{"filter", watcher.name}, {"received", watcher.keys}});
+      Json entry = {{"filter", watcher.name}, {"received", watcher.keys}};
+      if (watcher.stopped_after > 0) entry["received_before_stopping"] = watcher.stopped_after;
+      report["consumers"].push_back(std::move(entry));
     }
     out << report.dump(2) << "\n";
     return 0;
@@ -163,7 +164,12 @@ int run_demo(const std::vector<std::string>& args, std::ostream& out) {
   out << "'#' received every message: " << everything << "\n";
   for (const auto& watcher : watchers) {
     out << "\n" << watcher.name << " received " << watcher.keys.size() << ":\n";
-    for (const auto& key : watcher.keys) out << "  " << key << "\n";
+    for (std::size_t i = 0; i < watcher.keys.size(); ++i) {
+      if (watcher.stopped_after > 0 && i == watcher.stopped_after) {
+        out << "  -- stopped here; resumed after the buildset completed, it caught up with:\n";
+      }
+      out << "  " << watcher.keys[i] << "\n";
+    }
   }
   return 0;
 }
