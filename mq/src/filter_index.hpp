@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -23,7 +24,7 @@ namespace livestate::mq::detail {
 /// Element lookups use the hashes RoutingKey computed at construction, in an
 /// open-addressing table with a power-of-two size (no division per lookup).
 ///
-/// Not thread-safe: the owner locks.
+/// Not thread-safe, not even collect(): the owner locks.
 template <class Value>
 class FilterIndex final {
  public:
@@ -52,7 +53,29 @@ class FilterIndex final {
   /// distinct filter endings contributed, so a caller that wants a stable order
   /// across them knows when it must sort.
   std::size_t collect(const RoutingKey& key, std::vector<Value>& out) const {
-    return collect_at(m_root, key, 0, out);
+    // Walk down the key's own elements; remember each wildcard branch passed
+    // on the way and walk those afterwards. No recursion: this is the hot path.
+    std::size_t sources = 0;
+    m_branches.clear();
+    const Node* node = &m_root;
+    std::size_t depth = 0;
+    while (true) {
+      while (true) {
+        sources += append(node->suffix_values, out);
+        if (depth == key.size()) {
+          sources += append(node->exact_values, out);
+          break;
+        }
+        if (node->wildcard) m_branches.push_back({node->wildcard.get(), depth + 1});
+        node = node->children.find(key[depth], key.element_hash(depth));
+        if (!node) break;
+        ++depth;
+      }
+      if (m_branches.empty()) return sources;
+      node = m_branches.back().node;
+      depth = m_branches.back().depth;
+      m_branches.pop_back();
+    }
   }
 
   [[nodiscard]] std::size_t size() const noexcept { return m_size; }
@@ -69,7 +92,7 @@ class FilterIndex final {
       for (std::size_t i = hash & mask;; i = (i + 1) & mask) {
         const Slot& slot = m_slots[i];
         if (!slot.node) return nullptr;
-        if (slot.hash == hash && slot.element == element) return slot.node.get();
+        if (slot.hash == hash && same(slot.element, element)) return slot.node.get();
       }
     }
 
@@ -89,7 +112,7 @@ class FilterIndex final {
       std::size_t i = hash & mask;
       while (true) {
         if (!m_slots[i].node) return;
-        if (m_slots[i].hash == hash && m_slots[i].element == element) break;
+        if (m_slots[i].hash == hash && same(m_slots[i].element, element)) break;
         i = (i + 1) & mask;
       }
       m_slots[i] = Slot{};
@@ -109,6 +132,37 @@ class FilterIndex final {
     [[nodiscard]] bool empty() const noexcept { return m_count == 0; }
 
    private:
+    // The hashes already matched, so this only confirms. Elements are short:
+    // compare them a word at a time with plain loads (the last word may
+    // overlap the one before), which beats both a byte loop and a memcmp call.
+    static bool same(std::string_view a, std::string_view b) noexcept {
+      const std::size_t n = a.size();
+      if (n != b.size()) return false;
+      const char* x = a.data();
+      const char* y = b.data();
+      if (n >= 8) {
+        for (std::size_t i = 0; i + 8 < n; i += 8) {
+          if (load<std::uint64_t>(x + i) != load<std::uint64_t>(y + i)) return false;
+        }
+        return load<std::uint64_t>(x + n - 8) == load<std::uint64_t>(y + n - 8);
+      }
+      if (n >= 4) {
+        return load<std::uint32_t>(x) == load<std::uint32_t>(y) &&
+               load<std::uint32_t>(x + n - 4) == load<std::uint32_t>(y + n - 4);
+      }
+      for (std::size_t i = 0; i < n; ++i) {
+        if (x[i] != y[i]) return false;
+      }
+      return true;
+    }
+
+    template <class Word>
+    static Word load(const char* at) noexcept {
+      Word word;
+      std::memcpy(&word, at, sizeof word);
+      return word;
+    }
+
     struct Slot {
       std::uint64_t hash = 0;
       std::string element;
@@ -144,25 +198,14 @@ class FilterIndex final {
     }
   };
 
-  static std::size_t collect_at(const Node& node, const RoutingKey& key, std::size_t depth,
-                                std::vector<Value>& out) {
-    std::size_t sources = 0;
-    if (!node.suffix_values.empty()) {
-      out.insert(out.end(), node.suffix_values.begin(), node.suffix_values.end());
-      ++sources;
+  static std::size_t append(const std::vector<Value>& values, std::vector<Value>& out) {
+    if (values.empty()) return 0;
+    if (values.size() == 1) {
+      out.push_back(values.front());
+    } else {
+      out.insert(out.end(), values.begin(), values.end());
     }
-    if (depth == key.size()) {
-      if (!node.exact_values.empty()) {
-        out.insert(out.end(), node.exact_values.begin(), node.exact_values.end());
-        ++sources;
-      }
-      return sources;
-    }
-    if (const Node* child = node.children.find(key[depth], key.element_hash(depth))) {
-      sources += collect_at(*child, key, depth + 1, out);
-    }
-    if (node.wildcard) sources += collect_at(*node.wildcard, key, depth + 1, out);
-    return sources;
+    return 1;
   }
 
   static bool remove_value(std::vector<Value>& values, Value value) {
@@ -189,8 +232,14 @@ class FilterIndex final {
     return true;
   }
 
+  struct Branch {
+    const Node* node;
+    std::size_t depth;
+  };
+
   Node m_root;
   std::size_t m_size = 0;
+  mutable std::vector<Branch> m_branches;  // collect()'s scratch, kept to avoid allocating
 };
 
 }  // namespace livestate::mq::detail
