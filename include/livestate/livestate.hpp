@@ -8,6 +8,7 @@
 #include "livestate/core/log.hpp"
 #include "livestate/core/message.hpp"
 #include "livestate/core/routing_key.hpp"
+#include "livestate/db/migrations.hpp"
 #include "livestate/mq/connect.hpp"
 #include "livestate/mq/connector.hpp"
 #include "livestate/mq/consumer.hpp"
