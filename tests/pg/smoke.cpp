@@ -8,8 +8,9 @@
 
 #include <pqxx/pqxx>
 
+#include "pg_test_server.hpp"
+
 #include <chrono>
-#include <cstdlib>
 #include <functional>
 #include <string>
 #include <vector>
@@ -17,17 +18,7 @@
 namespace {
 
 using namespace std::chrono_literals;
-
-// The server under test, from LIVESTATE_TEST_PG; fails the test case when unset.
-std::string test_server_url() {
-  const char* url = std::getenv("LIVESTATE_TEST_PG");
-  if (url == nullptr || *url == '\0') {
-    FAIL("LIVESTATE_TEST_PG is not set. The PostgreSQL tests need a server: run them through "
-         "tests/pg/with-test-postgres.sh (e.g. `tests/pg/with-test-postgres.sh ctest --test-dir "
-         "build -L pg`), which starts a throwaway one, or run `tools/run test`.");
-  }
-  return url;
-}
+using livestate::test::test_server_url;
 
 // Records every notification delivered on its channel.
 class recording_receiver final : public pqxx::notification_receiver {
