@@ -1,8 +1,13 @@
 #pragma once
 
+#include <filesystem>
 #include <iosfwd>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
+
+#include "livestate/db/errors.hpp"
 
 namespace livestate::cli {
 
@@ -11,6 +16,43 @@ struct UsageError {
   std::string message;
 };
 
+/// Where a command's store is when --db is not given.
+inline constexpr const char* default_database = "sqlite:livestate.db";
+
+/// Reads option `name` ("--db") at args[index], as `--db VALUE` or `--db=VALUE`,
+/// advancing index past its value. Nothing when args[index] is another
+/// argument; UsageError when the value is missing.
+inline std::optional<std::string> take_option(const std::vector<std::string>& args, std::size_t& index,
+                                              std::string_view name, std::string_view command) {
+  const std::string& arg = args[index];
+  if (arg == name) {
+    if (index + 1 >= args.size()) {
+      throw UsageError{std::string(name) + " needs a value; run 'livestate " + std::string(command) +
+                       " --help'"};
+    }
+    return args[++index];
+  }
+  if (arg.size() > name.size() && arg.compare(0, name.size(), name) == 0 && arg[name.size()] == '=') {
+    return arg.substr(name.size() + 1);
+  }
+  return std::nullopt;
+}
+
+/// For commands that only read: a SQLite URL must name an existing file, since
+/// opening one creates it. DatabaseError otherwise, saying how to create it.
+inline void require_existing_database(const std::string& url) {
+  constexpr std::string_view scheme = "sqlite:";
+  if (url.compare(0, scheme.size(), scheme) != 0 || url == "sqlite::memory:") return;
+  std::string path = url.substr(scheme.size());
+  if (path.compare(0, 2, "//") == 0) path.erase(0, 2);
+  if (!path.empty() && !std::filesystem::exists(path)) {
+    throw db::DatabaseError("there is no database at " + path + ": run 'livestate migrate --db " + url +
+                            "' to create one");
+  }
+}
+
 int run_demo(const std::vector<std::string>& args, std::ostream& out);
+int run_migrate(const std::vector<std::string>& args, std::ostream& out);
+int run_view(const std::vector<std::string>& args, std::ostream& out);
 
 }  // namespace livestate::cli

@@ -12,10 +12,28 @@ constexpr const char* usage =
     "usage: livestate COMMAND [OPTIONS]\n"
     "\n"
     "commands:\n"
-    "  demo    produce Buildbot-shaped messages through the in-process connector\n"
-    "          to a few filtered consumers and print what each received\n"
+    "  demo     produce Buildbot-shaped messages through the in-process connector\n"
+    "           to a few filtered consumers and print what each received\n"
+    "  migrate  apply the schema migrations to a database, or show them (--status)\n"
+    "  view     print a database's entries of a resource type\n"
     "\n"
     "Run 'livestate COMMAND --help' for a command's options.\n";
+
+// Errors are one line: a database's message may span several (PostgreSQL's
+// DETAIL and HINT).
+std::string one_line(std::string text) {
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  std::string line;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if (text[i] != '\n') {
+      line += text[i];
+      continue;
+    }
+    while (i + 1 < text.size() && (text[i + 1] == ' ' || text[i + 1] == '\n')) ++i;
+    line += "; ";
+  }
+  return line;
+}
 
 }  // namespace
 
@@ -33,13 +51,15 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (command == "demo") return livestate::cli::run_demo(args, std::cout);
+    if (command == "migrate") return livestate::cli::run_migrate(args, std::cout);
+    if (command == "view") return livestate::cli::run_view(args, std::cout);
     std::cerr << "livestate: unknown command '" << command << "'; run 'livestate --help'\n";
     return 2;
   } catch (const livestate::cli::UsageError& error) {
-    std::cerr << "livestate " << command << ": " << error.message << "\n";
+    std::cerr << "livestate " << command << ": " << one_line(error.message) << "\n";
     return 2;
   } catch (const std::exception& error) {
-    std::cerr << "livestate " << command << ": " << error.what() << "\n";
+    std::cerr << "livestate " << command << ": " << one_line(error.what()) << "\n";
     return 1;
   }
 }

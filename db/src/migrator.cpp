@@ -1,0 +1,314 @@
+// The migrator: records applied migrations in livestate_schema_migrations,
+// refuses a database it can't safely migrate, and applies each pending
+// migration in a transaction of its own.
+//
+// Concurrency. Several processes may migrate one database at once, and each
+// migration must be applied exactly once:
+// - PostgreSQL: every migrating session first takes one advisory lock
+//   (migration_lock_key()), so they run one after the other; the later ones
+//   find everything applied.
+// - SQLite: each migration runs in BEGIN IMMEDIATE, which holds the database's
+//   write lock; inside it the applied versions are read again, so a migration
+//   another process applied meanwhile is skipped, not applied twice.
+// In both cases the version's PRIMARY KEY would refuse a second record anyway.
+
+#include "migrator.hpp"
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "livestate/core/log.hpp"
+#include "livestate/db/errors.hpp"
+#include "livestate/db/store.hpp"
+#include "store_core.hpp"
+
+namespace livestate::db {
+namespace detail {
+namespace {
+
+constexpr const char* component = "db.migrate";
+
+constexpr std::uint64_t fnv1a_64(std::string_view text) noexcept {
+  std::uint64_t hash = 0xcbf29ce484222325ULL;
+  for (const char c : text) {
+    hash ^= static_cast<unsigned char>(c);
+    hash *= 0x100000001b3ULL;
+  }
+  return hash;
+}
+
+// A transaction on a borrowed session: rolled back unless committed.
+class ScopedTransaction {
+ public:
+  ScopedTransaction(Session& session, bool write) : m_session(session) {
+    m_session.begin(write);
+    m_open = true;
+  }
+  ScopedTransaction(const ScopedTransaction&) = delete;
+  ScopedTransaction& operator=(const ScopedTransaction&) = delete;
+  ~ScopedTransaction() { rollback(); }
+
+  void commit() {
+    m_session.commit();  // a failed commit leaves m_open set: the destructor rolls back
+    m_open = false;
+  }
+  void rollback() noexcept {
+    if (!m_open) return;
+    m_open = false;
+    m_session.rollback();
+  }
+
+ private:
+  Session& m_session;
+  bool m_open = false;
+};
+
+// PostgreSQL's session-level advisory lock (nothing on SQLite), released when
+// the migration ends, however it ends, before the session returns to the pool.
+class AdvisoryLock {
+ public:
+  AdvisoryLock(Session& session, std::int64_t key) : m_session(session), m_key(key) {
+    m_session.lock_advisory(m_key);
+  }
+  AdvisoryLock(const AdvisoryLock&) = delete;
+  AdvisoryLock& operator=(const AdvisoryLock&) = delete;
+  ~AdvisoryLock() { m_session.unlock_advisory(m_key); }
+
+ private:
+  Session& m_session;
+  std::int64_t m_key;
+};
+
+bool table_exists(Session& session) {
+  // Asked through the catalog, not by trying a SELECT: on PostgreSQL a failed
+  // statement would abort the transaction it ran in.
+  const Rows rows =
+      session.backend() == Backend::sqlite
+          ? session.query("SELECT count(*) FROM sqlite_schema "
+                          "WHERE type = 'table' AND name = 'livestate_schema_migrations'")
+          : session.query("SELECT count(*) FROM pg_catalog.pg_class "
+                          "WHERE oid = to_regclass('livestate_schema_migrations')");
+  return !rows.empty() && rows.front().as_int(0) > 0;
+}
+
+void create_table(Session& session) {
+  // Only when absent: CREATE TABLE IF NOT EXISTS would make PostgreSQL send a
+  // NOTICE that libpq prints on stderr.
+  if (table_exists(session)) return;
+  session.execute_script(session.backend() == Backend::sqlite
+                             ? "CREATE TABLE livestate_schema_migrations ("
+                               "version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+                               "checksum TEXT NOT NULL, applied_at REAL NOT NULL)"
+                             : "CREATE TABLE livestate_schema_migrations ("
+                               "version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+                               "checksum TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)");
+}
+
+std::vector<AppliedMigration> read_applied(Session& session) {
+  std::vector<AppliedMigration> applied;
+  if (!table_exists(session)) return applied;
+  for (const Row& row : session.query("SELECT version, name, checksum, applied_at "
+                                      "FROM livestate_schema_migrations ORDER BY version")) {
+    applied.push_back({static_cast<int>(row.as_int(0)), row.as_text(1), row.as_text(2), row.as_double(3)});
+  }
+  return applied;
+}
+
+std::string describe(int version, std::string_view name) {
+  return "migration " + std::to_string(version) + " (" + std::string(name) + ")";
+}
+
+int highest(std::span<const Migration> migrations) noexcept {
+  return migrations.empty() ? 0 : migrations.back().version;
+}
+
+// Compares what the database has applied with `migrations`; throws when it
+// can't be migrated by this program.
+MigrationStatus assess(const std::string& database, std::span<const Migration> migrations,
+                       std::vector<AppliedMigration> applied) {
+  MigrationStatus status;
+  status.shipped_version = highest(migrations);
+  for (const auto& record : applied) {
+    const auto shipped = std::find_if(migrations.begin(), migrations.end(),
+                                      [&](const Migration& m) { return m.version == record.version; });
+    if (shipped == migrations.end()) {
+      throw SchemaTooNew(database + " has " + describe(record.version, record.name) +
+                         " applied, which this program does not ship (it knows migrations up to " +
+                         std::to_string(status.shipped_version) +
+                         "): a newer version of livestate migrated it. Use that version (or a newer "
+                         "one) with this database, or restore a backup taken before it was migrated.");
+    }
+    if (record.checksum != shipped->checksum) {
+      throw SchemaChecksumMismatch(
+          database + ": " + describe(record.version, record.name) + " was applied with checksum " +
+          record.checksum + ", but this program ships it with checksum " + std::string(shipped->checksum) +
+          ": the migration was changed after it was applied, so the database's schema is not the one "
+          "this program expects. Restore the original migration (schema files are never edited once "
+          "released; add a new migration instead), or rebuild the database from a backup.");
+    }
+    status.database_version = std::max(status.database_version, record.version);
+  }
+  for (const auto& migration : migrations) {
+    const bool done = std::any_of(applied.begin(), applied.end(),
+                                  [&](const AppliedMigration& a) { return a.version == migration.version; });
+    if (done) continue;
+    if (migration.version < status.database_version) {
+      throw SchemaError(database + " records migration " + std::to_string(status.database_version) +
+                        " as applied but not " + describe(migration.version, migration.name) +
+                        ": livestate_schema_migrations was edited by hand. Restore it (or the database) "
+                        "from a backup; livestate will not apply a migration out of order.");
+    }
+    status.pending.push_back(migration);
+  }
+  status.applied = std::move(applied);
+  return status;
+}
+
+void check_target(const std::string& database, int target, int database_version) {
+  if (target < database_version) {
+    throw SchemaTooNew("cannot migrate " + database + " to version " + std::to_string(target) +
+                       ": it is at version " + std::to_string(database_version) +
+                       " already, and migrations are never undone. Restore a backup taken before it "
+                       "was migrated to go back.");
+  }
+}
+
+struct Outcome {
+  bool applied = false;  ///< false: another process applied it meanwhile
+  int version_before = 0;
+};
+
+// Applies `migration` in a transaction of its own, unless another process
+// applied it meanwhile.
+Outcome apply(Session& session, StoreCore& core, std::span<const Migration> migrations,
+              const Migration& migration) {
+  ScopedTransaction transaction(session, true);
+  create_table(session);
+  // Read again under the write lock (SQLite) or the advisory lock (PostgreSQL):
+  // what another process applied since the first look counts.
+  const MigrationStatus now = assess(core.name(), migrations, read_applied(session));
+  const bool pending = std::any_of(now.pending.begin(), now.pending.end(),
+                                   [&](const Migration& m) { return m.version == migration.version; });
+  if (!pending) return {false, now.database_version};
+  try {
+    session.execute_script(migration.sql);
+    const Value params[] = {std::int64_t{migration.version}, std::string(migration.name),
+                            std::string(migration.checksum), core.now()};
+    session.execute("INSERT INTO livestate_schema_migrations (version, name, checksum, applied_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    params);
+  } catch (const SessionFailure& failure) {
+    transaction.rollback();
+    throw MigrationFailed(describe(migration.version, migration.name) + " failed on " + core.name() +
+                          " and was rolled back; the database stays at version " +
+                          std::to_string(now.database_version) + ". The error: " + failure.what() +
+                          ". Fix the cause, then run `livestate migrate` again.");
+  }
+  try {
+    transaction.commit();
+  } catch (const SessionFailure& failure) {
+    if (failure.kind() == FailureKind::connection) {
+      throw MigrationFailed("the connection to " + core.name() + " broke while committing " +
+                            describe(migration.version, migration.name) +
+                            ", so whether it was applied is unknown: " + failure.what() +
+                            ". Run `livestate migrate --status` to see, then `livestate migrate` again.");
+    }
+    throw MigrationFailed(describe(migration.version, migration.name) + " could not be committed on " +
+                          core.name() + " and was rolled back; the database stays at version " +
+                          std::to_string(now.database_version) + ". The error: " + failure.what() +
+                          ". Fix the cause, then run `livestate migrate` again.");
+  }
+  log(LogLevel::info, component, "applied " + describe(migration.version, migration.name) + " to " + core.name());
+  return {true, now.database_version};
+}
+
+}  // namespace
+
+std::int64_t migration_lock_key() noexcept {
+  return static_cast<std::int64_t>(fnv1a_64("livestate.migrate"));
+}
+
+MigrationStatus migration_status_with(Store& store, std::span<const Migration> migrations) {
+  StoreCore& core = *store.core();
+  try {
+    auto lease = core.acquire();
+    ScopedTransaction transaction(*lease, false);  // read only: rolled back
+    return assess(core.name(), migrations, read_applied(*lease));
+  } catch (const SessionFailure& failure) {
+    core.rethrow(failure);
+  }
+}
+
+int migrate_with(Store& store, std::span<const Migration> migrations, std::optional<int> to) {
+  const int shipped_version = highest(migrations);
+  if (to && (*to < 0 || *to > shipped_version)) {
+    throw std::invalid_argument("cannot migrate to version " + std::to_string(*to) +
+                                ": this program ships migrations 1 to " + std::to_string(shipped_version));
+  }
+  const int target = to.value_or(shipped_version);
+  // Kept alive by the copy, whatever the store does meanwhile.
+  const std::shared_ptr<StoreCore> core = store.core();
+
+  std::optional<int> previous;  // the version before this call applied anything
+  int version = 0;
+  // Also after a failure, for what was applied before it. Called once the
+  // session is back in the pool: a consumer may reload at once.
+  const auto announce = [&]() noexcept {
+    if (!previous) return;
+    try {
+      std::vector<Message> messages;
+      messages.push_back({RoutingKey{"schema", std::to_string(version), "migrated"},
+                          Json{{"version", version}, {"previous", *previous}}});
+      core->produce_all(messages);
+    } catch (const std::exception& error) {
+      log(LogLevel::error, component, std::string("schema change not announced: ") + error.what());
+    }
+  };
+  try {
+    auto lease = core->acquire();
+    Session& session = *lease;
+    const AdvisoryLock lock(session, migration_lock_key());
+
+    std::vector<Migration> todo;
+    {
+      ScopedTransaction look(session, false);
+      const MigrationStatus status = assess(core->name(), migrations, read_applied(session));
+      check_target(core->name(), target, status.database_version);
+      version = status.database_version;
+      for (const auto& migration : status.pending) {
+        if (migration.version <= target) todo.push_back(migration);
+      }
+    }
+    for (const Migration& migration : todo) {
+      const Outcome outcome = apply(session, *core, migrations, migration);
+      if (outcome.applied) {
+        if (!previous) previous = outcome.version_before;
+        version = migration.version;
+      } else {
+        version = std::max(version, outcome.version_before);  // another process was quicker
+      }
+    }
+  } catch (const SessionFailure& failure) {
+    announce();
+    core->rethrow(failure);
+  } catch (...) {
+    announce();
+    throw;
+  }
+  announce();
+  return version;
+}
+
+}  // namespace detail
+
+MigrationStatus migration_status(Store& store) {
+  return detail::migration_status_with(store, shipped_migrations(store.backend()));
+}
+
+int migrate(Store& store, std::optional<int> to) {
+  return detail::migrate_with(store, shipped_migrations(store.backend()), to);
+}
+
+}  // namespace livestate::db

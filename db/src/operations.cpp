@@ -1,0 +1,865 @@
+// The Buildbot-shaped data model, written once for both backends against
+// detail::Session: each update method changes its rows, bumps their revision
+// and announces the change on every routing-key path Buildbot uses, with the
+// row as it now is (plus "_rev") as the body.
+
+#include <algorithm>
+#include <array>
+#include <charconv>
+#include <map>
+#include <set>
+#include <stdexcept>
+
+#include "livestate/db/store.hpp"
+#include "store_core.hpp"
+
+namespace livestate::db {
+
+using detail::Context;
+using detail::Row;
+using detail::Rows;
+using detail::Value;
+
+namespace {
+
+// --- helpers -----------------------------------------------------------------
+
+std::string placeholders(std::size_t count) {
+  std::string text = "(";
+  for (std::size_t i = 0; i < count; ++i) text += i == 0 ? "?" : ",?";
+  return text + ")";
+}
+
+std::vector<Value> values_of(std::span<const std::int64_t> ids) {
+  return {ids.begin(), ids.end()};
+}
+
+std::vector<std::int64_t> sorted_unique(std::span<const std::int64_t> ids) {
+  std::vector<std::int64_t> result(ids.begin(), ids.end());
+  std::sort(result.begin(), result.end());
+  result.erase(std::unique(result.begin(), result.end()), result.end());
+  return result;
+}
+
+std::string join_ids(const std::vector<std::int64_t>& ids) {
+  std::string text;
+  for (const auto id : ids) text += (text.empty() ? "" : ", ") + std::to_string(id);
+  return text;
+}
+
+// "build request 3" / "build requests 3, 4"
+std::string requests(const std::vector<std::int64_t>& ids) {
+  return (ids.size() == 1 ? "build request " : "build requests ") + join_ids(ids);
+}
+
+Value optional_text(const std::optional<std::string>& text) {
+  return text ? Value(*text) : Value(std::monostate{});
+}
+
+Json optional_double(const Row& row, std::size_t column) {
+  return row.is_null(column) ? Json(nullptr) : Json(row.as_double(column));
+}
+
+Json optional_int(const Row& row, std::size_t column) {
+  return row.is_null(column) ? Json(nullptr) : Json(row.as_int(column));
+}
+
+Json optional_text(const Row& row, std::size_t column) {
+  return row.is_null(column) ? Json(nullptr) : Json(row.as_text(column));
+}
+
+std::string key_element(std::int64_t id) { return std::to_string(id); }
+
+void announce(Context& context, std::initializer_list<std::vector<std::string>> paths, const Json& body) {
+  for (const auto& path : paths) context.announce(RoutingKey(path), body);
+}
+
+// --- the types: how to read a row and where its events go ------------------
+
+// Every SELECT of a type lists its columns in the order its body reader
+// expects, so that an UPDATE … RETURNING and a read share one reader.
+
+constexpr std::string_view master_columns = "id, name, active, last_active, revision";
+Json master_body(const Row& row) {
+  return {{"masterid", row.as_int(0)},       {"name", row.as_text(1)},
+          {"active", row.as_bool(2)},         {"last_active", optional_double(row, 3)},
+          {"_rev", row.as_int(4)}};
+}
+
+constexpr std::string_view builder_columns = "id, name, description, tags, revision";
+Json builder_body(Context& context, const Row& row) {
+  Json masterids = Json::array();
+  for (const auto& master :
+       context.query("SELECT masterid FROM builder_masters WHERE builderid = ? ORDER BY masterid",
+                     {row.as_int(0)})) {
+    masterids.push_back(master.as_int(0));
+  }
+  return {{"builderid", row.as_int(0)}, {"name", row.as_text(1)},
+          {"masterids", masterids},     {"description", optional_text(row, 2)},
+          {"tags", row.as_json(3)},     {"_rev", row.as_int(4)}};
+}
+
+constexpr std::string_view worker_columns = "id, name, info, paused, graceful, revision";
+Json worker_body(const Row& row) {
+  return {{"workerid", row.as_int(0)}, {"name", row.as_text(1)},     {"workerinfo", row.as_json(2)},
+          {"paused", row.as_bool(3)},  {"graceful", row.as_bool(4)}, {"_rev", row.as_int(5)}};
+}
+
+constexpr std::string_view buildset_columns =
+    "id, external_idstring, reason, scheduler, submitted_at, complete, complete_at, results, "
+    "sourcestamps, revision";
+Json buildset_body(const Row& row) {
+  return {{"bsid", row.as_int(0)},
+          {"external_idstring", optional_text(row, 1)},
+          {"reason", optional_text(row, 2)},
+          {"scheduler", optional_text(row, 3)},
+          {"submitted_at", row.as_double(4)},
+          {"complete", row.as_bool(5)},
+          {"complete_at", optional_double(row, 6)},
+          {"results", optional_int(row, 7)},
+          {"sourcestamps", row.as_json(8)},
+          {"_rev", row.as_int(9)}};
+}
+
+// The request's own columns; its claim (masterid, claimed_at) follows, read by
+// correlated subqueries so that UPDATE … RETURNING can use the same list.
+constexpr std::string_view buildrequest_columns =
+    "id, buildsetid, builderid, priority, complete, results, submitted_at, complete_at, "
+    "waited_for, properties, revision, "
+    "(SELECT masterid FROM buildrequest_claims WHERE brid = buildrequests.id), "
+    "(SELECT claimed_at FROM buildrequest_claims WHERE brid = buildrequests.id)";
+Json buildrequest_body(const Row& row) {
+  const bool claimed = !row.is_null(11);
+  return {{"buildrequestid", row.as_int(0)},
+          {"buildsetid", row.as_int(1)},
+          {"builderid", row.as_int(2)},
+          {"priority", row.as_int(3)},
+          {"claimed", claimed},
+          {"claimed_at", optional_double(row, 12)},
+          {"claimed_by_masterid", optional_int(row, 11)},
+          {"complete", row.as_bool(4)},
+          {"results", row.as_int(5)},
+          {"submitted_at", row.as_double(6)},
+          {"complete_at", optional_double(row, 7)},
+          {"waited_for", row.as_bool(8)},
+          {"properties", row.as_json(9)},
+          {"_rev", row.as_int(10)}};
+}
+
+void announce_buildrequest(Context& context, const Json& body, const std::string& event) {
+  const auto id = key_element(body["buildrequestid"].get<std::int64_t>());
+  const auto bsid = key_element(body["buildsetid"].get<std::int64_t>());
+  const auto builderid = key_element(body["builderid"].get<std::int64_t>());
+  announce(context,
+           {{"buildsets", bsid, "builders", builderid, "buildrequests", id, event},
+            {"buildrequests", id, event},
+            {"builders", builderid, "buildrequests", id, event}},
+           body);
+}
+
+constexpr std::string_view build_columns =
+    "id, number, builderid, buildrequestid, workerid, masterid, started_at, complete_at, "
+    "state_string, results, revision";
+Json build_body(const Row& row) {
+  return {{"buildid", row.as_int(0)},
+          {"number", row.as_int(1)},
+          {"builderid", row.as_int(2)},
+          {"buildrequestid", row.as_int(3)},
+          {"workerid", optional_int(row, 4)},
+          {"masterid", row.as_int(5)},
+          {"started_at", row.as_double(6)},
+          {"complete_at", optional_double(row, 7)},
+          {"complete", !row.is_null(7)},
+          {"state_string", row.as_text(8)},
+          {"results", optional_int(row, 9)},
+          {"properties", Json::object()},
+          {"_rev", row.as_int(10)}};
+}
+
+void announce_build(Context& context, const Json& body, const std::string& event) {
+  const auto id = key_element(body["buildid"].get<std::int64_t>());
+  const auto builderid = key_element(body["builderid"].get<std::int64_t>());
+  const auto number = key_element(body["number"].get<std::int64_t>());
+  announce(context, {{"builders", builderid, "builds", number, event}, {"builds", id, event}}, body);
+  if (!body["workerid"].is_null()) {
+    const auto workerid = key_element(body["workerid"].get<std::int64_t>());
+    context.announce(RoutingKey({"workers", workerid, "builds", id, event}), body);
+  }
+}
+
+constexpr std::string_view step_columns =
+    "id, number, name, buildid, started_at, complete_at, state_string, results, urls, hidden, "
+    "revision";
+Json step_body(const Row& row) {
+  return {{"stepid", row.as_int(0)},
+          {"number", row.as_int(1)},
+          {"name", row.as_text(2)},
+          {"buildid", row.as_int(3)},
+          {"started_at", optional_double(row, 4)},
+          {"complete", !row.is_null(5)},
+          {"complete_at", optional_double(row, 5)},
+          {"state_string", row.as_text(6)},
+          {"results", optional_int(row, 7)},
+          {"urls", row.as_json(8)},
+          {"hidden", row.as_bool(9)},
+          {"_rev", row.as_int(10)}};
+}
+
+void announce_step(Context& context, const Json& body, const std::string& event) {
+  const auto id = key_element(body["stepid"].get<std::int64_t>());
+  const auto buildid = key_element(body["buildid"].get<std::int64_t>());
+  announce(context, {{"builds", buildid, "steps", id, event}, {"steps", id, event}}, body);
+}
+
+constexpr std::string_view resource_columns = "type, id, state, revision";
+Json resource_body(const Row& row) {
+  return {{"type", row.as_text(0)}, {"id", row.as_text(1)}, {"state", row.as_json(2)}, {"_rev", row.as_int(3)}};
+}
+
+// Generic reads: each built-in type's table, id column, readable fields, reader.
+struct TypeInfo {
+  std::string_view name;
+  std::string_view table;
+  std::string_view columns;
+  std::string_view id_field;                                 // body field of the id
+  std::map<std::string, std::string, std::less<>> fields;    // body field -> SQL expression
+  Json (*read)(Context&, const Row&);
+};
+
+const std::array<TypeInfo, 7>& builtin_types() {
+  static const std::array<TypeInfo, 7> types{{
+      {"masters", "masters", master_columns, "masterid",
+       {{"masterid", "id"}, {"name", "name"}, {"active", "active"}},
+       [](Context&, const Row& row) { return master_body(row); }},
+      {"builders", "builders", builder_columns, "builderid",
+       {{"builderid", "id"}, {"name", "name"}},
+       [](Context& context, const Row& row) { return builder_body(context, row); }},
+      {"workers", "workers", worker_columns, "workerid",
+       {{"workerid", "id"}, {"name", "name"}, {"paused", "paused"}},
+       [](Context&, const Row& row) { return worker_body(row); }},
+      {"buildsets", "buildsets", buildset_columns, "bsid",
+       {{"bsid", "id"}, {"complete", "complete"}, {"scheduler", "scheduler"},
+        {"external_idstring", "external_idstring"}},
+       [](Context&, const Row& row) { return buildset_body(row); }},
+      {"buildrequests", "buildrequests", buildrequest_columns, "buildrequestid",
+       {{"buildrequestid", "id"},
+        {"buildsetid", "buildsetid"},
+        {"builderid", "builderid"},
+        {"complete", "complete"},
+        {"results", "results"},
+        {"claimed", "(EXISTS (SELECT 1 FROM buildrequest_claims WHERE brid = buildrequests.id))"},
+        {"claimed_by_masterid", "(SELECT masterid FROM buildrequest_claims WHERE brid = buildrequests.id)"}},
+       [](Context&, const Row& row) { return buildrequest_body(row); }},
+      {"builds", "builds", build_columns, "buildid",
+       {{"buildid", "id"},
+        {"builderid", "builderid"},
+        {"buildrequestid", "buildrequestid"},
+        {"workerid", "workerid"},
+        {"masterid", "masterid"},
+        {"number", "number"},
+        {"complete", "(complete_at IS NOT NULL)"}},
+       [](Context&, const Row& row) { return build_body(row); }},
+      {"steps", "steps", step_columns, "stepid",
+       {{"stepid", "id"}, {"buildid", "buildid"}, {"number", "number"}, {"name", "name"},
+        {"complete", "(complete_at IS NOT NULL)"}},
+       [](Context&, const Row& row) { return step_body(row); }},
+  }};
+  return types;
+}
+
+const TypeInfo* find_builtin(std::string_view type) noexcept {
+  for (const auto& info : builtin_types()) {
+    if (info.name == type) return &info;
+  }
+  return nullptr;
+}
+
+Value to_value(const Json& json, std::string_view field) {
+  switch (json.type()) {
+    case Json::value_t::null: return std::monostate{};
+    case Json::value_t::boolean: return json.get<bool>();
+    case Json::value_t::number_integer:
+    case Json::value_t::number_unsigned: return json.get<std::int64_t>();
+    case Json::value_t::number_float: return json.get<double>();
+    case Json::value_t::string: return json.get<std::string>();
+    default:
+      throw std::invalid_argument("cannot filter on '" + std::string(field) + "' by a JSON " +
+                                  json.type_name());
+  }
+}
+
+std::int64_t parse_id(const std::string& id, std::string_view type) {
+  std::int64_t number{};
+  const auto [end, error] = std::from_chars(id.data(), id.data() + id.size(), number);
+  if (error != std::errc{} || end != id.data() + id.size()) {
+    throw std::invalid_argument("'" + id + "' is not an id of " + std::string(type));
+  }
+  return number;
+}
+
+// The results of a buildset from those of its requests: the worst one, in
+// Buildbot's order of severity.
+int worst_result(const std::vector<int>& results) {
+  static constexpr std::array<int, 7> severity{results::skipped, results::success,   results::warnings,
+                                               results::failure, results::exception, results::retry,
+                                               results::cancelled};
+  auto rank = [](int result) {
+    const auto found = std::find(severity.begin(), severity.end(), result);
+    return found == severity.end() ? -1 : static_cast<int>(found - severity.begin());
+  };
+  int worst = results::success;
+  for (const int result : results) {
+    if (rank(result) > rank(worst)) worst = result;
+  }
+  return worst;
+}
+
+// Completes every buildset among `bsids` whose requests are all complete.
+void complete_finished_buildsets(Context& context, const std::set<std::int64_t>& bsids) {
+  if (bsids.empty()) return;
+  const std::vector<std::int64_t> ids(bsids.begin(), bsids.end());
+  const auto params = values_of(ids);
+  std::map<std::int64_t, std::vector<int>> results;
+  std::set<std::int64_t> unfinished;
+  for (const auto& row : context.query("SELECT buildsetid, complete, results FROM buildrequests WHERE "
+                                       "buildsetid IN " + placeholders(ids.size()),
+                                       params)) {
+    if (row.as_bool(1)) {
+      results[row.as_int(0)].push_back(static_cast<int>(row.as_int(2)));
+    } else {
+      unfinished.insert(row.as_int(0));
+    }
+  }
+  for (const auto& [bsid, request_results] : results) {
+    if (unfinished.contains(bsid)) continue;
+    const auto rows = context.query(
+        "UPDATE buildsets SET complete = ?, complete_at = ?, results = ?, revision = revision + 1 "
+        "WHERE id = ? AND complete = ? RETURNING " + std::string(buildset_columns),
+        {true, context.now(), std::int64_t{worst_result(request_results)}, bsid, false});
+    for (const auto& row : rows) {
+      context.announce(RoutingKey({"buildsets", key_element(bsid), "complete"}), buildset_body(row));
+    }
+  }
+}
+
+// Bumps the requests' revisions and announces `event` for each, in id order.
+std::vector<Json> announce_buildrequests(Context& context, const Rows& rows, const std::string& event) {
+  std::vector<Json> bodies;
+  bodies.reserve(rows.size());
+  for (const auto& row : rows) bodies.push_back(buildrequest_body(row));
+  std::sort(bodies.begin(), bodies.end(), [](const Json& a, const Json& b) {
+    return a["buildrequestid"].get<std::int64_t>() < b["buildrequestid"].get<std::int64_t>();
+  });
+  for (const auto& body : bodies) announce_buildrequest(context, body, event);
+  return bodies;
+}
+
+Rows bump_buildrequests(Context& context, const std::vector<std::int64_t>& ids) {
+  return context.query("UPDATE buildrequests SET revision = revision + 1 WHERE id IN " +
+                           placeholders(ids.size()) + " RETURNING " + std::string(buildrequest_columns),
+                       values_of(ids));
+}
+
+// Releases `masterid`'s claims on the incomplete requests among `ids`, or all
+// of its claims when `ids` is empty; announces unclaimed.
+void release_claims(Context& context, const std::vector<std::int64_t>* ids, std::int64_t masterid) {
+  std::vector<Value> params{masterid, false};
+  std::string sql =
+      "DELETE FROM buildrequest_claims WHERE masterid = ? AND brid IN "
+      "(SELECT id FROM buildrequests WHERE complete = ?)";
+  if (ids != nullptr) {
+    sql += " AND brid IN " + placeholders(ids->size());
+    params.insert(params.end(), ids->begin(), ids->end());
+  }
+  std::vector<std::int64_t> released;
+  for (const auto& row : context.query(sql + " RETURNING brid", params)) released.push_back(row.as_int(0));
+  if (released.empty()) return;
+  announce_buildrequests(context, bump_buildrequests(context, released), "unclaimed");
+}
+
+std::vector<std::int64_t> missing_from(const std::vector<std::int64_t>& wanted, const Rows& rows) {
+  std::set<std::int64_t> found;
+  for (const auto& row : rows) found.insert(row.as_int(0));
+  std::vector<std::int64_t> missing;
+  for (const auto id : wanted) {
+    if (!found.contains(id)) missing.push_back(id);
+  }
+  return missing;
+}
+
+template <class Read>
+std::optional<Json> read_one(Context& context, std::string_view table, std::string_view columns,
+                             std::int64_t id, Read read) {
+  const auto rows = context.query("SELECT " + std::string(columns) + " FROM " + std::string(table) +
+                                      " WHERE id = ?",
+                                  {id});
+  if (rows.empty()) return std::nullopt;
+  return read(rows.front());
+}
+
+// UPDATE of one row by id; NotFound when there is none.
+Row update_one(Context& context, std::string_view table, std::string_view assignments,
+               std::string_view columns, std::vector<Value> params, std::int64_t id,
+               std::string_view what) {
+  params.push_back(id);
+  auto rows = context.query("UPDATE " + std::string(table) + " SET " + std::string(assignments) +
+                                ", revision = revision + 1 WHERE id = ? RETURNING " + std::string(columns),
+                            params);
+  if (rows.empty()) throw NotFound("no " + std::string(what) + " with id " + std::to_string(id));
+  return std::move(rows.front());
+}
+
+void check_resource_type(std::string_view type, std::string_view id) {
+  if (Operations::is_builtin_type(type)) {
+    throw std::invalid_argument("'" + std::string(type) +
+                                "' is a built-in type: use its own update methods, not resources");
+  }
+  (void)RoutingKey({type, id, "updated"});  // throws InvalidRoutingKey for a bad element
+}
+
+}  // namespace
+
+// --- masters, builders, workers ----------------------------------------------
+
+std::int64_t Operations::master_active(std::string_view name) {
+  std::int64_t masterid = 0;
+  run(true, [&](Context& context) {
+    context.execute("INSERT INTO masters (name) VALUES (?) ON CONFLICT (name) DO NOTHING",
+                    {std::string(name)});
+    const auto found = context.query("SELECT id, active FROM masters WHERE name = ?", {std::string(name)});
+    masterid = found.front().as_int(0);
+    const bool was_active = found.front().as_bool(1);
+    const auto row = update_one(context, "masters", "active = ?, last_active = ?", master_columns,
+                                {true, context.now()}, masterid, "master");
+    if (!was_active) {
+      context.announce(RoutingKey({"masters", key_element(masterid), "started"}), master_body(row));
+    }
+  });
+  return masterid;
+}
+
+void Operations::master_stopped(std::int64_t masterid) {
+  run(true, [&](Context& context) {
+    const auto found = context.query("SELECT active FROM masters WHERE id = ?", {masterid});
+    if (found.empty()) throw NotFound("no master with id " + std::to_string(masterid));
+    if (found.front().as_bool(0)) {
+      const auto row = update_one(context, "masters", "active = ?", master_columns, {false}, masterid, "master");
+      context.announce(RoutingKey({"masters", key_element(masterid), "stopped"}), master_body(row));
+    }
+    release_claims(context, nullptr, masterid);
+  });
+}
+
+std::int64_t Operations::builder_started(std::string_view name, std::int64_t masterid) {
+  std::int64_t builderid = 0;
+  run(true, [&](Context& context) {
+    context.execute("INSERT INTO builders (name) VALUES (?) ON CONFLICT (name) DO NOTHING",
+                    {std::string(name)});
+    builderid = context.query("SELECT id FROM builders WHERE name = ?", {std::string(name)}).front().as_int(0);
+    if (context.query("SELECT id FROM masters WHERE id = ?", {masterid}).empty()) {
+      throw NotFound("no master with id " + std::to_string(masterid));
+    }
+    context.execute("INSERT INTO builder_masters (builderid, masterid) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                    {builderid, masterid});
+    const auto row = update_one(context, "builders", "name = name", builder_columns, {}, builderid, "builder");
+    context.announce(RoutingKey({"builders", key_element(builderid), "started"}),
+                     Json{{"builderid", builderid},
+                          {"masterid", masterid},
+                          {"name", std::string(name)},
+                          {"_rev", row.as_int(4)}});
+  });
+  return builderid;
+}
+
+std::int64_t Operations::find_worker_id(std::string_view name) {
+  std::int64_t workerid = 0;
+  run(true, [&](Context& context) {
+    context.execute("INSERT INTO workers (name) VALUES (?) ON CONFLICT (name) DO NOTHING",
+                    {std::string(name)});
+    workerid = context.query("SELECT id FROM workers WHERE name = ?", {std::string(name)}).front().as_int(0);
+  });
+  return workerid;
+}
+
+// --- buildsets and build requests -------------------------------------------
+
+AddedBuildset Operations::add_buildset(const NewBuildset& buildset) {
+  AddedBuildset added;
+  const auto builderids = sorted_unique(buildset.builderids);
+  run(true, [&](Context& context) {
+    added = {};
+    if (!builderids.empty()) {
+      const auto missing = missing_from(
+          builderids, context.query("SELECT id FROM builders WHERE id IN " + placeholders(builderids.size()),
+                                    values_of(builderids)));
+      if (!missing.empty()) throw NotFound("no builder with id " + join_ids(missing));
+    }
+    const double now = context.now();
+    const auto set_row = context.query(
+        "INSERT INTO buildsets (external_idstring, reason, scheduler, submitted_at, sourcestamps) "
+        "VALUES (?, ?, ?, ?, ?) RETURNING " + std::string(buildset_columns),
+        {optional_text(buildset.external_idstring), optional_text(buildset.reason),
+         optional_text(buildset.scheduler), now, buildset.sourcestamps.dump()});
+    const Json set_body = buildset_body(set_row.front());
+    added.bsid = set_body["bsid"].get<std::int64_t>();
+    context.announce(RoutingKey({"buildsets", key_element(added.bsid), "new"}), set_body);
+    const Value properties =
+        buildset.properties.is_null() ? Value(std::monostate{}) : Value(buildset.properties.dump());
+    for (const auto builderid : builderids) {
+      const auto rows = context.query(
+          "INSERT INTO buildrequests (buildsetid, builderid, priority, submitted_at, waited_for, properties) "
+          "VALUES (?, ?, ?, ?, ?, ?) RETURNING " + std::string(buildrequest_columns),
+          {added.bsid, builderid, std::int64_t{buildset.priority}, now, buildset.waited_for, properties});
+      const Json body = buildrequest_body(rows.front());
+      added.buildrequestids[builderid] = body["buildrequestid"].get<std::int64_t>();
+      announce_buildrequest(context, body, "new");
+    }
+  });
+  return added;
+}
+
+void Operations::claim_buildrequests(std::span<const std::int64_t> buildrequestids, std::int64_t masterid) {
+  const auto ids = sorted_unique(buildrequestids);
+  if (ids.empty()) return;
+  run(true, [&](Context& context) {
+    std::vector<Value> params{masterid, context.now()};
+    params.insert(params.end(), ids.begin(), ids.end());
+    params.emplace_back(false);
+    // A claim is a row whose primary key is the request: of two masters racing,
+    // one inserts and the other's ON CONFLICT finds the row and claims nothing.
+    const auto claimed = context.query(
+        "INSERT INTO buildrequest_claims (brid, masterid, claimed_at) "
+        "SELECT id, CAST(? AS BIGINT), CAST(? AS DOUBLE PRECISION) FROM buildrequests "
+        "WHERE id IN " + placeholders(ids.size()) + " AND complete = ? ON CONFLICT (brid) DO NOTHING "
+        "RETURNING brid",
+        params);
+    if (claimed.size() != ids.size()) {
+      const auto refused = missing_from(ids, claimed);
+      const auto unknown = missing_from(
+          refused, context.query("SELECT id FROM buildrequests WHERE id IN " + placeholders(refused.size()),
+                                 values_of(refused)));
+      if (!unknown.empty()) throw NotFound("no build request with id " + join_ids(unknown));
+      throw AlreadyClaimed(requests(refused) + (refused.size() == 1 ? " is" : " are") + " already claimed or complete; nothing was claimed",
+                           refused);
+    }
+    announce_buildrequests(context, bump_buildrequests(context, ids), "claimed");
+  });
+}
+
+void Operations::unclaim_buildrequests(std::span<const std::int64_t> buildrequestids, std::int64_t masterid) {
+  const auto ids = sorted_unique(buildrequestids);
+  if (ids.empty()) return;
+  run(true, [&](Context& context) { release_claims(context, &ids, masterid); });
+}
+
+void Operations::complete_buildrequests(std::span<const std::int64_t> buildrequestids, int results,
+                                        std::int64_t masterid) {
+  const auto ids = sorted_unique(buildrequestids);
+  if (ids.empty()) return;
+  run(true, [&](Context& context) {
+    std::vector<Value> params{true, std::int64_t{results}, context.now()};
+    params.insert(params.end(), ids.begin(), ids.end());
+    params.emplace_back(false);
+    params.emplace_back(masterid);
+    const auto rows = context.query(
+        "UPDATE buildrequests SET complete = ?, results = ?, complete_at = ?, revision = revision + 1 "
+        "WHERE id IN " + placeholders(ids.size()) + " AND complete = ? AND id IN "
+        "(SELECT brid FROM buildrequest_claims WHERE masterid = ?) RETURNING " +
+            std::string(buildrequest_columns),
+        params);
+    if (rows.size() != ids.size()) {
+      const auto refused = missing_from(ids, rows);
+      throw NotClaimed("master " + std::to_string(masterid) + " does not hold the claim of " +
+                           requests(refused) +
+                           " (not claimed, claimed by another master, or complete); nothing was completed",
+                       refused);
+    }
+    std::set<std::int64_t> bsids;
+    for (const auto& body : announce_buildrequests(context, rows, "complete")) {
+      bsids.insert(body["buildsetid"].get<std::int64_t>());
+    }
+    complete_finished_buildsets(context, bsids);
+  });
+}
+
+void Operations::cancel_buildrequests(std::span<const std::int64_t> buildrequestids) {
+  const auto ids = sorted_unique(buildrequestids);
+  if (ids.empty()) return;
+  run(true, [&](Context& context) {
+    std::vector<Value> params{true, std::int64_t{results::cancelled}, context.now()};
+    params.insert(params.end(), ids.begin(), ids.end());
+    params.emplace_back(false);
+    const auto rows = context.query(
+        "UPDATE buildrequests SET complete = ?, results = ?, complete_at = ?, revision = revision + 1 "
+        "WHERE id IN " + placeholders(ids.size()) + " AND complete = ? RETURNING " +
+            std::string(buildrequest_columns),
+        params);
+    std::set<std::int64_t> bsids;
+    for (const auto& body : announce_buildrequests(context, rows, "complete")) {
+      bsids.insert(body["buildsetid"].get<std::int64_t>());
+      announce_buildrequest(context, body, "cancel");
+    }
+    complete_finished_buildsets(context, bsids);
+  });
+}
+
+// --- builds and steps ----------------------------------------------------------
+
+AddedBuild Operations::add_build(std::int64_t builderid, std::int64_t buildrequestid,
+                                 std::optional<std::int64_t> workerid, std::int64_t masterid,
+                                 std::string_view state_string) {
+  AddedBuild added;
+  run(true, [&](Context& context) {
+    if (context.query("SELECT id FROM buildrequests WHERE id = ?", {buildrequestid}).empty()) {
+      throw NotFound("no build request with id " + std::to_string(buildrequestid));
+    }
+    Rows rows;
+    try {
+      rows = context.query(
+          "INSERT INTO builds (number, builderid, buildrequestid, workerid, masterid, started_at, state_string) "
+          "VALUES ((SELECT COALESCE(MAX(number), 0) + 1 FROM builds WHERE builderid = ?), ?, ?, ?, ?, ?, ?) "
+          "RETURNING " + std::string(build_columns),
+          {builderid, builderid, buildrequestid, workerid ? Value(*workerid) : Value(std::monostate{}),
+           masterid, context.now(), std::string(state_string)});
+    } catch (const detail::SessionFailure& failure) {
+      // Two masters numbered a build of this builder at once: retrying the
+      // transaction takes the next number.
+      if (failure.kind() != detail::FailureKind::unique_violation) throw;
+      throw detail::SessionFailure(detail::FailureKind::serialization, failure.what());
+    }
+    const Json body = build_body(rows.front());
+    added = {body["buildid"].get<std::int64_t>(), body["number"].get<int>()};
+    announce_build(context, body, "new");
+  });
+  return added;
+}
+
+void Operations::set_build_state_string(std::int64_t buildid, std::string_view state_string) {
+  run(true, [&](Context& context) {
+    const auto row = update_one(context, "builds", "state_string = ?", build_columns,
+                                {std::string(state_string)}, buildid, "build");
+    announce_build(context, build_body(row), "update");
+  });
+}
+
+void Operations::finish_build(std::int64_t buildid, int results) {
+  run(true, [&](Context& context) {
+    const auto row = update_one(context, "builds", "complete_at = ?, results = ?", build_columns,
+                                {context.now(), std::int64_t{results}}, buildid, "build");
+    announce_build(context, build_body(row), "finished");
+  });
+}
+
+AddedStep Operations::add_step(std::int64_t buildid, std::string_view name) {
+  AddedStep added;
+  run(true, [&](Context& context) {
+    if (context.query("SELECT id FROM builds WHERE id = ?", {buildid}).empty()) {
+      throw NotFound("no build with id " + std::to_string(buildid));
+    }
+    std::set<std::string> names;
+    std::int64_t number = 0;
+    for (const auto& row : context.query("SELECT number, name FROM steps WHERE buildid = ?", {buildid})) {
+      number = std::max(number, row.as_int(0) + 1);
+      names.insert(row.as_text(1));
+    }
+    // Buildbot makes a repeated name unique with a suffix: test, test_2, test_3.
+    std::string unique_name(name);
+    for (int suffix = 2; names.contains(unique_name); ++suffix) {
+      unique_name = std::string(name) + "_" + std::to_string(suffix);
+    }
+    const auto rows = context.query(
+        "INSERT INTO steps (number, name, buildid, state_string) VALUES (?, ?, ?, ?) RETURNING " +
+            std::string(step_columns),
+        {number, unique_name, buildid, std::string("pending")});
+    const Json body = step_body(rows.front());
+    added = {body["stepid"].get<std::int64_t>(), static_cast<int>(number), unique_name};
+    announce_step(context, body, "new");
+  });
+  return added;
+}
+
+void Operations::start_step(std::int64_t stepid) {
+  run(true, [&](Context& context) {
+    const auto row = update_one(context, "steps", "started_at = ?", step_columns, {context.now()}, stepid, "step");
+    announce_step(context, step_body(row), "started");
+  });
+}
+
+void Operations::set_step_state_string(std::int64_t stepid, std::string_view state_string) {
+  run(true, [&](Context& context) {
+    const auto row = update_one(context, "steps", "state_string = ?", step_columns,
+                                {std::string(state_string)}, stepid, "step");
+    announce_step(context, step_body(row), "updated");
+  });
+}
+
+void Operations::finish_step(std::int64_t stepid, int results, bool hidden) {
+  run(true, [&](Context& context) {
+    const auto row = update_one(context, "steps", "complete_at = ?, results = ?, hidden = ?", step_columns,
+                                {context.now(), std::int64_t{results}, hidden}, stepid, "step");
+    announce_step(context, step_body(row), "finished");
+  });
+}
+
+// --- application-defined resources ---------------------------------------------
+
+std::int64_t Operations::upsert_resource(std::string_view type, std::string_view id, const Json& state) {
+  check_resource_type(type, id);
+  std::int64_t revision = 0;
+  const std::string text = state.dump();
+  run(true, [&](Context& context) {
+    const auto before = context.query("SELECT deleted FROM resources WHERE type = ? AND id = ?",
+                                      {std::string(type), std::string(id)});
+    const bool created = before.empty() || before.front().as_bool(0);
+    const auto rows = context.query(
+        "INSERT INTO resources (type, id, state) VALUES (?, ?, ?) ON CONFLICT (type, id) DO UPDATE "
+        "SET state = excluded.state, deleted = ?, revision = resources.revision + 1 RETURNING " +
+            std::string(resource_columns),
+        {std::string(type), std::string(id), text, false});
+    const Json body = resource_body(rows.front());
+    revision = body["_rev"].get<std::int64_t>();
+    context.announce(RoutingKey({type, id, created ? "new" : "updated"}), body);
+  });
+  return revision;
+}
+
+bool Operations::delete_resource(std::string_view type, std::string_view id) {
+  check_resource_type(type, id);
+  bool deleted = false;
+  run(true, [&](Context& context) {
+    const auto rows = context.query(
+        "UPDATE resources SET deleted = ?, revision = revision + 1 WHERE type = ? AND id = ? AND deleted = ? "
+        "RETURNING revision",
+        {true, std::string(type), std::string(id), false});
+    deleted = !rows.empty();
+    if (deleted) {
+      context.announce(RoutingKey({type, id, "deleted"}),
+                       Json{{"type", std::string(type)}, {"id", std::string(id)}, {"_rev", rows.front().as_int(0)}});
+    }
+  });
+  return deleted;
+}
+
+// --- reads -----------------------------------------------------------------------
+
+std::optional<Json> Operations::get_master(std::int64_t masterid) {
+  std::optional<Json> body;
+  run(false, [&](Context& context) { body = read_one(context, "masters", master_columns, masterid, master_body); });
+  return body;
+}
+
+std::optional<Json> Operations::get_builder(std::int64_t builderid) {
+  std::optional<Json> body;
+  run(false, [&](Context& context) {
+    body = read_one(context, "builders", builder_columns, builderid,
+                    [&](const Row& row) { return builder_body(context, row); });
+  });
+  return body;
+}
+
+std::optional<Json> Operations::get_buildset(std::int64_t bsid) {
+  std::optional<Json> body;
+  run(false, [&](Context& context) { body = read_one(context, "buildsets", buildset_columns, bsid, buildset_body); });
+  return body;
+}
+
+std::optional<Json> Operations::get_buildrequest(std::int64_t buildrequestid) {
+  std::optional<Json> body;
+  run(false, [&](Context& context) {
+    body = read_one(context, "buildrequests", buildrequest_columns, buildrequestid, buildrequest_body);
+  });
+  return body;
+}
+
+std::optional<Json> Operations::get_build(std::int64_t buildid) {
+  std::optional<Json> body;
+  run(false, [&](Context& context) { body = read_one(context, "builds", build_columns, buildid, build_body); });
+  return body;
+}
+
+std::optional<Json> Operations::get_step(std::int64_t stepid) {
+  std::optional<Json> body;
+  run(false, [&](Context& context) { body = read_one(context, "steps", step_columns, stepid, step_body); });
+  return body;
+}
+
+std::optional<Json> Operations::get_resource(std::string_view type, std::string_view id) {
+  std::optional<Json> body;
+  run(false, [&](Context& context) {
+    const auto rows = context.query("SELECT " + std::string(resource_columns) +
+                                        " FROM resources WHERE type = ? AND id = ? AND deleted = ?",
+                                    {std::string(type), std::string(id), false});
+    if (!rows.empty()) body = resource_body(rows.front());
+  });
+  return body;
+}
+
+std::vector<Json> Operations::list_buildrequests(const BuildRequestFilter& filter) {
+  Json where = Json::object();
+  if (filter.builderid) where["builderid"] = *filter.builderid;
+  if (filter.buildsetid) where["buildsetid"] = *filter.buildsetid;
+  if (filter.complete) where["complete"] = *filter.complete;
+  if (filter.claimed) where["claimed"] = *filter.claimed;
+  if (filter.claimed_by_masterid) where["claimed_by_masterid"] = *filter.claimed_by_masterid;
+  return list("buildrequests", where);
+}
+
+std::vector<Json> Operations::list(std::string_view type, const Json& where,
+                                   std::optional<std::vector<std::string>> ids) {
+  if (!where.is_object()) throw std::invalid_argument("list(): `where` must be a JSON object");
+  std::vector<Json> bodies;
+  if (ids && ids->empty()) return bodies;
+  const TypeInfo* info = find_builtin(type);
+  std::string sql;
+  std::vector<Value> params;
+  if (info != nullptr) {
+    sql = "SELECT " + std::string(info->columns) + " FROM " + std::string(info->table) + " WHERE 1 = 1";
+    for (const auto& [field, value] : where.items()) {
+      const auto column = info->fields.find(field);
+      if (column == info->fields.end()) {
+        throw std::invalid_argument("cannot filter " + std::string(type) + " on '" + field + "'");
+      }
+      if (value.is_null()) {
+        sql += " AND " + column->second + " IS NULL";
+      } else {
+        sql += " AND " + column->second + " = ?";
+        params.push_back(to_value(value, field));
+      }
+    }
+    if (ids) {
+      sql += " AND id IN " + placeholders(ids->size());
+      for (const auto& id : *ids) params.emplace_back(parse_id(id, type));
+    }
+    sql += " ORDER BY id";
+  } else {
+    (void)RoutingKey({type});  // an application type must be a routing-key element
+    if (!where.empty()) {
+      throw std::invalid_argument("resources of type '" + std::string(type) + "' can only be listed by id");
+    }
+    sql = "SELECT " + std::string(resource_columns) + " FROM resources WHERE type = ? AND deleted = ?";
+    params = {std::string(type), false};
+    if (ids) {
+      sql += " AND id IN " + placeholders(ids->size());
+      params.insert(params.end(), ids->begin(), ids->end());
+    }
+    sql += " ORDER BY id";
+  }
+  run(false, [&](Context& context) {
+    bodies.clear();
+    for (const auto& row : context.query(sql, params)) {
+      bodies.push_back(info != nullptr ? info->read(context, row) : resource_body(row));
+    }
+  });
+  return bodies;
+}
+
+std::string Operations::id_of(std::string_view type, const Json& body) {
+  if (const TypeInfo* info = find_builtin(type)) {
+    return std::to_string(body.at(std::string(info->id_field)).get<std::int64_t>());
+  }
+  return body.at("id").get<std::string>();
+}
+
+bool Operations::is_builtin_type(std::string_view type) noexcept { return find_builtin(type) != nullptr; }
+
+}  // namespace livestate::db

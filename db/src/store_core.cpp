@@ -1,0 +1,169 @@
+#include "store_core.hpp"
+
+#include <chrono>
+#include <string>
+
+#include "livestate/core/log.hpp"
+#include "livestate/mq/connector.hpp"
+
+namespace livestate::db::detail {
+
+namespace {
+constexpr std::size_t max_idle_sessions = 8;
+constexpr int max_attempts = 3;
+}  // namespace
+
+SessionLease::~SessionLease() {
+  if (m_core && m_session) m_core->release(std::move(m_session));
+}
+
+Context::~Context() { rollback(); }
+
+void Context::commit() {
+  m_open = false;
+  m_lease->commit();
+}
+
+void Context::rollback() noexcept {
+  if (!m_open) return;
+  m_open = false;
+  m_lease->rollback();
+  m_messages.clear();
+}
+
+double Context::now() const { return m_core.now(); }
+
+StoreCore::StoreCore(std::unique_ptr<SessionFactory> factory, mq::Connector& connector,
+                     StoreOptions options)
+    : m_factory(std::move(factory)), m_connector(connector), m_options(std::move(options)) {}
+
+double StoreCore::now() const {
+  if (m_options.clock) return m_options.clock();
+  using namespace std::chrono;
+  return duration<double>(system_clock::now().time_since_epoch()).count();
+}
+
+SessionLease StoreCore::acquire() {
+  std::unique_lock lock(m_mutex);
+  const std::size_t limit = m_factory->max_sessions();
+  m_released.wait(lock, [&] { return !m_idle.empty() || limit == 0 || m_open < limit; });
+  while (!m_idle.empty()) {
+    auto session = std::move(m_idle.back());
+    m_idle.pop_back();
+    if (session->healthy()) return SessionLease(shared_from_this(), std::move(session));
+    --m_open;  // ended by the server while idle (a restart, an administrator)
+  }
+  ++m_open;
+  lock.unlock();
+  try {
+    return SessionLease(shared_from_this(), m_factory->open());
+  } catch (const SessionFailure& failure) {
+    lock.lock();
+    --m_open;
+    m_released.notify_one();
+    lock.unlock();
+    rethrow(failure);
+  } catch (...) {
+    lock.lock();
+    --m_open;
+    m_released.notify_one();
+    throw;
+  }
+}
+
+void StoreCore::release(std::unique_ptr<Session> session) noexcept {
+  std::unique_ptr<Session> closing;
+  {
+    std::lock_guard lock(m_mutex);
+    if (session->healthy() && m_idle.size() < max_idle_sessions) {
+      // push_back can't throw here: the vector never holds more than
+      // max_idle_sessions and reserved that many on first use.
+      if (m_idle.capacity() < max_idle_sessions) {
+        try {
+          m_idle.reserve(max_idle_sessions);
+        } catch (...) {
+          closing = std::move(session);
+        }
+      }
+      if (session) m_idle.push_back(std::move(session));
+    } else {
+      closing = std::move(session);
+    }
+    if (closing) --m_open;
+  }
+  m_released.notify_one();
+  // `closing` disconnects here, outside the lock.
+}
+
+std::unique_ptr<Context> StoreCore::begin(bool write) {
+  auto context = std::make_unique<Context>(acquire(), *this);
+  try {
+    context->session().begin(write);
+  } catch (const SessionFailure& failure) {
+    context->m_open = false;
+    rethrow(failure);
+  }
+  return context;
+}
+
+void StoreCore::commit(std::unique_ptr<Context> context) {
+  try {
+    context->commit();
+  } catch (const SessionFailure& failure) {
+    rethrow(failure);
+  }
+  std::vector<Message> messages = std::move(context->messages());
+  context.reset();  // the session goes back to the pool before consumers run
+  produce_all(messages);
+}
+
+void StoreCore::run(bool write, const std::function<void(Context&)>& work) {
+  for (int attempt = 1;; ++attempt) {
+    std::unique_ptr<Context> context;
+    try {
+      context = begin(write);
+      work(*context);
+    } catch (const SessionFailure& failure) {
+      // The statement failed, so the transaction did not commit: a retry can't
+      // apply anything twice.
+      context.reset();
+      const bool transient = failure.kind() == FailureKind::serialization ||
+                             failure.kind() == FailureKind::connection;
+      if (transient && attempt < max_attempts) {
+        log(LogLevel::info, "db", std::string("retrying a transaction: ") + failure.what());
+        continue;
+      }
+      rethrow(failure);
+    } catch (const ConnectionFailed& failure) {
+      // begin() could not get a connection; a new one may work.
+      if (attempt < max_attempts) continue;
+      throw;
+    }
+    commit(std::move(context));
+    return;
+  }
+}
+
+void StoreCore::produce_all(std::vector<Message>& messages) noexcept {
+  for (auto& message : messages) {
+    try {
+      m_connector.produce(message.key, message.body);
+    } catch (const std::exception& error) {
+      log(LogLevel::error, "db",
+          "committed change not announced: produce(" + message.key.str() + ") failed: " + error.what());
+    } catch (...) {
+      log(LogLevel::error, "db", "committed change not announced: produce(" + message.key.str() + ") failed");
+    }
+  }
+}
+
+void StoreCore::rethrow(const SessionFailure& failure) {
+  switch (failure.kind()) {
+    case FailureKind::busy: throw DatabaseBusy(failure.what());
+    case FailureKind::connection: throw ConnectionFailed(failure.what());
+    case FailureKind::read_only: throw ReadOnlyDatabase(failure.what());
+    default: throw DatabaseError(failure.what());
+  }
+}
+
+}  // namespace livestate::db::detail

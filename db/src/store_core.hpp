@@ -1,0 +1,121 @@
+#pragma once
+
+// The parts of a store shared by Store, its Transactions and the migrator:
+// the connection pool, the paired connector, and the per-transaction context
+// that collects messages until commit.
+
+#include <condition_variable>
+#include <cstddef>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "livestate/core/message.hpp"
+#include "livestate/db/store.hpp"
+#include "session.hpp"
+
+namespace livestate::db::detail {
+
+class StoreCore;
+
+/// A session borrowed from the pool; returned (or dropped, when broken) on
+/// destruction.
+class SessionLease {
+ public:
+  SessionLease(std::shared_ptr<StoreCore> core, std::unique_ptr<Session> session) noexcept
+      : m_core(std::move(core)), m_session(std::move(session)) {}
+  SessionLease(SessionLease&&) noexcept = default;
+  SessionLease& operator=(SessionLease&&) = delete;
+  ~SessionLease();
+  Session& operator*() const noexcept { return *m_session; }
+  Session* operator->() const noexcept { return m_session.get(); }
+
+ private:
+  std::shared_ptr<StoreCore> m_core;
+  std::unique_ptr<Session> m_session;
+};
+
+/// One open transaction: its session and the messages it will produce.
+class Context {
+ public:
+  Context(SessionLease lease, StoreCore& core) : m_lease(std::move(lease)), m_core(core) {}
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
+  /// Rolls back when the transaction is still open.
+  ~Context();
+
+  /// Ends the transaction: COMMIT, or ROLLBACK.
+  void commit();
+  void rollback() noexcept;
+  [[nodiscard]] bool open() const noexcept { return m_open; }
+
+  [[nodiscard]] Session& session() const noexcept { return *m_lease; }
+  [[nodiscard]] Backend backend() const noexcept { return m_lease->backend(); }
+  [[nodiscard]] double now() const;
+
+  Rows query(std::string_view sql, std::initializer_list<Value> params = {}) {
+    return m_lease->query(sql, std::span<const Value>(params.begin(), params.size()));
+  }
+  Rows query(std::string_view sql, std::span<const Value> params) { return m_lease->query(sql, params); }
+  std::int64_t execute(std::string_view sql, std::initializer_list<Value> params = {}) {
+    return m_lease->execute(sql, std::span<const Value>(params.begin(), params.size()));
+  }
+
+  /// Queues a message for after commit.
+  void announce(RoutingKey key, Json body) { m_messages.push_back({std::move(key), std::move(body)}); }
+  [[nodiscard]] std::vector<Message>& messages() noexcept { return m_messages; }
+
+ private:
+  friend class StoreCore;
+  SessionLease m_lease;
+  StoreCore& m_core;
+  std::vector<Message> m_messages;
+  bool m_open = true;
+};
+
+class StoreCore : public std::enable_shared_from_this<StoreCore> {
+ public:
+  StoreCore(std::unique_ptr<SessionFactory> factory, mq::Connector& connector, StoreOptions options);
+
+  [[nodiscard]] Backend backend() const noexcept { return m_factory->backend(); }
+  [[nodiscard]] const std::string& name() const noexcept { return m_factory->display_name(); }
+  [[nodiscard]] mq::Connector& connector() const noexcept { return m_connector; }
+  [[nodiscard]] double now() const;
+
+  /// Borrows a session (opening one when none is idle; waiting when the
+  /// factory's limit is reached). Throws DatabaseError when it can't connect.
+  [[nodiscard]] SessionLease acquire();
+
+  /// Begins a transaction on a borrowed session.
+  [[nodiscard]] std::unique_ptr<Context> begin(bool write);
+  /// Commits: the messages are produced after COMMIT, in order. On failure
+  /// the transaction is rolled back and the error translated.
+  void commit(std::unique_ptr<Context> context);
+
+  /// Runs `work` in a transaction of its own, retrying the whole transaction on
+  /// failures that leave nothing behind (serialization failures, deadlocks, a
+  /// connection that broke before COMMIT was sent).
+  void run(bool write, const std::function<void(Context&)>& work);
+
+  /// Produces messages on the paired connector; a connector failure is logged
+  /// (the change is committed already).
+  void produce_all(std::vector<Message>& messages) noexcept;
+
+  /// Translates a backend failure into the public error hierarchy.
+  [[noreturn]] static void rethrow(const SessionFailure& failure);
+
+ private:
+  friend class SessionLease;
+  void release(std::unique_ptr<Session> session) noexcept;
+
+  std::unique_ptr<SessionFactory> m_factory;
+  mq::Connector& m_connector;
+  StoreOptions m_options;
+
+  std::mutex m_mutex;
+  std::condition_variable m_released;
+  std::vector<std::unique_ptr<Session>> m_idle;
+  std::size_t m_open = 0;
+};
+
+}  // namespace livestate::db::detail
