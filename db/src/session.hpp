@@ -22,6 +22,7 @@
 
 #include "livestate/core/json.hpp"
 #include "livestate/db/migrations.hpp"
+#include "livestate/mq/transactional.hpp"
 
 namespace livestate::db::detail {
 
@@ -110,6 +111,13 @@ class Session {
   /// False once the connection is known to be unusable: the store then drops
   /// it instead of returning it to the pool.
   [[nodiscard]] virtual bool healthy() const noexcept = 0;
+
+  /// The message stream of this connection, for a connector that sends
+  /// messages in its transactions (mq::TransactionalTransport).
+  [[nodiscard]] mq::TransportStream& stream() noexcept { return m_stream; }
+
+ private:
+  mq::TransportStream m_stream;
 };
 
 /// Opens sessions to one database.

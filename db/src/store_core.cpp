@@ -106,11 +106,55 @@ std::unique_ptr<Context> StoreCore::begin(bool write) {
   return context;
 }
 
+namespace {
+
+// The store's transaction as a connector sees it, to send messages in it.
+class ContextRunner final : public mq::SqlRunner {
+ public:
+  explicit ContextRunner(Context& context) : m_context(context) {}
+  std::optional<std::string> run(std::string_view sql,
+                                 std::span<const std::optional<std::string>> params) override {
+    std::vector<Value> values;
+    values.reserve(params.size());
+    for (const auto& param : params) values.push_back(param ? Value(*param) : Value(std::monostate{}));
+    const auto rows = m_context.query(sql, values);
+    if (rows.empty() || rows.front().size() == 0 || rows.front().is_null(0)) return std::nullopt;
+    return rows.front().as_text(0);
+  }
+  mq::TransportStream& stream() noexcept override { return m_context.session().stream(); }
+
+ private:
+  Context& m_context;
+};
+
+}  // namespace
+
 void StoreCore::commit(std::unique_ptr<Context> context) {
+  // Paired with a connector whose transport is this PostgreSQL database, the
+  // messages travel in the transaction itself: NOTIFY is delivered at COMMIT,
+  // and not at all on ROLLBACK.
+  auto* transport = dynamic_cast<mq::TransactionalTransport*>(&m_connector);
+  const bool in_transaction =
+      transport != nullptr && backend() == Backend::postgresql && !context->messages().empty();
+  auto& stream = context->session().stream();
+  const std::uint64_t sequence_before = stream.sequence;
   try {
+    if (in_transaction) {
+      ContextRunner runner(*context);
+      transport->send_in_transaction(context->messages(), runner);
+      context->messages().clear();
+    }
     context->commit();
   } catch (const SessionFailure& failure) {
+    // Not sent, so no consumer must see a gap in this session's sequence;
+    // unless the COMMIT is in doubt, when they may have been.
+    if (failure.kind() != FailureKind::connection) stream.sequence = sequence_before;
+    context->rollback();
     rethrow(failure);
+  } catch (...) {
+    stream.sequence = sequence_before;
+    context->rollback();
+    throw;
   }
   std::vector<Message> messages = std::move(context->messages());
   context.reset();  // the session goes back to the pool before consumers run

@@ -4,6 +4,9 @@
 
 #include "livestate/core/error.hpp"
 #include "livestate/mq/simple_mq.hpp"
+#include "postgres_registry.hpp"
+
+#include <atomic>
 
 namespace livestate::mq {
 namespace {
@@ -13,14 +16,23 @@ bool is_postgresql(std::string_view url) {
          url.find('=') != std::string_view::npos;  // a libpq conninfo: "host=… dbname=…"
 }
 
+std::atomic<detail::PostgresConnectorMaker> g_postgres_connector{nullptr};
+
 }  // namespace
 
-std::unique_ptr<Connector> connect(std::string_view url, boost::asio::any_io_executor /*executor*/) {
+void detail::register_postgres_connector(PostgresConnectorMaker maker) noexcept {
+  g_postgres_connector.store(maker);
+}
+
+detail::PostgresConnectorMaker detail::postgres_connector() noexcept { return g_postgres_connector.load(); }
+
+std::unique_ptr<Connector> connect(std::string_view url, boost::asio::any_io_executor executor) {
   if (url == "simple:" || url == "simple://") return make_simple_mq();
   if (is_postgresql(url)) {
+    if (const auto maker = detail::postgres_connector()) return maker(url, std::move(executor));
     throw UnsupportedUrl("livestate::mq::connect(\"" + std::string(url) +
-                         "\"): this version of livestate has no PostgreSQL connector yet; "
-                         "use \"simple:\" for the in-process connector");
+                         "\"): this program was linked without the PostgreSQL connector "
+                         "(link livestate::mq_postgres or livestate::livestate)");
   }
   throw UnsupportedUrl("livestate::mq::connect(\"" + std::string(url) +
                        "\"): unknown connector URL; expected \"simple:\" or a PostgreSQL URL "

@@ -1,5 +1,7 @@
 #include "livestate/mq/connector.hpp"
 
+#include <utility>
+
 #include <boost/asio/error.hpp>
 
 namespace livestate::mq {
@@ -9,26 +11,39 @@ Consumer::~Consumer() = default;
 struct Connector::WaitState {
   std::mutex mutex;
   bool done = false;
+  bool checking = true;                // check() has not returned false yet
+  std::optional<Message> early;        // the first message that came while check() ran
   std::unique_ptr<Consumer> consumer;
   WaitCompletion complete;
+
+  using Claim = std::pair<WaitCompletion, std::unique_ptr<Consumer>>;
+
+  // With `mutex` held: marks the wait done and takes what completing it needs
+  // (nothing when it already was done).
+  Claim claim() {
+    if (done) return {};
+    done = true;
+    return {std::move(complete), std::move(consumer)};
+  }
+
+  // Without `mutex`: unsubscribes before completing, so the handler never
+  // races a second message.
+  static void complete_claimed(Claim claimed, boost::system::error_code error, std::optional<Message> message) {
+    claimed.second.reset();
+    if (claimed.first) claimed.first(error, std::move(message));
+  }
 };
 
 Connector::~Connector() { abort_waits(); }
 
 void Connector::finish_wait(const std::shared_ptr<WaitState>& state, boost::system::error_code error,
                             std::optional<Message> message) {
-  WaitCompletion complete;
-  std::unique_ptr<Consumer> consumer;
+  WaitState::Claim claimed;
   {
     std::lock_guard lock(state->mutex);
-    if (state->done) return;
-    state->done = true;
-    complete = std::move(state->complete);
-    consumer = std::move(state->consumer);
+    claimed = state->claim();
   }
-  // Unsubscribe before completing, so the handler never races a second message.
-  consumer.reset();
-  complete(error, std::move(message));
+  WaitState::complete_claimed(std::move(claimed), error, std::move(message));
 }
 
 void Connector::start_wait(Filter filter, std::function<bool()> check, WaitCompletion complete) {
@@ -43,6 +58,16 @@ void Connector::start_wait(Filter filter, std::function<bool()> check, WaitCompl
   // destroys the consumer and so the callback: no cycle outlives the wait.
   auto consumer = start_consuming(
       [state](const RoutingKey& key, const Json& body) {
+        {
+          std::lock_guard lock(state->mutex);
+          if (state->done) return;
+          if (state->checking) {
+            // Held until check() has said no: a check that throws or says yes
+            // must not have completed the handler already.
+            if (!state->early) state->early.emplace(Message{key, body});
+            return;
+          }
+        }
         finish_wait(state, {}, Message{key, body});
       },
       std::move(filter));
@@ -50,21 +75,35 @@ void Connector::start_wait(Filter filter, std::function<bool()> check, WaitCompl
     std::lock_guard lock(state->mutex);
     if (!state->done) state->consumer = std::move(consumer);
   }
-  consumer.reset();  // already finished (another thread delivered): drop it
+  consumer.reset();  // already finished (the connector is going away): drop it
   bool satisfied = false;
   try {
     satisfied = check();
   } catch (...) {
-    std::unique_ptr<Consumer> subscribed;
+    WaitState::Claim dropped;  // released after the lock, never called
     {
       std::lock_guard lock(state->mutex);
-      state->done = true;
-      subscribed = std::move(state->consumer);
-      state->complete = nullptr;
+      dropped = state->claim();
+      state->early.reset();
     }
     throw;
   }
-  if (satisfied) finish_wait(state, {}, std::nullopt);
+  if (satisfied) {
+    finish_wait(state, {}, std::nullopt);
+    return;
+  }
+  WaitState::Claim claimed;
+  std::optional<Message> early;
+  {
+    std::lock_guard lock(state->mutex);
+    state->checking = false;
+    if (state->early) {
+      // Claimed under the same lock, so that no later message completes it first.
+      early = std::move(state->early);
+      claimed = state->claim();
+    }
+  }
+  if (early) WaitState::complete_claimed(std::move(claimed), {}, std::move(early));
 }
 
 void Connector::abort_waits() noexcept {

@@ -1,8 +1,11 @@
 // Links livestate::db alone: an embedded store with the in-process connector,
 // and no PostgreSQL client library (CMakeLists.txt checks the binary's
-// NEEDED entries). A PostgreSQL URL is then refused with a clear error.
+// NEEDED entries). PostgreSQL URLs are then refused with a clear error.
 #include <livestate/db/store.hpp>
+#include <livestate/mq/connect.hpp>
 #include <livestate/mq/simple_mq.hpp>
+
+#include <boost/asio/io_context.hpp>
 
 #include <iostream>
 #include <string>
@@ -28,6 +31,17 @@ int main() {
     return 1;
   } catch (const livestate::UnsupportedUrl& refused) {
     if (std::string(refused.what()).find("livestate::db_postgres") == std::string::npos) {
+      std::cerr << "sqlite_only: the refusal does not say what to link: " << refused.what() << "\n";
+      return 1;
+    }
+  }
+  boost::asio::io_context io;
+  try {
+    (void)livestate::mq::connect("postgresql://127.0.0.1:1/none", io.get_executor());
+    std::cerr << "sqlite_only: a PostgreSQL connector was made without livestate::mq_postgres\n";
+    return 1;
+  } catch (const livestate::UnsupportedUrl& refused) {
+    if (std::string(refused.what()).find("livestate::mq_postgres") == std::string::npos) {
       std::cerr << "sqlite_only: the refusal does not say what to link: " << refused.what() << "\n";
       return 1;
     }

@@ -13,6 +13,7 @@
 #include "livestate/core/filter.hpp"
 #include "livestate/core/message.hpp"
 #include "livestate/mq/consumer.hpp"
+#include "livestate/mq/control.hpp"
 
 namespace livestate::mq {
 
@@ -48,17 +49,32 @@ class Connector {
   /// that name is active are kept and delivered, in order, before anything newer
   /// when a consumer of that name starts again (with the same filter). Throws
   /// PersistentNameInUse when a consumer of that name is active, or when the
-  /// filter differs from the one the name was created with.
+  /// filter differs from the one the name was created with. A name seen for the
+  /// first time gets nothing produced before this call, not even a message
+  /// still waiting to be delivered.
+  ///
+  /// Object lifetimes: the callback may run before this returns (SimpleMQ
+  /// delivers a resumed consumer's backlog then), so it must not rely on the
+  /// returned handle during that catch-up, e.g. to stop itself through it.
   virtual std::unique_ptr<Consumer> start_consuming(
       Callback callback, Filter filter,
       std::optional<std::string> persistent_name = std::nullopt) = 0;
+
+  /// start_consuming with options: a durable name and a callback for control
+  /// events (control.hpp), which tell a consumer that it may have missed
+  /// messages (the PostgreSQL connector reconnected, saw a gap, overflowed).
+  /// Connectors that never lose messages (SimpleMQ) send none.
+  std::unique_ptr<Consumer> start_consuming(Callback callback, Filter filter, ConsumeOptions options) {
+    return start_consuming_with(std::move(callback), std::move(filter), std::move(options));
+  }
 
   [[nodiscard]] virtual ConnectorStats stats() const = 0;
 
   /// Buildbot's waitUntilEvent: subscribes to `filter`, then calls `check`; if
   /// it returns true, completes at once with std::nullopt, else with the first
-  /// matching message (also one produced while `check` ran). Unsubscribes
-  /// either way.
+  /// matching message (also one produced while `check` ran: it is held until
+  /// `check` returns, and completes the wait only if `check` returned false).
+  /// Unsubscribes either way.
   ///
   /// Handler signature: void(boost::system::error_code, std::optional<Message>).
   /// The error is operation_aborted when the connector is destroyed first.
@@ -67,12 +83,18 @@ class Connector {
   /// caller's, when `check` returns true). Accepts any Asio completion token:
   /// a callback, boost::asio::use_future, boost::asio::use_awaitable.
   /// An exception from `check` propagates from this call, after unsubscribing;
-  /// the handler is then never called.
+  /// the handler is then never called, even when a message came during `check`
+  /// (that message is dropped).
   template <class CompletionToken>
   auto async_wait_until_event(Filter filter, std::function<bool()> check,
                               CompletionToken&& token);
 
  protected:
+  /// The options form of start_consuming; by default the plain form, without
+  /// control events.
+  virtual std::unique_ptr<Consumer> start_consuming_with(Callback callback, Filter filter,
+                                                         ConsumeOptions options);
+
   using WaitCompletion = std::function<void(boost::system::error_code, std::optional<Message>)>;
 
   /// The connector-independent part of async_wait_until_event: calls

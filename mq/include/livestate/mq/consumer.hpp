@@ -29,9 +29,10 @@ class Consumer {
   virtual ~Consumer();
 
   /// Idempotent. Once it has returned, the callback is never invoked again: when
-  /// another thread is running the callback at that moment, this waits for it
-  /// to return (so never call it from a thread the callback waits for); from
-  /// inside the callback itself it returns at once.
+  /// another thread is running this consumer's callback at that moment, this
+  /// waits for it to return (so never call it from a thread the callback waits
+  /// for); it never waits for other consumers' callbacks, and from inside one
+  /// of its connector's callbacks (its own included) it returns at once.
   virtual void stop_consuming() = 0;
 };
 

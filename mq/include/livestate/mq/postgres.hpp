@@ -1,0 +1,93 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include <boost/asio/any_io_executor.hpp>
+
+#include "livestate/core/error.hpp"
+#include "livestate/mq/connector.hpp"
+
+namespace livestate::mq {
+
+/// Thrown by the PostgreSQL connector's produce() when the server can't take
+/// the message; the message says whether it may have been sent anyway (a
+/// connection lost during the statement) or certainly was not.
+class TransportError : public Error {
+ public:
+  using Error::Error;
+  ~TransportError() override;
+};
+
+struct PostgresOptions {
+  /// The NOTIFY channel (quoted as an identifier; any text).
+  std::string channel = "livestate";
+  /// Reconnection of the listening connection: exponential backoff from
+  /// `reconnect_initial` to `reconnect_max`, with jitter, never giving up.
+  std::chrono::milliseconds reconnect_initial{100};
+  std::chrono::milliseconds reconnect_max{5000};
+  /// The listening connection is probed after this long without traffic, and
+  /// declared broken when the probe gets no answer within `probe_timeout`
+  /// (TCP keepalives are on as well).
+  std::chrono::milliseconds probe_interval{2000};
+  std::chrono::milliseconds probe_timeout{3000};
+  /// produce() waits at most this long for a connection; then TransportError.
+  std::chrono::seconds connect_timeout{5};
+  /// Messages received but not yet delivered (consumers behind): past this,
+  /// messages are dropped, counted, and consumers get an overflow event.
+  std::size_t max_buffered = 100000;
+  /// How long bodies sent by reference stay in livestate_mq_bodies.
+  std::chrono::seconds body_retention{600};
+  /// How long a message waits in a durable queue whose consumer does not come
+  /// back; older ones are pruned, and the consumer, when it returns, gets an
+  /// `expired` control event saying how many.
+  std::chrono::seconds queue_retention{7 * 24 * 3600};
+};
+
+/// What the PostgreSQL connector has seen since it was made.
+struct PostgresStats {
+  std::uint64_t notifications = 0;      ///< payloads received on the channel
+  std::uint64_t received = 0;           ///< valid messages decoded from them
+  std::uint64_t delivered = 0;          ///< callback invocations that returned
+  std::uint64_t malformed = 0;          ///< payloads or entries refused (bad JSON, types, keys…)
+  std::uint64_t by_reference = 0;       ///< bodies fetched from livestate_mq_bodies
+  std::uint64_t missing_references = 0; ///< references to rows that were gone
+  std::uint64_t dropped_overflow = 0;   ///< messages dropped because consumers fell behind
+  std::uint64_t gaps = 0;               ///< sequence gaps seen (messages lost on the way)
+  std::uint64_t reconnects = 0;         ///< times the listening connection was made again
+  std::string last_reconnect_reason;    ///< why it was lost last
+  bool listening = false;               ///< LISTEN is active now
+};
+
+/// The PostgreSQL LISTEN/NOTIFY connector; see the README for the wire format
+/// and the guarantees.
+///
+/// Thread safety: every function may be called from any thread. produce()
+/// runs in the calling thread, on a connection of its own. Callbacks and
+/// control events run on the executor, one at a time, in order; the socket of
+/// the listening connection is waited on there too.
+///
+/// Object lifetimes: the executor must outlive the connector. Destroying the
+/// connector stops every consumer; it waits for a callback running in another
+/// thread to return.
+class PostgresConnector : public Connector {
+ public:
+  [[nodiscard]] virtual PostgresStats postgres_stats() const = 0;
+  /// This connector's origin in the wire format.
+  [[nodiscard]] virtual const std::string& origin() const noexcept = 0;
+  /// Blocks until LISTEN is active (true) or `timeout` passed (false). The
+  /// executor must be running in another thread.
+  [[nodiscard]] virtual bool wait_listening(std::chrono::milliseconds timeout) const = 0;
+};
+
+/// Makes a PostgreSQL connector and starts listening (asynchronously: the
+/// first messages are received once the executor has run the connection).
+/// Needs livestate::mq_postgres linked (livestate::livestate links it).
+std::unique_ptr<PostgresConnector> make_postgres_connector(std::string_view url,
+                                                           boost::asio::any_io_executor executor,
+                                                           PostgresOptions options = {});
+
+}  // namespace livestate::mq

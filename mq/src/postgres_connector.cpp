@@ -1,0 +1,1283 @@
+// The PostgreSQL LISTEN/NOTIFY connector.
+//
+// One listening connection, driven without blocking on the user's executor
+// (libpq's non-blocking connect and input functions, its socket waited on
+// with Asio); one producing connection, used under a mutex by whichever thread
+// produces. Received payloads are decoded (wire.hpp), checked for gaps in each
+// origin's sequence, and handed in order to an in-process router (a SimpleMQ)
+// that matches filters and calls consumers, on a strand of the executor.
+
+#include <libpq-fe.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <random>
+#include <set>
+#include <thread>
+#include <utility>
+#include <variant>
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+
+#include "livestate/core/log.hpp"
+#include "livestate/core/wire.hpp"
+#include "livestate/mq/control.hpp"
+#include "livestate/mq/postgres.hpp"
+#include "livestate/mq/simple_mq.hpp"
+#include "livestate/mq/transactional.hpp"
+#include "postgres_registry.hpp"
+
+namespace livestate::mq {
+
+TransportError::~TransportError() = default;
+
+namespace {
+
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+constexpr std::string_view component = "mq.postgres";
+
+struct ConnectionCloser {
+  void operator()(PGconn* connection) const noexcept { PQfinish(connection); }
+};
+using Connection = std::unique_ptr<PGconn, ConnectionCloser>;
+
+struct ResultClearer {
+  void operator()(PGresult* result) const noexcept { PQclear(result); }
+};
+using Result = std::unique_ptr<PGresult, ResultClearer>;
+
+// libpq's messages end in a newline and may span lines; ours are one line.
+std::string one_line(const char* text) {
+  std::string line;
+  bool space = false;
+  for (const char* c = text; c != nullptr && *c != '\0'; ++c) {
+    if (*c == '\n' || *c == '\r' || *c == '\t' || *c == ' ') {
+      space = !line.empty();
+      continue;
+    }
+    if (space) line += ' ';
+    space = false;
+    line += *c;
+  }
+  return line;
+}
+
+// "postgresql://user:secret@host/db" -> "postgresql://user:***@host/db".
+std::string redact(std::string_view url) {
+  std::string result(url);
+  if (const auto scheme = result.find("://"); scheme != std::string::npos) {
+    const auto at = result.find('@', scheme + 3);
+    const auto colon = result.find(':', scheme + 3);
+    const auto slash = result.find('/', scheme + 3);
+    if (at != std::string::npos && colon < at && (slash == std::string::npos || at < slash)) {
+      result.replace(colon + 1, at - colon - 1, "***");
+    }
+  }
+  for (auto position = result.find("password="); position != std::string::npos;
+       position = result.find("password=", position + 1)) {
+    auto end = position + 9;
+    while (end < result.size() && result[end] != ' ' && result[end] != '&') ++end;
+    result.replace(position + 9, end - position - 9, "***");
+  }
+  return result;
+}
+
+std::string random_origin() {
+  std::random_device device;
+  std::uniform_int_distribution<std::uint64_t> digits;
+  char text[24];
+  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(digits(device)));
+  return text;
+}
+
+// libpq connection parameters: our defaults first, then the user's URL or
+// conninfo (expanded from "dbname"), whose own settings win.
+Connection start_connection(const std::string& url, const char* application, bool blocking,
+                            std::chrono::seconds connect_timeout) {
+  const std::string timeout = std::to_string(connect_timeout.count());
+  const char* keywords[] = {"keepalives",     "keepalives_idle", "keepalives_interval",
+                            "keepalives_count", "connect_timeout", "fallback_application_name",
+                            "dbname",         nullptr};
+  const char* values[] = {"1", "5", "2", "3", timeout.c_str(), application, url.c_str(), nullptr};
+  PGconn* raw = blocking ? PQconnectdbParams(keywords, values, 1) : PQconnectStartParams(keywords, values, 1);
+  if (raw == nullptr) throw std::bad_alloc();
+  // Server notices ("relation already exists, skipping", "terminating
+  // connection…") go to livestate's log, not to stderr.
+  PQsetNoticeProcessor(
+      raw, [](void*, const char* message) { log(LogLevel::debug, component, one_line(message)); }, nullptr);
+  return Connection(raw);
+}
+
+// The channel as a quoted identifier (LISTEN takes no parameter).
+std::string quoted_channel(const std::string& channel) {
+  std::string quoted = "\"";
+  for (const char c : channel) {
+    quoted += c;
+    if (c == '"') quoted += '"';
+  }
+  return quoted + "\"";
+}
+
+// Does a connection that is idle (no query running) still work? The server
+// sends nothing unasked to a session that doesn't LISTEN, so a readable socket
+// means it ended the session.
+bool idle_connection_alive(PGconn* connection) {
+  if (connection == nullptr || PQstatus(connection) != CONNECTION_OK) return false;
+  pollfd probe{PQsocket(connection), POLLIN, 0};
+  return ::poll(&probe, 1, 0) == 0;
+}
+
+// The connector's tables, created on first use by whichever process comes
+// first (the transaction-level lock keeps two from racing): bodies sent by
+// reference, durable queues, and the messages kept for them.
+constexpr const char* tables_sql[] = {
+    "SELECT pg_advisory_xact_lock(7308416553390571923)",
+    "CREATE TABLE IF NOT EXISTS livestate_mq_bodies ("
+    " id BIGSERIAL PRIMARY KEY, body TEXT NOT NULL, created_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+    "CREATE TABLE IF NOT EXISTS livestate_mq_queues ("
+    " name TEXT PRIMARY KEY, filter TEXT[] NOT NULL, any_suffix BOOLEAN NOT NULL,"
+    " created_at TIMESTAMPTZ NOT NULL DEFAULT now(), last_active TIMESTAMPTZ NOT NULL DEFAULT now(),"
+    " expired BIGINT NOT NULL DEFAULT 0)",
+    "CREATE TABLE IF NOT EXISTS livestate_mq_queued ("
+    " queue TEXT NOT NULL REFERENCES livestate_mq_queues (name) ON DELETE CASCADE,"
+    " id BIGSERIAL, origin TEXT NOT NULL, sequence BIGINT NOT NULL, key TEXT[] NOT NULL, body TEXT NOT NULL,"
+    " created_at TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (queue, id))",
+    "CREATE INDEX IF NOT EXISTS livestate_mq_queued_message ON livestate_mq_queued (queue, origin, sequence)",
+};
+
+// What flows from the listener to the dispatcher, in order.
+struct Delivery {
+  RoutingKey key;
+  Json body;
+  std::optional<std::string> origin;
+  std::uint64_t sequence = 0;  // 0: none
+};
+
+// A decoded message waiting for its turn (and maybe for its body).
+struct Received {
+  std::optional<std::string> origin;
+  wire::Incoming message;
+};
+using Item = std::variant<Delivery, ControlEvent>;
+
+// ---------------------------------------------------------------------------
+
+class DurableQueue;
+std::optional<std::string> run_blocking(PGconn* connection, const std::string& sql,
+                                        const std::vector<std::optional<std::string>>& params, bool& in_doubt);
+std::string text_array(const std::vector<std::string>& elements);
+
+class Core final : public std::enable_shared_from_this<Core> {
+ public:
+  Core(std::string url, asio::any_io_executor executor, PostgresOptions options)
+      : m_url(std::move(url)),
+        m_name(redact(m_url)),
+        m_options(std::move(options)),
+        m_origin(random_origin()),
+        m_listen_strand(asio::make_strand(executor)),
+        m_dispatch_strand(asio::make_strand(executor)),
+        m_retry_timer(m_listen_strand),
+        m_probe_timer(m_listen_strand),
+        m_wait_deadline(m_listen_strand),
+        m_router(make_simple_mq()),
+        m_control_router(make_simple_mq()) {}
+
+  void start() {
+    asio::post(m_listen_strand, [self = shared_from_this()] { self->connect(); });
+  }
+
+  // Stops everything; afterwards no consumer is called. Waits for a dispatch
+  // running in another thread.
+  void stop() noexcept {
+    m_stopped.store(true);
+    {
+      std::unique_lock lock(m_dispatch_mutex, std::defer_lock);
+      if (m_dispatch_thread.load() != std::this_thread::get_id()) lock.lock();
+    }
+    asio::post(m_listen_strand, [self = shared_from_this()] { self->close_listener(); });
+    std::lock_guard lock(m_state_mutex);
+    m_listening = false;
+    m_state_changed.notify_all();
+  }
+
+  // --- consumers -------------------------------------------------------------
+
+  std::unique_ptr<Consumer> start_consuming(Callback callback, Filter filter, const ConsumeOptions& options);
+
+  // --- producing -------------------------------------------------------------
+
+  void produce(const RoutingKey& key, const Json& body);
+  void send_in_transaction(std::span<const Message> messages, SqlRunner& sql);
+
+  [[nodiscard]] PostgresStats stats() const {
+    std::lock_guard lock(m_state_mutex);
+    PostgresStats stats = m_stats;
+    stats.delivered = m_router->stats().delivered;
+    stats.listening = m_listening;
+    return stats;
+  }
+  [[nodiscard]] ConnectorStats connector_stats() const {
+    ConnectorStats stats = m_router->stats();
+    stats.produced = m_produced.load();
+    return stats;
+  }
+  [[nodiscard]] const std::string& origin() const noexcept { return m_origin; }
+
+  bool wait_listening(std::chrono::milliseconds timeout) const {
+    std::unique_lock lock(m_state_mutex);
+    return m_state_changed.wait_for(lock, timeout, [&] { return m_listening || m_stopped.load(); }) &&
+           m_listening;
+  }
+
+ private:
+  // --- the listening connection (all on m_listen_strand) ------------------------
+
+  void connect() {
+    if (m_stopped) return;
+    m_listener = start_connection(m_url, "livestate-listener", false, m_options.connect_timeout);
+    if (PQstatus(m_listener.get()) == CONNECTION_BAD) {
+      return lost("cannot connect: " + one_line(PQerrorMessage(m_listener.get())));
+    }
+    m_wait_deadline.expires_after(m_options.connect_timeout);
+    m_wait_deadline.async_wait([self = shared_from_this(), generation = m_generation](boost::system::error_code error) {
+      if (!error && generation == self->m_generation && !self->m_connected) self->lost("connecting timed out");
+    });
+    poll_connect(PGRES_POLLING_WRITING);
+  }
+
+  void watch_socket() {
+    const int fd = PQsocket(m_listener.get());
+    if (m_socket && m_socket_fd == fd) return;
+    m_socket.reset();
+    const int copy = ::dup(fd);  // Asio owns (and closes) the copy, libpq the original
+    if (copy < 0) throw std::system_error(errno, std::generic_category(), "dup");
+    m_socket.emplace(m_listen_strand, copy);
+    m_socket_fd = fd;
+  }
+
+  void poll_connect(PostgresPollingStatusType status) {
+    if (m_stopped) return;
+    if (status == PGRES_POLLING_FAILED) {
+      return lost("cannot connect: " + one_line(PQerrorMessage(m_listener.get())));
+    }
+    if (status == PGRES_POLLING_OK) return connected();
+    watch_socket();
+    const auto wait = status == PGRES_POLLING_READING ? asio::posix::stream_descriptor::wait_read
+                                                       : asio::posix::stream_descriptor::wait_write;
+    m_socket->async_wait(wait, [self = shared_from_this(), generation = m_generation](boost::system::error_code error) {
+      if (generation != self->m_generation || self->m_stopped) return;
+      if (error) return self->lost("waiting for the connection: " + error.message());
+      self->poll_connect(PQconnectPoll(self->m_listener.get()));
+    });
+  }
+
+  void connected() {
+    m_connected = true;
+    m_wait_deadline.cancel();
+    watch_socket();
+    if (PQsetnonblocking(m_listener.get(), 1) != 0) return lost("cannot make the connection non-blocking");
+    send_query("LISTEN " + quoted_channel(m_options.channel), {}, [self = shared_from_this()](Result result) {
+      if (PQresultStatus(result.get()) != PGRES_COMMAND_OK) {
+        return self->lost("LISTEN refused: " + one_line(PQresultErrorMessage(result.get())));
+      }
+      self->listening();
+    });
+    read();
+  }
+
+  void listening() {
+    m_backoff = m_options.reconnect_initial;
+    bool reconnected = false;
+    std::string reason;
+    {
+      std::lock_guard lock(m_state_mutex);
+      m_listening = true;
+      reconnected = m_ever_listened;
+      m_ever_listened = true;
+      if (reconnected) {
+        ++m_stats.reconnects;
+        reason = m_stats.last_reconnect_reason;
+      }
+      m_state_changed.notify_all();
+    }
+    if (reconnected) {
+      // Whatever was produced while we were away is lost to us: the sequences
+      // we knew mean nothing any more, and every consumer must know.
+      m_next_sequence.clear();
+      log(LogLevel::warning, component, "listening again on " + m_name + " after: " + reason);
+      enqueue(ControlEvent{ControlKind::reconnected, "reconnected after: " + reason, std::nullopt, 0});
+    }
+    schedule_probe();
+  }
+
+  // The read loop: everything the server sends on the listening connection.
+  void read() {
+    m_socket->async_wait(asio::posix::stream_descriptor::wait_read,
+                         [self = shared_from_this(), generation = m_generation](boost::system::error_code error) {
+                           if (generation != self->m_generation || self->m_stopped) return;
+                           if (error) return self->lost("waiting for the socket: " + error.message());
+                           self->on_readable();
+                         });
+  }
+
+  void on_readable() {
+    m_last_traffic = std::chrono::steady_clock::now();
+    if (PQconsumeInput(m_listener.get()) == 0) {
+      return lost(one_line(PQerrorMessage(m_listener.get())));
+    }
+    collect_results();
+    if (m_stopped || !m_listener) return;
+    take_notifications();
+    if (PQstatus(m_listener.get()) != CONNECTION_OK) return lost("the server closed the connection");
+    read();
+  }
+
+  // Queries on the listening connection run one at a time, in order.
+  struct Query {
+    std::string sql;
+    std::vector<std::string> params;
+    std::function<void(Result)> on_result;
+  };
+
+  void send_query(std::string sql, std::vector<std::string> params, std::function<void(Result)> on_result) {
+    m_queries.push_back({std::move(sql), std::move(params), std::move(on_result)});
+    if (m_queries.size() == 1) send_front();
+  }
+
+  void send_front() {
+    const Query& query = m_queries.front();
+    std::vector<const char*> values;
+    for (const auto& param : query.params) values.push_back(param.c_str());
+    const int sent = PQsendQueryParams(m_listener.get(), query.sql.c_str(), static_cast<int>(values.size()),
+                                       nullptr, values.data(), nullptr, nullptr, 0);
+    if (sent == 0) return lost("cannot send a query: " + one_line(PQerrorMessage(m_listener.get())));
+    PQflush(m_listener.get());  // small queries: the rest goes with the next read
+    m_last_result.reset();
+  }
+
+  void collect_results() {
+    while (!m_queries.empty() && PQisBusy(m_listener.get()) == 0) {
+      PGresult* raw = PQgetResult(m_listener.get());
+      if (raw != nullptr) {
+        m_last_result.reset(raw);
+        continue;
+      }
+      auto done = std::move(m_queries.front());
+      m_queries.pop_front();
+      done.on_result(std::move(m_last_result));
+      if (m_stopped || !m_listener) return;
+      if (!m_queries.empty()) send_front();
+    }
+  }
+
+  void schedule_probe() {
+    m_probe_timer.expires_after(m_options.probe_interval);
+    m_probe_timer.async_wait([self = shared_from_this(), generation = m_generation](boost::system::error_code error) {
+      if (error || generation != self->m_generation || self->m_stopped) return;
+      self->probe();
+    });
+  }
+
+  // After probe_interval of silence, ask the server something; no answer
+  // within probe_timeout means a half-open connection.
+  void probe() {
+    const auto idle = std::chrono::steady_clock::now() - m_last_traffic;
+    if (idle < m_options.probe_interval || m_probing) return schedule_probe();
+    m_probing = true;
+    m_wait_deadline.expires_after(m_options.probe_timeout);
+    m_wait_deadline.async_wait([self = shared_from_this(), generation = m_generation](boost::system::error_code error) {
+      if (!error && generation == self->m_generation && self->m_probing) {
+        self->lost("no answer to a liveness probe within " +
+                   std::to_string(self->m_options.probe_timeout.count()) + " ms");
+      }
+    });
+    send_query("SELECT 1", {}, [self = shared_from_this()](Result) {
+      self->m_probing = false;
+      self->m_wait_deadline.cancel();
+      self->schedule_probe();
+    });
+  }
+
+  void take_notifications() {
+    while (PGnotify* raw = PQnotifies(m_listener.get())) {
+      std::unique_ptr<PGnotify, decltype(&PQfreemem)> notification(raw, &PQfreemem);
+      if (m_options.channel != notification->relname) continue;
+      decode(notification->extra);
+    }
+    release_ready();
+  }
+
+  void decode(std::string_view payload) {
+    wire::Decoded decoded = wire::decode(payload);
+    {
+      std::lock_guard lock(m_state_mutex);
+      ++m_stats.notifications;
+      m_stats.malformed += decoded.problems.size();
+      m_stats.received += decoded.messages.size();
+    }
+    for (const auto& problem : decoded.problems) report_problem(problem);
+    for (auto& message : decoded.messages) {
+      if (decoded.origin && message.sequence) check_sequence(*decoded.origin, *message.sequence);
+      m_pending.push_back(Received{decoded.origin, std::move(message)});
+    }
+  }
+
+  // Logs one line per kind of problem per minute, not one per payload.
+  void report_problem(const wire::Problem& problem) {
+    const auto now = std::chrono::steady_clock::now();
+    auto& last = m_problem_logged[problem.kind];
+    if (last.time_since_epoch().count() != 0 && now - last < 60s) return;
+    last = now;
+    log(LogLevel::warning, component,
+        "dropped a malformed message on channel " + m_options.channel + " (" +
+            std::string(wire::to_string(problem.kind)) + "): " + problem.detail +
+            " (further ones of this kind are counted, logged at most once a minute)");
+  }
+
+  void check_sequence(const std::string& origin, std::uint64_t sequence) {
+    auto [next, first] = m_next_sequence.try_emplace(origin, sequence);
+    if (!first && sequence > next->second) {
+      const std::uint64_t missed = sequence - next->second;
+      {
+        std::lock_guard lock(m_state_mutex);
+        ++m_stats.gaps;
+      }
+      m_pending.push_back(ControlEvent{ControlKind::gap,
+                                       std::to_string(missed) + " message(s) of origin " + origin + " missing",
+                                       origin, missed});
+    }
+    next->second = std::max(next->second, sequence + 1);
+  }
+
+  // Moves decoded messages to the dispatcher, in order; a body sent by
+  // reference is fetched first, and holds back everything after it.
+  void release_ready() {
+    while (!m_pending.empty() && !m_fetching) {
+      auto& front = m_pending.front();
+      if (auto* received = std::get_if<Received>(&front); received != nullptr && received->message.reference) {
+        fetch_body(*received->message.reference);
+        return;
+      }
+      if (auto* received = std::get_if<Received>(&front)) {
+        enqueue(Delivery{std::move(received->message.key), std::move(received->message.body),
+                         std::move(received->origin), received->message.sequence.value_or(0)});
+      } else {
+        enqueue(std::move(std::get<ControlEvent>(front)));
+      }
+      m_pending.pop_front();
+    }
+  }
+
+  void fetch_body(std::int64_t reference) {
+    m_fetching = true;
+    send_query("SELECT body FROM livestate_mq_bodies WHERE id = $1", {std::to_string(reference)},
+               [self = shared_from_this(), reference](Result result) {
+                 self->m_fetching = false;
+                 auto& message = std::get<Received>(self->m_pending.front()).message;
+                 message.reference.reset();
+                 bool found = false;
+                 if (PQresultStatus(result.get()) == PGRES_TUPLES_OK && PQntuples(result.get()) == 1) {
+                   try {
+                     message.body = Json::parse(PQgetvalue(result.get(), 0, 0));
+                     found = true;
+                   } catch (const Json::exception&) {
+                   }
+                 }
+                 {
+                   std::lock_guard lock(self->m_state_mutex);
+                   ++(found ? self->m_stats.by_reference : self->m_stats.missing_references);
+                 }
+                 if (!found) {
+                   log(LogLevel::warning, component,
+                       "dropped " + message.key.str() + ": its body (livestate_mq_bodies row " +
+                           std::to_string(reference) + ") is gone or unreadable");
+                   self->m_pending.pop_front();
+                 }
+                 self->release_ready();
+               });
+  }
+
+  void lost(const std::string& reason) {
+    if (m_stopped) return;
+    const bool was_listening = [&] {
+      std::lock_guard lock(m_state_mutex);
+      const bool listening = m_listening;
+      m_listening = false;
+      m_stats.last_reconnect_reason = reason;
+      return listening;
+    }();
+    log(was_listening ? LogLevel::warning : LogLevel::info, component,
+        "listening connection to " + m_name + " lost: " + reason + "; reconnecting in " +
+            std::to_string(m_backoff.count()) + " ms");
+    close_listener();
+    // Backoff with jitter: between half and all of the current step.
+    std::uniform_int_distribution<long long> jitter(m_backoff.count() / 2, m_backoff.count());
+    m_retry_timer.expires_after(std::chrono::milliseconds(jitter(m_random)));
+    m_backoff = std::min(m_backoff * 2, m_options.reconnect_max);
+    m_retry_timer.async_wait([self = shared_from_this()](boost::system::error_code error) {
+      if (!error) self->connect();
+    });
+  }
+
+  void close_listener() noexcept {
+    ++m_generation;  // handlers of the old connection find out and return
+    m_connected = false;
+    m_probing = false;
+    m_fetching = false;
+    m_queries.clear();
+    m_last_result.reset();
+    m_pending.clear();  // undelivered leftovers of a lost connection: the reset event covers them
+    boost::system::error_code ignored;
+    m_wait_deadline.cancel(ignored);
+    m_probe_timer.cancel(ignored);
+    if (m_stopped) m_retry_timer.cancel(ignored);
+    m_socket.reset();
+    m_socket_fd = -1;
+    m_listener.reset();
+  }
+
+  // --- dispatching (m_dispatch_strand) -------------------------------------------
+
+  void enqueue(Item item) {
+    {
+      std::lock_guard lock(m_queue_mutex);
+      if (std::holds_alternative<Delivery>(item) && m_queue.size() >= m_options.max_buffered) {
+        ++m_overflowed;
+        std::lock_guard state(m_state_mutex);
+        ++m_stats.dropped_overflow;
+        return;
+      }
+      if (m_overflowed > 0) {
+        m_queue.emplace_back(ControlEvent{ControlKind::overflow,
+                                          std::to_string(m_overflowed) + " message(s) dropped: consumers fell behind",
+                                          std::nullopt, m_overflowed});
+        m_overflowed = 0;
+      }
+      m_queue.push_back(std::move(item));
+      if (m_dispatch_scheduled) return;
+      m_dispatch_scheduled = true;
+    }
+    asio::post(m_dispatch_strand, [self = shared_from_this()] { self->dispatch(); });
+  }
+
+  void dispatch() {
+    std::deque<Item> batch;
+    {
+      std::lock_guard lock(m_queue_mutex);
+      const auto count = std::min<std::size_t>(m_queue.size(), 256);
+      batch.insert(batch.end(), std::make_move_iterator(m_queue.begin()),
+                   std::make_move_iterator(m_queue.begin() + static_cast<std::ptrdiff_t>(count)));
+      m_queue.erase(m_queue.begin(), m_queue.begin() + static_cast<std::ptrdiff_t>(count));
+    }
+    {
+      std::lock_guard lock(m_dispatch_mutex);
+      m_dispatch_thread = std::this_thread::get_id();
+      for (auto& item : batch) {
+        if (m_stopped) break;
+        if (auto* delivery = std::get_if<Delivery>(&item)) {
+          m_current = delivery;  // what durable consumers acknowledge
+          m_router->produce(delivery->key, delivery->body);
+          m_current = nullptr;
+        } else {
+          const auto& event = std::get<ControlEvent>(item);
+          Json body{{"kind", to_string(event.kind)}, {"reason", event.reason}, {"missed", event.missed}};
+          if (event.origin) body["origin"] = *event.origin;
+          m_control_router->produce(RoutingKey{"control"}, body);
+        }
+      }
+      m_dispatch_thread = std::thread::id{};
+    }
+    std::lock_guard lock(m_queue_mutex);
+    if (m_queue.empty() || m_stopped) {
+      m_dispatch_scheduled = false;
+      return;
+    }
+    asio::post(m_dispatch_strand, [self = shared_from_this()] { self->dispatch(); });
+  }
+
+  // --- producing ---------------------------------------------------------------
+
+  // The producing connection, connected (again) when needed. Caller holds
+  // m_producer_mutex.
+  PGconn* producer() {
+    if (idle_connection_alive(m_producer.get())) return m_producer.get();
+    m_producer = start_connection(m_url, "livestate-producer", true, m_options.connect_timeout);
+    if (PQstatus(m_producer.get()) != CONNECTION_OK) {
+      const std::string reason = one_line(PQerrorMessage(m_producer.get()));
+      m_producer.reset();
+      throw TransportError("cannot produce: cannot connect to " + m_name + ": " + reason +
+                           " (the message was not sent)");
+    }
+    return m_producer.get();
+  }
+
+  friend class DurableQueue;
+ public:
+  void ensure_tables(PGconn* connection);
+ private:
+  void prune(PGconn* connection);
+
+  std::string m_url;
+  std::string m_name;
+  PostgresOptions m_options;
+  std::string m_origin;
+  std::atomic<bool> m_stopped{false};
+  std::atomic<std::uint64_t> m_produced{0};
+
+  // Listener state: m_listen_strand only.
+  asio::strand<asio::any_io_executor> m_listen_strand;
+  asio::strand<asio::any_io_executor> m_dispatch_strand;
+  Connection m_listener;
+  std::optional<asio::posix::stream_descriptor> m_socket;
+  int m_socket_fd = -1;
+  std::uint64_t m_generation = 0;
+  bool m_connected = false;
+  bool m_probing = false;
+  bool m_fetching = false;
+  asio::steady_timer m_retry_timer;
+  asio::steady_timer m_probe_timer;
+  asio::steady_timer m_wait_deadline;
+  std::chrono::milliseconds m_backoff{m_options.reconnect_initial};
+  std::mt19937_64 m_random{std::random_device{}()};
+  std::chrono::steady_clock::time_point m_last_traffic{};
+  std::deque<Query> m_queries;
+  Result m_last_result;
+  std::deque<std::variant<Received, ControlEvent>> m_pending;
+  std::map<std::string, std::uint64_t> m_next_sequence;
+  std::map<wire::ProblemKind, std::chrono::steady_clock::time_point> m_problem_logged;
+
+  // Shared with other threads.
+  mutable std::mutex m_state_mutex;
+  mutable std::condition_variable m_state_changed;
+  PostgresStats m_stats;
+  bool m_listening = false;
+  bool m_ever_listened = false;
+
+  std::mutex m_queue_mutex;
+  std::deque<Item> m_queue;
+  bool m_dispatch_scheduled = false;
+  std::uint64_t m_overflowed = 0;
+
+  std::mutex m_dispatch_mutex;
+  std::atomic<std::thread::id> m_dispatch_thread{};
+  std::unique_ptr<Connector> m_router;
+  std::unique_ptr<Connector> m_control_router;
+  const Delivery* m_current = nullptr;  // the message being dispatched (m_dispatch_strand)
+
+  std::mutex m_producer_mutex;
+  Connection m_producer;
+  std::uint64_t m_sequence = 0;
+  std::atomic<bool> m_tables_ready{false};
+};
+
+// A consumer of the connector: its message subscription and, when it asked for
+// them, its control-event subscription, stopped together.
+class PostgresConsumer final : public Consumer {
+ public:
+  PostgresConsumer(std::unique_ptr<Consumer> messages, std::unique_ptr<Consumer> control)
+      : m_messages(std::move(messages)), m_control(std::move(control)) {}
+  ~PostgresConsumer() override { stop_consuming(); }
+  void stop_consuming() override {
+    if (m_messages) m_messages->stop_consuming();
+    if (m_control) m_control->stop_consuming();
+  }
+
+ private:
+  std::unique_ptr<Consumer> m_messages;
+  std::unique_ptr<Consumer> m_control;
+};
+
+ControlEvent control_event_of(const Json& body) {
+  ControlEvent event{ControlKind::reconnected, body.value("reason", std::string()), std::nullopt,
+                     body.value("missed", std::uint64_t{0})};
+  const auto kind = body.value("kind", std::string());
+  for (const auto candidate : {ControlKind::reconnected, ControlKind::gap, ControlKind::overflow, ControlKind::expired}) {
+    if (kind == to_string(candidate)) event.kind = candidate;
+  }
+  if (body.contains("origin")) event.origin = body["origin"].get<std::string>();
+  return event;
+}
+
+// A durable consumer: its queue's messages are rows of livestate_mq_queued,
+// written by producers in the transactions that send them, and deleted once
+// delivered (acknowledged in batches). Resuming reads what is left, in order,
+// before anything live; a live copy of a message already delivered from the
+// table is skipped. At least once: a message delivered but not yet
+// acknowledged when the consumer stops (or crashes) comes again next time.
+// The queue's connection holds an advisory lock on its name: one active
+// consumer per name, in every process.
+class DurableQueue final : public std::enable_shared_from_this<DurableQueue> {
+ public:
+  DurableQueue(std::shared_ptr<Core> core, std::string name, Filter filter, Callback callback,
+               ControlCallback on_control)
+      : m_core(std::move(core)),
+        m_name(std::move(name)),
+        m_filter(std::move(filter)),
+        m_callback(std::move(callback)),
+        m_on_control(std::move(on_control)),
+        m_ack_timer(m_core->m_dispatch_strand) {}
+
+  // In the caller's thread: claims the queue, subscribes, reads the backlog,
+  // and has it delivered on the executor before anything live.
+  void start() {
+    std::lock_guard lock(m_connection_mutex);
+    m_connection = start_connection(m_core->m_url, "livestate-queue", true, m_core->m_options.connect_timeout);
+    if (PQstatus(m_connection.get()) != CONNECTION_OK) {
+      throw TransportError("cannot start durable consumer '" + m_name + "': cannot connect to " + m_core->m_name +
+                           ": " + one_line(PQerrorMessage(m_connection.get())));
+    }
+    m_core->ensure_tables(m_connection.get());
+    if (run("SELECT pg_try_advisory_lock(hashtextextended('livestate.queue.' || $1, 0))", {m_name}) != "t") {
+      throw PersistentNameInUse("durable consumer '" + m_name +
+                                "' is already active (in this or another process): stop it first");
+    }
+    std::string filter_literal = "{";
+    for (const auto& element : m_filter.elements()) {
+      if (filter_literal.size() > 1) filter_literal += ',';
+      filter_literal += element ? text_array({*element}).substr(1, text_array({*element}).size() - 2) : "NULL";
+    }
+    filter_literal += "}";
+    const auto same = run(
+        "INSERT INTO livestate_mq_queues (name, filter, any_suffix) VALUES ($1, $2::text[], $3) "
+        "ON CONFLICT (name) DO UPDATE SET last_active = now() "
+        "RETURNING (filter IS NOT DISTINCT FROM $2::text[] AND any_suffix = $3)::text",
+        {m_name, filter_literal, m_filter.any_suffix() ? "true" : "false"});
+    if (same != "true") {
+      PQfinish(m_connection.release());
+      throw PersistentNameInUse("durable consumer '" + m_name + "' was created with another filter than " +
+                                m_filter.str() + ": use that filter, or another name");
+    }
+    m_expired = std::stoull(run("SELECT expired FROM livestate_mq_queues WHERE name = $1", {m_name}).value_or("0"));
+    if (m_expired > 0) {
+      run("UPDATE livestate_mq_queues SET expired = expired - $2 WHERE name = $1", {m_name, std::to_string(m_expired)});
+    }
+    std::weak_ptr<DurableQueue> weak = weak_from_this();
+    m_live = m_core->m_router->start_consuming(
+        [weak](const RoutingKey& key, const Json& body) {
+          if (auto self = weak.lock()) self->on_live(key, body);
+        },
+        m_filter);
+    m_control = m_core->m_control_router->start_consuming(
+        [weak](const RoutingKey&, const Json& body) {
+          if (auto self = weak.lock()) self->on_control(control_event_of(body));
+        },
+        Filter{"control"});
+    // What is committed from now on is heard live; the table has the rest.
+    if (!m_core->wait_listening(std::chrono::duration_cast<std::chrono::milliseconds>(m_core->m_options.connect_timeout))) {
+      throw TransportError("cannot start durable consumer '" + m_name + "': not listening to " + m_core->m_name +
+                           " yet");
+    }
+    auto backlog = read_backlog();
+    asio::post(m_core->m_dispatch_strand, [self = shared_from_this(), backlog = std::move(backlog)]() mutable {
+      self->catch_up(std::move(backlog));
+    });
+  }
+
+  void stop() noexcept {
+    if (m_stopped.exchange(true)) return;
+    if (m_invoking.load() != std::this_thread::get_id()) {
+      std::lock_guard wait(m_invoke_mutex);  // a callback in progress in another thread
+    }
+    if (m_live) m_live->stop_consuming();
+    if (m_control) m_control->stop_consuming();
+    std::lock_guard lock(m_connection_mutex);
+    flush_acknowledgements();
+    m_connection.reset();  // releases the name's lock
+  }
+
+ private:
+  struct Row {
+    std::int64_t id;
+    std::string origin;
+    std::uint64_t sequence;
+    RoutingKey key;
+    Json body;
+  };
+
+  // With m_connection_mutex held.
+  std::optional<std::string> run(const std::string& sql, const std::vector<std::optional<std::string>>& params) {
+    bool in_doubt = false;
+    return run_blocking(m_connection.get(), sql, params, in_doubt);
+  }
+
+  std::vector<Row> read_backlog() {
+    std::vector<Row> rows;
+    std::vector<const char*> values{m_name.c_str()};
+    Result result(PQexecParams(m_connection.get(),
+                               "SELECT id, origin, sequence, array_to_json(key)::text, body FROM livestate_mq_queued "
+                               "WHERE queue = $1 ORDER BY id",
+                               1, nullptr, values.data(), nullptr, nullptr, 0));
+    if (PQresultStatus(result.get()) != PGRES_TUPLES_OK) {
+      throw TransportError("durable consumer '" + m_name + "': cannot read its queue: " +
+                           one_line(PQerrorMessage(m_connection.get())));
+    }
+    for (int i = 0; i < PQntuples(result.get()); ++i) {
+      try {
+        rows.push_back(Row{std::stoll(PQgetvalue(result.get(), i, 0)), PQgetvalue(result.get(), i, 1),
+                           std::stoull(PQgetvalue(result.get(), i, 2)),
+                           RoutingKey(Json::parse(PQgetvalue(result.get(), i, 3)).get<std::vector<std::string>>()),
+                           Json::parse(PQgetvalue(result.get(), i, 4))});
+      } catch (const std::exception& error) {
+        log(LogLevel::warning, component, "durable consumer '" + m_name + "': dropped an unreadable queued message: " +
+                                              error.what());
+      }
+    }
+    return rows;
+  }
+
+  // m_dispatch_strand from here on.
+  void catch_up(std::vector<Row> backlog) {
+    if (m_expired > 0) {
+      invoke_control(ControlEvent{ControlKind::expired,
+                                  std::to_string(m_expired) + " queued message(s) pruned while no consumer was active",
+                                  std::nullopt, m_expired});
+    }
+    deliver_rows(backlog);
+    m_catching_up = false;
+    for (auto& delivery : std::exchange(m_buffer, {})) deliver_live(delivery);
+    acknowledge_soon();
+  }
+
+  void deliver_rows(std::vector<Row>& rows) {
+    for (auto& row : rows) {
+      if (m_stopped) return;
+      if (m_delivered_from_table.size() > 100000) m_delivered_from_table.clear();
+      m_delivered_from_table.emplace(row.origin, row.sequence);
+      invoke(row.key, row.body);
+      std::lock_guard lock(m_connection_mutex);
+      m_acknowledged_ids.push_back(std::to_string(row.id));
+    }
+  }
+
+  void on_live(const RoutingKey& key, const Json& body) {
+    const Delivery* current = m_core->m_current;
+    Delivery delivery{key, body, current ? current->origin : std::nullopt, current ? current->sequence : 0};
+    if (m_catching_up) {
+      m_buffer.push_back(std::move(delivery));
+      return;
+    }
+    deliver_live(delivery);
+  }
+
+  void deliver_live(const Delivery& delivery) {
+    if (delivery.origin && delivery.sequence != 0) {
+      // Already delivered from the table (its row is acknowledged by id).
+      if (m_delivered_from_table.erase({*delivery.origin, delivery.sequence}) > 0) return;
+    }
+    invoke(delivery.key, delivery.body);
+    if (delivery.origin && delivery.sequence != 0) {
+      std::lock_guard lock(m_connection_mutex);
+      m_acknowledged_origins.push_back(*delivery.origin);
+      m_acknowledged_sequences.push_back(std::to_string(delivery.sequence));
+    }
+    acknowledge_soon();
+  }
+
+  void on_control(const ControlEvent& event) {
+    invoke_control(event);
+    if (event.kind != ControlKind::reconnected || m_stopped) return;
+    // Whatever was committed while the listener was away is in the table.
+    std::vector<Row> missed;
+    {
+      std::lock_guard lock(m_connection_mutex);
+      try {
+        flush_acknowledgements();
+        if (!m_connection || PQstatus(m_connection.get()) != CONNECTION_OK) reconnect();
+        missed = read_backlog();
+      } catch (const std::exception& error) {
+        log(LogLevel::error, component, "durable consumer '" + m_name + "': cannot read its queue after a reconnect: " +
+                                            error.what());
+      }
+    }
+    deliver_rows(missed);
+    acknowledge_soon();
+  }
+
+  // With m_connection_mutex held.
+  void reconnect() {
+    m_connection = start_connection(m_core->m_url, "livestate-queue", true, m_core->m_options.connect_timeout);
+    if (PQstatus(m_connection.get()) != CONNECTION_OK ||
+        run("SELECT pg_try_advisory_lock(hashtextextended('livestate.queue.' || $1, 0))", {m_name}) != "t") {
+      throw TransportError("cannot reconnect durable consumer '" + m_name + "' to " + m_core->m_name);
+    }
+  }
+
+  void invoke(const RoutingKey& key, const Json& body) {
+    std::lock_guard lock(m_invoke_mutex);
+    if (m_stopped) return;
+    m_invoking = std::this_thread::get_id();
+    try {
+      m_callback(key, body);
+    } catch (const std::exception& error) {
+      log(LogLevel::error, component, "durable consumer '" + m_name + "' threw on " + key.str() + ": " + error.what());
+    } catch (...) {
+      log(LogLevel::error, component, "durable consumer '" + m_name + "' threw on " + key.str());
+    }
+    m_invoking = std::thread::id{};
+  }
+
+  void invoke_control(const ControlEvent& event) {
+    if (!m_on_control) return;
+    std::lock_guard lock(m_invoke_mutex);
+    if (m_stopped) return;
+    m_invoking = std::this_thread::get_id();
+    try {
+      m_on_control(event);
+    } catch (...) {
+      log(LogLevel::error, component, "durable consumer '" + m_name + "': its control callback threw");
+    }
+    m_invoking = std::thread::id{};
+  }
+
+  void acknowledge_soon() {
+    std::unique_lock lock(m_connection_mutex);
+    const auto pending = m_acknowledged_ids.size() + m_acknowledged_sequences.size();
+    if (pending >= 256) {
+      flush_acknowledgements();
+      return;
+    }
+    if (pending == 0 || m_ack_timer_armed) return;
+    m_ack_timer_armed = true;
+    lock.unlock();
+    m_ack_timer.expires_after(200ms);
+    m_ack_timer.async_wait([weak = weak_from_this()](boost::system::error_code) {
+      if (auto self = weak.lock()) {
+        std::lock_guard guard(self->m_connection_mutex);
+        self->m_ack_timer_armed = false;
+        self->flush_acknowledgements();
+      }
+    });
+  }
+
+  // With m_connection_mutex held. A failure leaves the rows: they come again.
+  void flush_acknowledgements() noexcept {
+    if ((m_acknowledged_ids.empty() && m_acknowledged_sequences.empty()) || !m_connection) return;
+    try {
+      run("DELETE FROM livestate_mq_queued WHERE queue = $1 AND (id = ANY($2::bigint[]) OR (origin, sequence) IN "
+          "(SELECT * FROM unnest($3::text[], $4::bigint[])))",
+          {m_name, text_array(m_acknowledged_ids), text_array(m_acknowledged_origins),
+           text_array(m_acknowledged_sequences)});
+    } catch (const std::exception& error) {
+      log(LogLevel::warning, component, "durable consumer '" + m_name + "': acknowledging failed (those messages "
+                                        "will be delivered again): " + error.what());
+    }
+    m_acknowledged_ids.clear();
+    m_acknowledged_origins.clear();
+    m_acknowledged_sequences.clear();
+  }
+
+  std::shared_ptr<Core> m_core;
+  std::string m_name;
+  Filter m_filter;
+  Callback m_callback;
+  ControlCallback m_on_control;
+  std::unique_ptr<Consumer> m_live;
+  std::unique_ptr<Consumer> m_control;
+  std::uint64_t m_expired = 0;
+
+  // m_dispatch_strand
+  bool m_catching_up = true;
+  std::vector<Delivery> m_buffer;
+  std::set<std::pair<std::string, std::uint64_t>> m_delivered_from_table;
+
+  std::mutex m_invoke_mutex;
+  std::atomic<std::thread::id> m_invoking{};
+  std::atomic<bool> m_stopped{false};
+
+  std::mutex m_connection_mutex;  // the connection and the acknowledgements
+  Connection m_connection;
+  std::vector<std::string> m_acknowledged_ids;
+  std::vector<std::string> m_acknowledged_origins;
+  std::vector<std::string> m_acknowledged_sequences;
+  bool m_ack_timer_armed = false;
+  asio::steady_timer m_ack_timer;
+};
+
+class DurableConsumer final : public Consumer {
+ public:
+  explicit DurableConsumer(std::shared_ptr<DurableQueue> queue) : m_queue(std::move(queue)) {}
+  ~DurableConsumer() override { stop_consuming(); }
+  void stop_consuming() override { m_queue->stop(); }
+
+ private:
+  std::shared_ptr<DurableQueue> m_queue;
+};
+
+std::unique_ptr<Consumer> Core::start_consuming(Callback callback, Filter filter, const ConsumeOptions& options) {
+  if (options.persistent_name) {
+    auto queue = std::make_shared<DurableQueue>(shared_from_this(), *options.persistent_name, std::move(filter),
+                                                std::move(callback), options.on_control);
+    try {
+      queue->start();
+    } catch (...) {
+      queue->stop();
+      throw;
+    }
+    return std::make_unique<DurableConsumer>(std::move(queue));
+  }
+  std::unique_ptr<Consumer> control;
+  if (options.on_control) {
+    control = m_control_router->start_consuming(
+        [on_control = options.on_control](const RoutingKey&, const Json& body) { on_control(control_event_of(body)); },
+        Filter{"control"});
+  }
+  auto messages = m_router->start_consuming(std::move(callback), std::move(filter));
+  return std::make_unique<PostgresConsumer>(std::move(messages), std::move(control));
+}
+
+// Sends messages: each becomes an entry of a payload; a body too large for a
+// notification is stored in livestate_mq_bodies and sent by reference.
+// PostgreSQL's text form of a text[] value.
+std::string text_array(const std::vector<std::string>& elements) {
+  std::string literal = "{";
+  for (const auto& element : elements) {
+    if (literal.size() > 1) literal += ',';
+    literal += '"';
+    for (const char c : element) {
+      if (c == '"' || c == '\\') literal += '\\';
+      literal += c;
+    }
+    literal += '"';
+  }
+  return literal + "}";
+}
+
+// One statement sends a whole batch: it keeps a copy of each message for
+// every durable queue whose filter matches it (in order: the rows' ids follow
+// the messages), then sends the payloads. Both happen in the caller's
+// transaction, so both or neither commit.
+constexpr const char* send_sql =
+    "WITH batch AS ("
+    "  SELECT u.position, u.sequence, ARRAY(SELECT json_array_elements_text(u.key::json)) AS key, u.body"
+    "  FROM unnest($2::bigint[], $3::text[], $4::text[]) WITH ORDINALITY AS u(sequence, key, body, position)),"
+    " queued AS ("
+    "  INSERT INTO livestate_mq_queued (queue, origin, sequence, key, body)"
+    "  SELECT q.name, $1, b.sequence, b.key, b.body FROM batch b JOIN livestate_mq_queues q"
+    "  ON (cardinality(q.filter) = cardinality(b.key)"
+    "      OR (q.any_suffix AND cardinality(b.key) >= cardinality(q.filter)))"
+    "  AND NOT EXISTS (SELECT 1 FROM unnest(q.filter) WITH ORDINALITY AS f(element, i)"
+    "                  WHERE f.element IS NOT NULL AND f.element IS DISTINCT FROM b.key[f.i])"
+    "  ORDER BY b.position, q.name)"
+    " SELECT count(pg_notify($5, p.payload)) FROM unnest($6::text[]) WITH ORDINALITY AS p(payload, position)";
+
+class Sender {
+ public:
+  Sender(std::string_view origin, std::string_view channel, std::uint64_t& sequence)
+      : m_origin(origin), m_channel(channel), m_sequence(sequence) {}
+
+  template <class Run>
+  void send(std::span<const Message> messages, Run&& run) {
+    std::vector<wire::Outgoing> outgoing;
+    std::vector<std::string> sequences, keys, bodies;
+    outgoing.reserve(messages.size());
+    for (const auto& message : messages) {
+      wire::Outgoing entry{&message.key, &message.body, 0, ++m_sequence};
+      std::string body = message.body.dump(-1, ' ', false, Json::error_handler_t::replace);
+      if (wire::encoded_size(m_origin, entry) > wire::max_payload_bytes) {
+        const auto id = run("INSERT INTO livestate_mq_bodies (body) VALUES ($1) RETURNING id",
+                            std::vector<std::optional<std::string>>{body});
+        entry.body = nullptr;
+        entry.reference = std::stoll(id.value());
+      }
+      outgoing.push_back(entry);
+      sequences.push_back(std::to_string(entry.sequence));
+      keys.push_back(Json(std::vector<std::string>(message.key.begin(), message.key.end())).dump());
+      bodies.push_back(std::move(body));
+    }
+    run(send_sql, std::vector<std::optional<std::string>>{
+                      std::string(m_origin), text_array(sequences), text_array(keys), text_array(bodies),
+                      std::string(m_channel), text_array(wire::encode(m_origin, outgoing))});
+  }
+
+ private:
+  std::string_view m_origin;
+  std::string_view m_channel;
+  std::uint64_t& m_sequence;
+};
+
+std::optional<std::string> run_blocking(PGconn* connection, const std::string& sql,
+                                        const std::vector<std::optional<std::string>>& params, bool& in_doubt) {
+  std::vector<const char*> values;
+  for (const auto& param : params) values.push_back(param ? param->c_str() : nullptr);
+  Result result(PQexecParams(connection, sql.c_str(), static_cast<int>(values.size()), nullptr, values.data(),
+                             nullptr, nullptr, 0));
+  const auto status = PQresultStatus(result.get());
+  if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) {
+    in_doubt = PQstatus(connection) != CONNECTION_OK;
+    throw TransportError(one_line(PQerrorMessage(connection)));
+  }
+  if (status == PGRES_TUPLES_OK && PQntuples(result.get()) > 0 && !PQgetisnull(result.get(), 0, 0)) {
+    return std::string(PQgetvalue(result.get(), 0, 0));
+  }
+  return std::nullopt;
+}
+
+void Core::ensure_tables(PGconn* connection) {
+  if (m_tables_ready) return;
+  bool in_doubt = false;
+  run_blocking(connection, "BEGIN", {}, in_doubt);
+  try {
+    for (const char* sql : tables_sql) run_blocking(connection, sql, {}, in_doubt);
+    run_blocking(connection, "COMMIT", {}, in_doubt);
+  } catch (...) {
+    bool ignored = false;
+    try {
+      run_blocking(connection, "ROLLBACK", {}, ignored);
+    } catch (...) {
+    }
+    throw;
+  }
+  m_tables_ready = true;
+}
+
+// Old bodies and messages of queues whose consumer never came back go; a
+// queue remembers how many it lost, to tell its consumer.
+void Core::prune(PGconn* connection) {
+  bool in_doubt = false;
+  run_blocking(connection, "DELETE FROM livestate_mq_bodies WHERE created_at < now() - make_interval(secs => $1)",
+               {std::to_string(m_options.body_retention.count())}, in_doubt);
+  run_blocking(connection,
+               "WITH gone AS (DELETE FROM livestate_mq_queued WHERE created_at < now() - make_interval(secs => $1) "
+               "RETURNING queue) UPDATE livestate_mq_queues q SET expired = q.expired + c.n "
+               "FROM (SELECT queue, count(*) AS n FROM gone GROUP BY queue) c WHERE q.name = c.queue",
+               {std::to_string(m_options.queue_retention.count())}, in_doubt);
+}
+
+void Core::produce(const RoutingKey& key, const Json& body) {
+  std::lock_guard lock(m_producer_mutex);
+  PGconn* connection = producer();
+  const std::uint64_t sequence_before = m_sequence;
+  const Message message{key, body};
+  bool in_doubt = false;
+  bool in_transaction = false;
+  try {
+    ensure_tables(connection);
+    Sender sender(m_origin, m_options.channel, m_sequence);
+    // One statement, atomic on its own; a body stored by reference joins it
+    // in a transaction.
+    sender.send(std::span<const Message>(&message, 1), [&](const std::string& sql, const auto& params) {
+      if (!in_transaction && sql != send_sql) {
+        run_blocking(connection, "BEGIN", {}, in_doubt);
+        in_transaction = true;
+      }
+      return run_blocking(connection, sql, params, in_doubt);
+    });
+    if (in_transaction) run_blocking(connection, "COMMIT", {}, in_doubt);
+  } catch (const TransportError& error) {
+    if (in_transaction && !in_doubt) {
+      bool ignored = false;
+      try {
+        run_blocking(connection, "ROLLBACK", {}, ignored);
+      } catch (...) {
+      }
+    }
+    if (in_doubt) {
+      m_producer.reset();
+      throw TransportError("produce(" + key.str() + ") on " + m_name + ": the connection was lost while sending: "
+                           "the message may or may not have been sent: " + error.what());
+    }
+    m_sequence = sequence_before;
+    throw TransportError("produce(" + key.str() + ") on " + m_name + " failed (the message was not sent): " +
+                         error.what());
+  }
+  if (++m_produced % 1000 == 0) {
+    try {
+      prune(connection);
+    } catch (const std::exception& error) {
+      log(LogLevel::warning, component, std::string("pruning old bodies and queued messages failed: ") + error.what());
+    }
+  }
+}
+
+void Core::send_in_transaction(std::span<const Message> messages, SqlRunner& sql) {
+  if (!m_tables_ready) {
+    std::lock_guard lock(m_producer_mutex);
+    ensure_tables(producer());
+  }
+  TransportStream& stream = sql.stream();
+  if (stream.origin.empty()) {
+    static std::atomic<std::uint64_t> sessions{0};
+    stream.origin = m_origin + "." + std::to_string(++sessions);
+  }
+  Sender sender(stream.origin, m_options.channel, stream.sequence);
+  sender.send(messages, [&](const std::string& statement, const std::vector<std::optional<std::string>>& params) {
+    return sql.run(statement, params);
+  });
+  m_produced += messages.size();
+}
+
+// ---------------------------------------------------------------------------
+
+class PostgresConnectorImpl final : public PostgresConnector, public TransactionalTransport {
+ public:
+  PostgresConnectorImpl(std::string_view url, asio::any_io_executor executor, PostgresOptions options)
+      : m_core(std::make_shared<Core>(std::string(url), std::move(executor), std::move(options))) {
+    m_core->start();
+  }
+  ~PostgresConnectorImpl() override {
+    m_core->stop();
+    abort_waits();
+  }
+
+  void produce(const RoutingKey& key, const Json& body) override { m_core->produce(key, body); }
+
+  std::unique_ptr<Consumer> start_consuming(Callback callback, Filter filter,
+                                            std::optional<std::string> persistent_name) override {
+    return m_core->start_consuming(std::move(callback), std::move(filter), ConsumeOptions{std::move(persistent_name), {}});
+  }
+
+
+  using Connector::start_consuming;
+
+  ConnectorStats stats() const override { return m_core->connector_stats(); }
+  PostgresStats postgres_stats() const override { return m_core->stats(); }
+  const std::string& origin() const noexcept override { return m_core->origin(); }
+  bool wait_listening(std::chrono::milliseconds timeout) const override { return m_core->wait_listening(timeout); }
+
+  void send_in_transaction(std::span<const Message> messages, SqlRunner& sql) override {
+    m_core->send_in_transaction(messages, sql);
+  }
+
+ protected:
+  std::unique_ptr<Consumer> start_consuming_with(Callback callback, Filter filter, ConsumeOptions options) override {
+    return m_core->start_consuming(std::move(callback), std::move(filter), options);
+  }
+
+ private:
+  std::shared_ptr<Core> m_core;
+};
+
+std::unique_ptr<Connector> connect_postgres(std::string_view url, asio::any_io_executor executor) {
+  return make_postgres_connector(url, std::move(executor));
+}
+
+int register_connector() noexcept {
+  detail::register_postgres_connector(&connect_postgres);
+  return 1;
+}
+
+}  // namespace
+
+std::unique_ptr<PostgresConnector> make_postgres_connector(std::string_view url, asio::any_io_executor executor,
+                                                           PostgresOptions options) {
+  return std::make_unique<PostgresConnectorImpl>(url, std::move(executor), std::move(options));
+}
+
+}  // namespace livestate::mq
+
+// Linking livestate::mq_postgres makes mq::connect("postgresql://…") work: the
+// target's --undefined=livestate_mq_postgres_backend keeps this object in the
+// program, and its initializer registers the connector with livestate::mq.
+extern "C" {
+int livestate_mq_postgres_backend = livestate::mq::register_connector();
+}

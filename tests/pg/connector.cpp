@@ -1,0 +1,276 @@
+// The PostgreSQL LISTEN/NOTIFY connector against the harness's real server.
+
+#include <doctest/doctest.h>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <pqxx/pqxx>
+
+#include "livestate/livestate.hpp"
+#include "livestate/mq/postgres.hpp"
+#include "connector_fixtures.hpp"
+#include "pg_test_server.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using livestate::Filter;
+using livestate::Json;
+using livestate::Message;
+using livestate::RoutingKey;
+namespace mq = livestate::mq;
+namespace db = livestate::db;
+using livestate::test::test_server_url;
+using livestate::test::Executor;
+using livestate::test::Inbox;
+
+// A channel of its own per test case, so that cases don't hear each other.
+mq::PostgresOptions fresh_channel() {
+  mq::PostgresOptions options;
+  options.channel = livestate::test::random_name("ch");
+  options.reconnect_initial = 50ms;
+  options.reconnect_max = 500ms;
+  return options;
+}
+
+std::unique_ptr<mq::PostgresConnector> listening(boost::asio::any_io_executor executor,
+                                                 const mq::PostgresOptions& options,
+                                                 const std::string& url = test_server_url()) {
+  auto connector = mq::make_postgres_connector(url, std::move(executor), options);
+  REQUIRE(connector->wait_listening(10s));
+  return connector;
+}
+
+void notify_raw(const std::string& channel, const std::string& payload) {
+  pqxx::connection connection(test_server_url());
+  pqxx::nontransaction work(connection);
+  work.exec_params("SELECT pg_notify($1, $2)", channel, payload);
+}
+
+}  // namespace
+
+TEST_CASE("two connectors exchange messages through the server, each consumer by its filter") {
+  Executor executor;
+  const auto options = fresh_channel();
+  auto a = listening(executor.get(), options);
+  auto b = listening(executor.get(), options);
+  Inbox claims, everything;
+  auto c1 = b->start_consuming(claims.callback(), Filter::parse("buildrequests.*.claimed"));
+  auto c2 = a->start_consuming(everything.callback(), Filter::parse("#"));
+
+  a->produce(RoutingKey{"buildrequests", "1", "new"}, {{"buildrequestid", 1}});
+  a->produce(RoutingKey{"buildrequests", "1", "claimed"}, {{"buildrequestid", 1}, {"claimed_by_masterid", 7}});
+  b->produce(RoutingKey{"buildrequests", "2", "claimed"}, {{"buildrequestid", 2}});
+
+  REQUIRE(claims.wait_for(2));
+  REQUIRE(everything.wait_for(3));
+  const auto got = claims.messages();
+  CHECK(got[0].key.str() == "buildrequests.1.claimed");
+  CHECK(got[0].body["claimed_by_masterid"] == 7);
+  CHECK(got[1].key.str() == "buildrequests.2.claimed");
+  CHECK(everything.messages()[0].key.str() == "buildrequests.1.new");
+  CHECK(a->stats().produced == 2);
+  CHECK(b->postgres_stats().received >= 3);
+}
+
+TEST_CASE("a message produced by another process arrives, all of them in the producer's order") {
+  Executor executor;
+  const auto options = fresh_channel();
+  auto consumer_side = listening(executor.get(), options);
+  Inbox inbox;
+  auto consumer = consumer_side->start_consuming(inbox.callback(), Filter::parse("builds.*.update"));
+
+  constexpr int count = 500;
+  const pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    int status = 0;
+    try {
+      boost::asio::io_context io;
+      auto producer = mq::make_postgres_connector(test_server_url(), io.get_executor(), options);
+      for (int i = 0; i < count; ++i) producer->produce(RoutingKey{"builds", "1", "update"}, {{"n", i}});
+    } catch (...) {
+      status = 1;
+    }
+    _exit(status);
+  }
+  int status = -1;
+  REQUIRE(waitpid(child, &status, 0) == child);
+  REQUIRE(WIFEXITED(status));
+  REQUIRE(WEXITSTATUS(status) == 0);
+  REQUIRE(inbox.wait_for(count));
+  const auto got = inbox.messages();
+  for (int i = 0; i < count; ++i) CHECK(got[static_cast<std::size_t>(i)].body["n"] == i);
+  CHECK(inbox.events().empty());
+}
+
+TEST_CASE("a 100 kB body travels by reference and arrives intact") {
+  Executor executor;
+  const auto options = fresh_channel();
+  auto connector = listening(executor.get(), options);
+  Inbox inbox;
+  auto consumer = connector->start_consuming(inbox.callback(), Filter::parse("logs.#"));
+  std::string text(100 * 1024, 'x');
+  for (std::size_t i = 0; i < text.size(); i += 101) text[i] = static_cast<char>('a' + i % 26);
+  connector->produce(RoutingKey{"logs", "1", "before"}, {{"n", 1}});
+  connector->produce(RoutingKey{"logs", "1", "append"}, {{"text", text}});
+  connector->produce(RoutingKey{"logs", "1", "after"}, {{"n", 3}});
+  REQUIRE(inbox.wait_for(3));
+  const auto got = inbox.messages();
+  CHECK(got[0].key.str() == "logs.1.before");
+  CHECK(got[1].body["text"] == text);
+  CHECK(got[2].key.str() == "logs.1.after");
+  CHECK(connector->postgres_stats().by_reference == 1);
+}
+
+TEST_CASE("ten thousand consumers on one connector each get exactly their messages") {
+  Executor executor;
+  const auto options = fresh_channel();
+  auto connector = listening(executor.get(), options);
+  constexpr int consumers = 10000;
+  std::vector<std::atomic<int>> counts(consumers);
+  std::vector<std::unique_ptr<mq::Consumer>> handles;
+  handles.reserve(consumers);
+  for (int i = 0; i < consumers; ++i) {
+    handles.push_back(connector->start_consuming([&counts, i](const RoutingKey&, const Json&) { ++counts[static_cast<std::size_t>(i)]; },
+                                                 Filter{"buildrequests", std::to_string(i), std::nullopt}));
+  }
+  Inbox last;
+  auto marker = connector->start_consuming(last.callback(), Filter::parse("done"));
+  for (int i = 0; i < consumers; i += 97) connector->produce(RoutingKey{"buildrequests", std::to_string(i), "new"}, Json::object());
+  connector->produce(RoutingKey{"done"}, Json::object());
+  REQUIRE(last.wait_for(1));
+  for (int i = 0; i < consumers; ++i) CHECK(counts[static_cast<std::size_t>(i)] == (i % 97 == 0 ? 1 : 0));
+}
+
+TEST_CASE("garbage on the channel is counted and dropped, and the valid messages around it all arrive") {
+  Executor executor;
+  const auto options = fresh_channel();
+  auto connector = listening(executor.get(), options);
+  Inbox inbox;
+  auto consumer = connector->start_consuming(inbox.callback(), Filter::parse("#"));
+  const std::vector<std::string> garbage{
+      "not json at all",
+      "{\"v\":2,\"m\":[]}",
+      "{\"v\":1,\"m\":[{\"k\":[\"caf\xc3\xa9\"],\"b\":{}}]}",
+      "{\"v\":1,\"m\":[{\"k\":\"builds.1.new\",\"b\":{}}]}",
+      "[1,2,3]",
+      std::string(5000, '['),
+      "{\"v\":1,\"m\":[{\"k\":[\"x\"],\"r\":123456789}]}",  // a reference to a row that isn't there
+      "{\"v\":1,\"m\":[{\"k\":[\"a\"],\"b\":{},\"s\":1e400}]}",
+  };
+  int valid = 0;
+  for (const auto& payload : garbage) {
+    connector->produce(RoutingKey{"valid", std::to_string(valid++)}, Json::object());
+    notify_raw(options.channel, payload);
+  }
+  // The smallest valid foreign payload, as the README shows it for psql.
+  notify_raw(options.channel, R"({"v":1,"m":[{"k":["builds","7","finished"],"b":{"buildid":7}}]})");
+  REQUIRE(inbox.wait_for(static_cast<std::size_t>(valid) + 1));
+  const auto got = inbox.messages();
+  for (int i = 0; i < valid; ++i) CHECK(got[static_cast<std::size_t>(i)].key.str() == "valid." + std::to_string(i));
+  CHECK(got.back().key.str() == "builds.7.finished");
+  CHECK(got.back().body == Json{{"buildid", 7}});
+  const auto stats = connector->postgres_stats();
+  CHECK(stats.malformed == garbage.size() - 1);
+  CHECK(stats.missing_references == 1);
+}
+
+TEST_CASE("a listener whose backend is terminated reconnects and tells its consumers they may have missed messages") {
+  Executor executor;
+  auto options = fresh_channel();
+  auto connector = listening(executor.get(), options);
+  Inbox inbox;
+  mq::ConsumeOptions consume;
+  consume.on_control = inbox.control();
+  auto consumer = connector->start_consuming(inbox.callback(), Filter::parse("#"), consume);
+  connector->produce(RoutingKey{"before"}, Json::object());
+  REQUIRE(inbox.wait_for(1));
+
+  {
+    pqxx::connection admin(test_server_url());
+    pqxx::nontransaction work(admin);
+    const auto terminated = work.exec(
+        "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE application_name = 'livestate-listener' "
+        "AND query LIKE 'LISTEN%' AND query LIKE '%" + options.channel + "%'");
+    REQUIRE(terminated.size() == 1);
+  }
+  REQUIRE(inbox.wait_for_event(mq::ControlKind::reconnected));
+  REQUIRE(connector->wait_listening(10s));
+  connector->produce(RoutingKey{"after"}, Json::object());
+  REQUIRE(inbox.wait_for(2));
+  CHECK(inbox.messages().back().key.str() == "after");
+  const auto stats = connector->postgres_stats();
+  CHECK(stats.reconnects == 1);
+  CHECK_FALSE(stats.last_reconnect_reason.empty());
+}
+
+TEST_CASE("producing to a server that is not there fails with a clear error naming it, without its password") {
+  Executor executor;
+  auto options = fresh_channel();
+  options.connect_timeout = std::chrono::seconds(2);
+  auto connector = mq::make_postgres_connector("postgresql://someone:s3cret@127.0.0.1:1/nowhere", executor.get(), options);
+  try {
+    connector->produce(RoutingKey{"a"}, Json::object());
+    FAIL("produce should have failed");
+  } catch (const mq::TransportError& error) {
+    const std::string what = error.what();
+    CHECK(what.find("127.0.0.1:1") != std::string::npos);
+    CHECK(what.find("s3cret") == std::string::npos);
+    CHECK(what.find("not sent") != std::string::npos);
+  }
+  CHECK_FALSE(connector->postgres_stats().listening);
+}
+
+TEST_CASE("a store paired with the connector sends its messages in its transactions: delivered at commit, never after rollback") {
+  livestate::test::FreshSchema schema;
+  Executor executor;
+  const auto options = fresh_channel();
+  auto connector = listening(executor.get(), options, schema.url());
+  db::StoreOptions store_options;
+  auto store = db::Store::open(schema.url(), *connector, store_options);
+  Inbox inbox;
+  std::vector<bool> claimed_on_reload;
+  std::mutex reload_mutex;
+  auto reloader = connector->start_consuming(
+      [&](const RoutingKey&, const Json& body) {
+        const bool claimed = store->get_buildrequest(body["buildrequestid"].get<std::int64_t>())->at("claimed").get<bool>();
+        std::lock_guard lock(reload_mutex);
+        claimed_on_reload.push_back(claimed);
+      },
+      Filter::parse("buildrequests.*.claimed"));
+  auto consumer = connector->start_consuming(inbox.callback(), Filter::parse("#"));
+
+  const auto master = store->master_active("m");
+  db::NewBuildset buildset;
+  buildset.builderids = {store->builder_started("b", master)};
+  const auto request = store->add_buildset(buildset).buildrequestids.begin()->second;
+  {
+    auto tx = store->begin();
+    tx.claim_buildrequests(std::vector<std::int64_t>{request}, master);
+    tx.produce(RoutingKey{"app", "rolled", "back"}, Json::object());
+  }  // rolled back
+  store->claim_buildrequests(std::vector<std::int64_t>{request}, master);
+  store->upsert_resource("markers", "end", Json::object());
+  REQUIRE(inbox.wait_for_key("markers.end.new"));
+  const auto got = inbox.messages();
+  std::vector<std::string> keys;
+  for (const auto& message : got) keys.push_back(message.key.str());
+  CHECK(std::find(keys.begin(), keys.end(), "app.rolled.back") == keys.end());
+  CHECK(keys.back() == "markers.end.new");
+  CHECK(std::count(keys.begin(), keys.end(), "buildrequests." + std::to_string(request) + ".claimed") == 1);
+  std::lock_guard lock(reload_mutex);
+  CHECK(claimed_on_reload == std::vector<bool>{true});
+  CHECK(connector->postgres_stats().gaps == 0);
+}

@@ -1,0 +1,168 @@
+// Durable consumers of the PostgreSQL connector: what matches while no
+// consumer of the name is active is kept in the database and delivered, in
+// order, when one resumes.
+
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include "livestate/livestate.hpp"
+#include "livestate/mq/postgres.hpp"
+#include "connector_fixtures.hpp"
+#include "pg_test_server.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using livestate::Filter;
+using livestate::Json;
+using livestate::Message;
+using livestate::RoutingKey;
+namespace mq = livestate::mq;
+namespace db = livestate::db;
+
+using livestate::test::Executor;
+using livestate::test::Inbox;
+
+struct Setup {
+  livestate::test::FreshSchema schema;
+  Executor executor;
+  mq::PostgresOptions options = [] {
+    mq::PostgresOptions fresh;
+    fresh.channel = livestate::test::random_name("ch");
+    return fresh;
+  }();
+
+  std::unique_ptr<mq::PostgresConnector> connector() {
+    auto connector = mq::make_postgres_connector(schema.url(), executor.get(), options);
+    REQUIRE(connector->wait_listening(10s));
+    return connector;
+  }
+};
+
+std::vector<int> numbers_of(const std::vector<Message>& messages) {
+  std::vector<int> numbers;
+  for (const auto& message : messages) numbers.push_back(message.body["n"].get<int>());
+  return numbers;
+}
+
+std::vector<int> range(int from, int to) {
+  std::vector<int> numbers;
+  for (int i = from; i < to; ++i) numbers.push_back(i);
+  return numbers;
+}
+
+}  // namespace
+
+TEST_CASE("a durable consumer gets what it missed while stopped, in order, then what comes live") {
+  Setup setup;
+  auto producer = setup.connector();
+  auto consumer_side = setup.connector();
+  Inbox first;
+  auto consumer = consumer_side->start_consuming(first.callback(), Filter::parse("builds.#"), "audit");
+  for (int n = 0; n < 3; ++n) producer->produce(RoutingKey{"builds", "1", "update"}, {{"n", n}});
+  REQUIRE(first.wait_for(3));
+  consumer->stop_consuming();
+
+  for (int n = 3; n < 8; ++n) producer->produce(RoutingKey{"builds", "1", "update"}, {{"n", n}});
+  producer->produce(RoutingKey{"steps", "1", "update"}, {{"n", -1}});  // not for this queue
+
+  Inbox second;
+  consumer = consumer_side->start_consuming(second.callback(), Filter::parse("builds.#"), "audit");
+  producer->produce(RoutingKey{"builds", "2", "new"}, {{"n", 8}});
+  REQUIRE(second.wait_for(6));
+  std::this_thread::sleep_for(300ms);  // nothing more, nothing twice
+  CHECK(numbers_of(second.messages()) == range(3, 9));
+  CHECK(numbers_of(first.messages()) == range(0, 3));
+}
+
+TEST_CASE("a durable consumer's messages survive its connector: a new process resumes them") {
+  Setup setup;
+  auto producer = setup.connector();
+  {
+    auto first_life = setup.connector();
+    Inbox inbox;
+    auto consumer = first_life->start_consuming(inbox.callback(), Filter::parse("buildrequests.*.claimed"), "claims");
+    producer->produce(RoutingKey{"buildrequests", "1", "claimed"}, {{"n", 0}});
+    REQUIRE(inbox.wait_for(1));
+  }  // the consumer and its connector are gone, as after a restart
+  for (int n = 1; n <= 3; ++n) producer->produce(RoutingKey{"buildrequests", std::to_string(n), "claimed"}, {{"n", n}});
+  auto second_life = setup.connector();
+  Inbox inbox;
+  auto consumer = second_life->start_consuming(inbox.callback(), Filter::parse("buildrequests.*.claimed"), "claims");
+  REQUIRE(inbox.wait_for(3));
+  std::this_thread::sleep_for(300ms);
+  CHECK(numbers_of(inbox.messages()) == range(1, 4));
+}
+
+TEST_CASE("a second active consumer of a durable name is refused, from any connector, and so is another filter") {
+  Setup setup;
+  auto a = setup.connector();
+  auto b = setup.connector();
+  Inbox inbox;
+  auto consumer = a->start_consuming(inbox.callback(), Filter::parse("builds.#"), "only-one");
+  CHECK_THROWS_WITH_AS(b->start_consuming(inbox.callback(), Filter::parse("builds.#"), "only-one"),
+                       doctest::Contains("durable consumer 'only-one' is already active"),
+                       livestate::PersistentNameInUse);
+  CHECK_THROWS_AS(a->start_consuming(inbox.callback(), Filter::parse("builds.#"), "only-one"),
+                  livestate::PersistentNameInUse);
+  consumer->stop_consuming();
+  CHECK_THROWS_WITH_AS(b->start_consuming(inbox.callback(), Filter::parse("steps.#"), "only-one"),
+                       doctest::Contains("another filter"), livestate::PersistentNameInUse);
+  // Stopped, the name is free again, with its own filter.
+  auto again = b->start_consuming(inbox.callback(), Filter::parse("builds.#"), "only-one");
+  CHECK(again != nullptr);
+}
+
+TEST_CASE("ten thousand messages from two producers with interleaved long transactions all reach a resumed durable consumer, in each producer's order") {
+  Setup setup;
+  auto consumer_side = setup.connector();
+  {
+    Inbox ignored;
+    auto consumer = consumer_side->start_consuming(ignored.callback(), Filter::parse("work.#"), "worker");
+  }  // created, then stopped: from now on its messages are kept
+
+  // Two masters, each with a store paired with its connector: their messages
+  // travel in their transactions, and each transaction is long (500 messages)
+  // while the other commits.
+  constexpr int per_producer = 5000;
+  constexpr int per_transaction = 500;
+  auto run_producer = [&](const std::string& name) {
+    auto connector = setup.connector();
+    auto store = db::Store::open(setup.schema.url(), *connector);
+    for (int start = 0; start < per_producer; start += per_transaction) {
+      auto tx = store->begin();
+      for (int n = start; n < start + per_transaction; ++n) {
+        tx.produce(RoutingKey{"work", name, "item"}, {{"n", n}, {"producer", name}});
+        if (n % 100 == 0) std::this_thread::yield();
+      }
+      std::this_thread::sleep_for(5ms);  // the other producer commits meanwhile
+      tx.commit();
+    }
+  };
+  {
+    std::thread a(run_producer, "a");
+    std::thread b(run_producer, "b");
+    a.join();
+    b.join();
+  }
+
+  Inbox inbox;
+  auto consumer = consumer_side->start_consuming(inbox.callback(), Filter::parse("work.#"), "worker");
+  REQUIRE(inbox.wait_for(2 * per_producer, 60s));
+  std::map<std::string, std::vector<int>> by_producer;
+  for (const auto& message : inbox.messages()) {
+    by_producer[message.body["producer"].get<std::string>()].push_back(message.body["n"].get<int>());
+  }
+  CHECK(by_producer["a"] == range(0, per_producer));
+  CHECK(by_producer["b"] == range(0, per_producer));
+}
