@@ -123,11 +123,13 @@ Json buildset_body(const Row& row) {
 
 // The request's own columns; its claim (masterid, claimed_at) follows, read by
 // correlated subqueries so that UPDATE … RETURNING can use the same list.
-constexpr std::string_view buildrequest_columns =
+constexpr std::string_view buildrequest_own_columns =
     "id, buildsetid, builderid, priority, complete, results, submitted_at, complete_at, "
-    "waited_for, properties, revision, "
-    "(SELECT masterid FROM buildrequest_claims WHERE brid = buildrequests.id), "
-    "(SELECT claimed_at FROM buildrequest_claims WHERE brid = buildrequests.id)";
+    "waited_for, properties, revision";
+const std::string buildrequest_columns =
+    std::string(buildrequest_own_columns) +
+    ", (SELECT masterid FROM buildrequest_claims WHERE brid = buildrequests.id)"
+    ", (SELECT claimed_at FROM buildrequest_claims WHERE brid = buildrequests.id)";
 Json buildrequest_body(const Row& row) {
   const bool claimed = !row.is_null(11);
   return {{"buildrequestid", row.as_int(0)},
@@ -542,7 +544,18 @@ void Operations::claim_buildrequests(std::span<const std::int64_t> buildrequesti
       throw AlreadyClaimed(requests(refused) + (refused.size() == 1 ? " is" : " are") + " already claimed or complete; nothing was claimed",
                            refused);
     }
-    announce_buildrequests(context, bump_buildrequests(context, ids), "claimed");
+    // The claim is known: the RETURNING list takes it as parameters rather
+    // than looking it up again.
+    std::vector<Value> bump(ids.begin(), ids.end());
+    bump.emplace_back(masterid);
+    bump.emplace_back(params[1]);
+    announce_buildrequests(
+        context,
+        context.query("UPDATE buildrequests SET revision = revision + 1 WHERE id IN " + placeholders(ids.size()) +
+                          " RETURNING " + std::string(buildrequest_own_columns) +
+                          ", CAST(? AS BIGINT), CAST(? AS DOUBLE PRECISION)",
+                      bump),
+        "claimed");
   });
 }
 
@@ -563,8 +576,8 @@ void Operations::complete_buildrequests(std::span<const std::int64_t> buildreque
     params.emplace_back(masterid);
     const auto rows = context.query(
         "UPDATE buildrequests SET complete = ?, results = ?, complete_at = ?, revision = revision + 1 "
-        "WHERE id IN " + placeholders(ids.size()) + " AND complete = ? AND id IN "
-        "(SELECT brid FROM buildrequest_claims WHERE masterid = ?) RETURNING " +
+        "WHERE id IN " + placeholders(ids.size()) + " AND complete = ? AND EXISTS "
+        "(SELECT 1 FROM buildrequest_claims WHERE brid = buildrequests.id AND masterid = ?) RETURNING " +
             std::string(buildrequest_columns),
         params);
     if (rows.size() != ids.size()) {

@@ -47,7 +47,8 @@ struct Sqlite {
     while (sqlite3_step(statement) == SQLITE_ROW) {
       for (int column = 0; column < sqlite3_column_count(statement); ++column) {
         const auto* value = sqlite3_column_text(statement, column);
-        out += (column ? "|" : "") + std::string(value ? reinterpret_cast<const char*>(value) : "NULL");
+        if (column > 0) out += '|';
+        out += value != nullptr ? reinterpret_cast<const char*>(value) : "NULL";
       }
       out += "\n";
     }

@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# Builds store_bench (Release, in build-bench), runs it on a temporary SQLite
+# file and on a throwaway PostgreSQL server (tests/pg/with-test-postgres.sh;
+# or the server LIVESTATE_TEST_PG names, when set), and prints a Markdown
+# table of the medians and the ratios store/raw against their 2x target.
+#
+# usage: bench/store_compare.sh [--quick] [--raw FILE] [--no-build] [--sqlite-only]
+#                               [-- STORE_BENCH_ARGS...]
+#   --quick        pass --quick (a smoke test: the numbers mean nothing)
+#   --raw F        also save store_bench's JSON lines of both runs to F
+#   --no-build     use build-bench/bench/store_bench as it is
+#   --sqlite-only  skip PostgreSQL
+#   -- ARGS        passed to both runs (e.g. -- --reps 7 --ops 4000)
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+python=/usr/bin/python3
+build=$root/build-bench
+bench=$build/bench/store_bench
+
+usage() { sed -n '2,15s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
+die() { echo "store_compare.sh: $*" >&2; exit 1; }
+
+raw=""
+do_build=yes
+postgres=yes
+extra=()
+while (($# > 0)); do
+  case $1 in
+    --quick) extra+=(--quick); shift ;;
+    --raw) (($# >= 2)) || die "--raw needs a file"; raw=$2; shift 2 ;;
+    --raw=*) raw=${1#--raw=}; shift ;;
+    --no-build) do_build=no; shift ;;
+    --sqlite-only) postgres=no; shift ;;
+    --) shift; extra+=("$@"); break ;;
+    -h|--help) usage; exit 0 ;;
+    *) die "unknown argument $1 (see --help)" ;;
+  esac
+done
+[[ -x $python ]] || die "$python not found"
+
+if [[ $do_build == yes ]]; then
+  launcher=()
+  command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+  echo "store_compare.sh: building store_bench (Release) in $build" >&2
+  cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release ${launcher[@]+"${launcher[@]}"} >/dev/null
+  cmake --build "$build" --target store_bench -j2 >/dev/null ||
+    die "building store_bench failed (run: cmake --build $build --target store_bench)"
+fi
+[[ -x $bench ]] || die "$bench is not an executable; build it first (or drop --no-build)"
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+echo "store_compare.sh: $bench --json ${extra[*]+${extra[*]}} (SQLite, temporary file)" >&2
+"$bench" --json ${extra[@]+"${extra[@]}"} >"$tmp/sqlite.out"
+: >"$tmp/postgres.out"
+if [[ $postgres == yes ]]; then
+  echo "store_compare.sh: $bench --db \$LIVESTATE_TEST_PG --json ${extra[*]+${extra[*]}} (PostgreSQL)" >&2
+  # shellcheck disable=SC2016  # expanded by the inner shell, once the server is up
+  "$root/tests/pg/with-test-postgres.sh" bash -c 'exec "$0" --db "$LIVESTATE_TEST_PG" --json "$@"' \
+    "$bench" ${extra[@]+"${extra[@]}"} >"$tmp/postgres.out"
+fi
+
+date=$(date -u +%Y-%m-%d)
+cpu=$(grep -m1 -E '^(model name|Model|cpu model)[[:space:]]*:' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^[[:space:]]*//' || true)
+fs=$(df -T "${TMPDIR:-/tmp}" 2>/dev/null | awk 'NR == 2 { print $2 }' || true)
+
+"$python" - "$tmp/sqlite.out" "$tmp/postgres.out" "${raw:-}" "$date" "${cpu:-unknown CPU}" "$(nproc)" "${fs:-?}" <<'PY'
+import json
+import sys
+
+sqlite_out, postgres_out, raw_path, date, cpu, cpus, fs = sys.argv[1:8]
+CASES = ["raw_update_1", "raw_update_100", "raw_update_100_each",
+         "store_claim_1", "store_complete_1", "store_claim_100"]
+WHAT = {
+    "raw_update_1": "BEGIN; UPDATE 1 row; COMMIT (raw driver)",
+    "raw_update_100": "BEGIN; UPDATE … WHERE id IN (100 ids); COMMIT",
+    "raw_update_100_each": "BEGIN; 100 × UPDATE 1 row; COMMIT",
+    "store_claim_1": "claim 1 request (3 messages)",
+    "store_complete_1": "complete 1 request + its buildset (2 rows, 4 messages)",
+    "store_claim_100": "claim 100 requests in one call (300 messages)",
+}
+NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
+
+
+def read(path):
+    meta, cases, ratios, lines = None, {}, {}, []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            record = json.loads(line)
+            lines.append(line)
+            if record.get("meta"):
+                meta = record
+            elif "case" in record:
+                cases[record["case"]] = record
+            elif "ratio" in record:
+                ratios[record["ratio"]] = record
+    return meta, cases, ratios, lines
+
+
+runs = []
+raw_lines = []
+for path in (sqlite_out, postgres_out):
+    meta, cases, ratios, lines = read(path)
+    raw_lines += lines
+    if meta is not None:
+        runs.append((meta, cases, ratios))
+if raw_path:
+    with open(raw_path, "w") as f:
+        f.write("\n".join(raw_lines) + "\n")
+if not runs:
+    sys.exit("store_compare.sh: store_bench printed no results")
+
+
+def us(value):
+    return f"{value:,.1f}" if value < 1000 else f"{value:,.0f}"
+
+
+header = "| case | one operation |"
+rule = "| --- | --- |"
+for meta, _, _ in runs:
+    name = NAMES.get(meta["backend"], meta["backend"])
+    header += f" {name} µs/op | {name} ops/s |"
+    rule += " ---: | ---: |"
+print(header)
+print(rule)
+for case in CASES:
+    row = f"| {case} | {WHAT[case]} |"
+    for _, cases, _ in runs:
+        record = cases.get(case)
+        row += " n/a | n/a |" if record is None else f" {us(record['median_us'])} | {record['median']:,.0f} |"
+    print(row)
+
+print()
+header = "| ratio (µs/op) |"
+rule = "| --- |"
+for meta, _, _ in runs:
+    header += f" {NAMES.get(meta['backend'], meta['backend'])} |"
+    rule += " ---: |"
+print(header + " target |")
+print(rule + " ---: |")
+for key in ["claim_1/update_1", "complete_1/update_1", "claim_100/update_100", "claim_100/update_100_each"]:
+    label = None
+    row = ""
+    target = "—"
+    for _, _, ratios in runs:
+        record = ratios.get(key)
+        if record is None:
+            row += " n/a |"
+            continue
+        label = f"{record['numerator']} / {record['denominator']}"
+        if "target" in record:
+            target = f"≤ {record['target']:g}x"
+            row += f" {record['value']:.2f}x{'' if record['met'] else ' **(no)**'} |"
+        else:
+            row += f" {record['value']:.2f}x |"
+    if label is not None:
+        print(f"| {label} |{row} {target} |")
+
+print()
+first = runs[0][0]
+print(f"{date}, {cpu}, nproc {cpus}; medians of {first['reps']} repetitions; "
+      f"bench_raw has as many rows as buildrequests ({', '.join(str(m['buildrequests_rows']) for m, _, _ in runs)}).")
+for meta, _, _ in runs:
+    settings = meta["settings"]
+    if meta["backend"] == "sqlite":
+        print(f"\nSQLite: {settings['engine']}, journal_mode={settings['journal_mode']}, "
+              f"synchronous={settings['synchronous']}, foreign_keys={settings['foreign_keys']}, "
+              f"a temporary file on {fs}.")
+    else:
+        note = (f"\nPostgreSQL: {settings['engine']} on {settings['host']}, fsync={settings['fsync']}, "
+                f"synchronous_commit={settings['synchronous_commit']}, "
+                f"full_page_writes={settings['full_page_writes']}")
+        if settings["fsync"] == "off" or settings["synchronous_commit"] == "off":
+            note += (" — the test harness's throwaway server: COMMIT does not wait for the disk, so "
+                     "these are round-trip and CPU costs, not those of a durable server")
+        print(note + ".")
+if any(meta.get("quick") for meta, _, _ in runs):
+    print("\nNote: --quick: the numbers mean nothing.")
+PY
