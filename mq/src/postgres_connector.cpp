@@ -574,6 +574,13 @@ class Core final : public std::enable_shared_from_this<Core> {
     std::deque<Item> batch;
     {
       std::lock_guard lock(m_queue_mutex);
+      // Messages were dropped after those now queued: say so after them.
+      if (m_overflowed > 0) {
+        m_queue.emplace_back(ControlEvent{ControlKind::overflow,
+                                          std::to_string(m_overflowed) + " message(s) dropped: consumers fell behind",
+                                          std::nullopt, m_overflowed});
+        m_overflowed = 0;
+      }
       const auto count = std::min<std::size_t>(m_queue.size(), 256);
       batch.insert(batch.end(), std::make_move_iterator(m_queue.begin()),
                    std::make_move_iterator(m_queue.begin() + static_cast<std::ptrdiff_t>(count)));

@@ -274,3 +274,66 @@ TEST_CASE("a store paired with the connector sends its messages in its transacti
   CHECK(claimed_on_reload == std::vector<bool>{true});
   CHECK(connector->postgres_stats().gaps == 0);
 }
+
+TEST_CASE("a hole in a producer's sequence reaches consumers as a gap event, in order with the messages") {
+  Executor executor;
+  const auto options = fresh_channel();
+  auto connector = listening(executor.get(), options);
+  Inbox inbox;
+  mq::ConsumeOptions consume;
+  consume.on_control = inbox.control();
+  auto consumer = connector->start_consuming(inbox.callback(), Filter::parse("#"), consume);
+  notify_raw(options.channel, R"({"v":1,"o":"master-x","m":[{"s":1,"k":["a"],"b":{}},{"s":2,"k":["b"],"b":{}}]})");
+  notify_raw(options.channel, R"({"v":1,"o":"master-x","m":[{"s":5,"k":["c"],"b":{}}]})");
+  REQUIRE(inbox.wait_for(3));
+  REQUIRE(inbox.wait_for_event(mq::ControlKind::gap));
+  const auto events = inbox.events();
+  REQUIRE(events.size() == 1);
+  CHECK(events[0].origin == "master-x");
+  CHECK(events[0].missed == 2);
+  CHECK(connector->postgres_stats().gaps == 1);
+}
+
+TEST_CASE("consumers that fall behind lose messages past the bound, counted, and are told so; the listener keeps reading") {
+  // Two threads: the listener reads on one while a consumer blocks the other.
+  struct TwoThreads {
+    boost::asio::io_context io;
+    boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work{io.get_executor()};
+    std::thread first{[this] { io.run(); }};
+    std::thread second{[this] { io.run(); }};
+    ~TwoThreads() {
+      work.reset();
+      io.stop();
+      first.join();
+      second.join();
+    }
+  } executor;
+  auto& io = executor.io;
+  {
+    auto options = fresh_channel();
+    options.max_buffered = 20;
+    auto connector = listening(io.get_executor(), options);
+    std::mutex gate;
+    std::unique_lock closed(gate);
+    Inbox inbox;
+    mq::ConsumeOptions consume;
+    consume.on_control = inbox.control();
+    auto slow = connector->start_consuming(
+        [&](const RoutingKey& key, const Json& body) {
+          if (key.str() == "first") std::lock_guard wait(gate);  // blocks until the gate opens
+          inbox.callback()(key, body);
+        },
+        Filter::parse("#"), consume);
+    connector->produce(RoutingKey{"first"}, Json::object());
+    for (int i = 0; i < 200; ++i) connector->produce(RoutingKey{"next"}, {{"n", i}});
+    // All 200 were read off the socket while the consumer was stuck.
+    for (int i = 0; i < 100 && connector->postgres_stats().received < 201; ++i) std::this_thread::sleep_for(50ms);
+    CHECK(connector->postgres_stats().received == 201);
+    closed.unlock();
+    REQUIRE(inbox.wait_for_event(mq::ControlKind::overflow));
+    const auto stats = connector->postgres_stats();
+    CHECK(stats.dropped_overflow > 0);
+    CHECK(inbox.events().at(0).missed == stats.dropped_overflow);
+    REQUIRE(inbox.wait_for(201 - stats.dropped_overflow));
+  }
+}
