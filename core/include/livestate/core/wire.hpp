@@ -2,13 +2,29 @@
 
 // The PostgreSQL wire format, version 1: how messages travel in NOTIFY
 // payloads. Pure functions, no I/O, so that the codec is tested and fuzzed on
-// its own.
+// its own, and so that the format is written down in one place:
 //
 //   {"v":1,"o":"<origin>","m":[{"s":<seq>,"k":["buildrequests","17","claimed"],"b":{…}}, …]}
 //
-// "o" (the producer instance) and "s" (its per-origin sequence) are optional
-// for foreign producers; an entry carries its body as "b", or, when the body is
-// too large for a notification, "r": the id of a livestate_mq_bodies row.
+// - "v": the format version, exactly the integer 1;
+// - "o": the producer instance (any string), optional;
+// - "m": the messages, in produce order; each has
+//   - "k": the routing key, a non-empty array of 7-bit ASCII strings (an
+//     element may be empty, as in RoutingKey);
+//   - "s": the message's sequence number within its origin, an unsigned 64-bit
+//     integer, optional;
+//   - exactly one of "b", the body (any JSON value; livestate produces
+//     objects), and "r", the id of the row holding a body too large for a
+//     notification (a positive 64-bit integer).
+//
+// Unknown fields, in the envelope and in entries, are ignored, so that a later
+// version can add some without breaking today's consumers. The smallest valid
+// payload, as a foreign producer sends it from psql:
+//
+//   SELECT pg_notify('livestate', '{"v":1,"m":[{"k":["builds","7","finished"],"b":{"buildid":7}}]}');
+//
+// Thread safety: every function here is pure and reentrant; call them from
+// any number of threads at once.
 
 #include <cstddef>
 #include <cstdint>
@@ -23,65 +39,113 @@
 
 namespace livestate::wire {
 
-/// PostgreSQL refuses payloads of 8000 bytes or more.
+/// PostgreSQL refuses NOTIFY payloads of 8000 bytes or more.
 inline constexpr std::size_t max_payload_bytes = 7999;
 
-/// A message to encode: its body, or (body == nullptr) the reference to the
-/// row that holds it.
+/// Nesting deeper than this, counted over the whole payload (the envelope
+/// takes 4 levels above a body's own), is refused as ProblemKind::too_deep.
+inline constexpr int max_depth = 64;
+
+// ---------------------------------------------------------------------------
+// Encoding
+
+/// A message to encode.
+///
+/// Object lifetimes: `key` and `body` are borrowed; they must stay valid until
+/// encode() or encoded_size() returns, and nothing is kept after that.
 struct Outgoing {
   const RoutingKey* key = nullptr;
+  /// The body, or nullptr when it travels by reference.
   const Json* body = nullptr;
+  /// With body == nullptr: the positive id of the row that holds the body.
   std::int64_t reference = 0;
-  std::uint64_t sequence = 0;  ///< 0: none
+  /// The per-origin sequence number; 0 sends none.
+  std::uint64_t sequence = 0;
 };
 
-/// The size of the payload that would carry this message alone.
+/// The size in bytes of the payload that would carry this message alone, so
+/// that a producer can decide to store its body and send a reference instead
+/// (when the size exceeds max_payload_bytes). It serializes the body, as
+/// encode() does; an empty origin sends none ("o" is left out).
+///
+/// Throws std::invalid_argument as encode() does.
 [[nodiscard]] std::size_t encoded_size(std::string_view origin, const Outgoing& message);
 
-/// Packs the messages, in order, into as few payloads as fit in `limit`
-/// bytes each. Bodies are dumped as compact JSON; invalid UTF-8 in their
-/// strings is replaced by U+FFFD rather than refused. Throws std::length_error
-/// when one message alone does not fit (send its body by reference).
+/// Packs the messages, in order, into as few payloads as a greedy fill makes,
+/// each at most `limit` bytes: a payload takes messages until the next one no
+/// longer fits. Reading the payloads in order gives the messages in order.
+/// An empty origin sends none; no messages give no payloads.
+///
+/// Bodies are serialized once each, as compact JSON with UTF-8 as is; a
+/// string holding invalid UTF-8 is not refused: each invalid byte sequence
+/// becomes U+FFFD (nlohmann's error_handler_t::replace), so a consumer
+/// receives that replacement, never an unreadable payload.
+///
+/// Throws std::length_error when one message alone makes a payload longer
+/// than `limit` (its body should have been sent by reference; see
+/// encoded_size()), and std::invalid_argument on misuse: a null key, a body
+/// that is a discarded value (a failed Json::parse), or no body and a
+/// reference that is not positive. Nothing is encoded then.
 [[nodiscard]] std::vector<std::string> encode(std::string_view origin, std::span<const Outgoing> messages,
                                               std::size_t limit = max_payload_bytes);
 
+// ---------------------------------------------------------------------------
+// Decoding
+
+/// Why a payload or one of its entries was refused.
 enum class ProblemKind {
-  not_json,
-  not_an_envelope,      ///< not an object, or no "m" array
-  unsupported_version,  ///< "v" is not 1
-  bad_origin,           ///< "o" is not a string
-  bad_message,          ///< an entry is not an object, or lacks "k", or has neither or both of "b" and "r"
-  bad_key,              ///< "k" is not an array of non-empty 7-bit ASCII strings
+  not_json,             ///< not JSON text (a number beyond a double's range counts as not JSON, as nlohmann has it)
+  not_an_envelope,      ///< not an object, or no "v", or no "m" array
+  unsupported_version,  ///< "v" is there but is not the integer 1
+  bad_origin,           ///< "o" is not a string (the whole payload is refused: its sequences can't be attributed)
+  bad_message,          ///< an entry is not an object, lacks "k", or has neither or both of "b" and "r"
+  bad_key,              ///< "k" is not a non-empty array of 7-bit ASCII strings
   bad_sequence,         ///< "s" is not an unsigned 64-bit integer
   bad_reference,        ///< "r" is not a positive 64-bit integer
   too_deep,             ///< nested deeper than max_depth
 };
-[[nodiscard]] std::string_view to_string(ProblemKind kind) noexcept;
 
-/// Nesting deeper than this is refused (bodies included).
-inline constexpr int max_depth = 64;
+/// "not JSON", "bad routing key", …: short lowercase words for logs and counters.
+[[nodiscard]] std::string_view to_string(ProblemKind kind) noexcept;
 
 struct Problem {
   ProblemKind kind;
-  std::string detail;  ///< one line, at most about 200 characters
+  /// What was wrong, for a log line: one line of printable ASCII (other
+  /// bytes of the payload appear as \xNN), at most max_detail_bytes long.
+  /// An entry's problem names the entry's index in "m".
+  std::string detail;
+
+  static constexpr std::size_t max_detail_bytes = 200;
 };
 
+/// A decoded message.
 struct Incoming {
   RoutingKey key;
-  Json body;                              ///< null when sent by reference
-  std::optional<std::int64_t> reference;  ///< the row holding the body
+  /// The body; null when it was sent by reference.
+  Json body;
+  /// The id of the row holding the body, when sent by reference.
+  std::optional<std::int64_t> reference;
   std::optional<std::uint64_t> sequence;
 };
 
 struct Decoded {
+  /// The producer instance, when the payload names one.
   std::optional<std::string> origin;
-  std::vector<Incoming> messages;  ///< the valid entries, in order
-  std::vector<Problem> problems;   ///< one per refused payload or entry
+  /// The valid entries, in payload order.
+  std::vector<Incoming> messages;
+  /// One per refused entry, or a single one when the whole payload is refused
+  /// (not JSON, too deep, not an envelope, unsupported version, bad origin).
+  std::vector<Problem> problems;
 };
 
-/// Decodes one payload. A payload that is not a v1 envelope yields no messages
-/// and one problem; an invalid entry is dropped with a problem while the valid
-/// ones are kept. Unknown fields are ignored. Throws nothing but std::bad_alloc.
+/// Decodes one payload. A payload that is refused as a whole yields no
+/// messages and one problem; an invalid entry is dropped with a problem while
+/// the valid entries around it are kept, in order.
+///
+/// Made for untrusted input: it never crashes and throws nothing but
+/// std::bad_alloc, whatever the bytes; its time and memory are bounded by the
+/// payload's size (n log n at worst, for objects with many fields), and
+/// nesting is checked against max_depth before parsing.
 [[nodiscard]] Decoded decode(std::string_view payload);
 
 }  // namespace livestate::wire
