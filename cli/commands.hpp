@@ -51,8 +51,27 @@ inline void require_existing_database(const std::string& url) {
   }
 }
 
+/// The message transport a --db URL offers, by the rules Store::open and
+/// mq::connect use: SQLite (the embedded default) has only the in-process
+/// connector, which reaches no other process; PostgreSQL (a postgresql:// or
+/// postgres:// URL, or a libpq conninfo string "host=... dbname=...") has
+/// LISTEN/NOTIFY between processes. UsageError for anything else (without
+/// repeating the URL, which may hold a password).
+enum class Transport { in_process, postgresql };
+
+inline Transport transport_of(std::string_view url, std::string_view command) {
+  if (url.starts_with("sqlite:")) return Transport::in_process;
+  if (url.starts_with("postgresql://") || url.starts_with("postgres://") || url.find('=') != url.npos) {
+    return Transport::postgresql;
+  }
+  throw UsageError{"--db needs sqlite:PATH, a postgresql:// URL or a libpq conninfo string; run 'livestate " +
+                   std::string(command) + " --help'"};
+}
+
 int run_demo(const std::vector<std::string>& args, std::ostream& out);
 int run_migrate(const std::vector<std::string>& args, std::ostream& out);
 int run_view(const std::vector<std::string>& args, std::ostream& out);
+int run_produce(const std::vector<std::string>& args, std::ostream& out);
+int run_watch(const std::vector<std::string>& args, std::ostream& out);
 
 }  // namespace livestate::cli

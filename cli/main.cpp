@@ -15,7 +15,10 @@ constexpr const char* usage =
     "  demo     produce Buildbot-shaped messages through the in-process connector\n"
     "           to a few filtered consumers and print what each received\n"
     "  migrate  apply the schema migrations to a database, or show them (--status)\n"
+    "  produce  produce one message (KEY JSON) on the database's connector\n"
     "  view     print a database's entries of a resource type\n"
+    "  watch    print the messages matching a filter as they arrive, one JSON\n"
+    "           line each, and the connector's control events\n"
     "\n"
     "Run 'livestate COMMAND --help' for a command's options.\n";
 
@@ -52,7 +55,9 @@ int main(int argc, char** argv) {
     }
     if (command == "demo") return livestate::cli::run_demo(args, std::cout);
     if (command == "migrate") return livestate::cli::run_migrate(args, std::cout);
+    if (command == "produce") return livestate::cli::run_produce(args, std::cout);
     if (command == "view") return livestate::cli::run_view(args, std::cout);
+    if (command == "watch") return livestate::cli::run_watch(args, std::cout);
     std::cerr << "livestate: unknown command '" << command << "'; run 'livestate --help'\n";
     return 2;
   } catch (const livestate::cli::UsageError& error) {
