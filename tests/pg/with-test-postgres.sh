@@ -17,6 +17,27 @@
 #
 # PostgreSQL refuses to run as root, so as root the server runs as the
 # `postgres` user (runuser); CMD itself runs as the invoking user.
+#
+# For tests that stop and start this server (a server restart mid-stream),
+# a throwaway server also exports:
+#   LIVESTATE_TEST_PG_CTL   an executable: pg_ctl for this server, run as its
+#                           user with -D DATA -l LOG given, e.g.
+#                           "$LIVESTATE_TEST_PG_CTL" stop -m immediate -w -t 20
+#                           "$LIVESTATE_TEST_PG_CTL" start -w -t 60
+#   LIVESTATE_TEST_PG_CTL_URL  the LIVESTATE_TEST_PG these belong to (a test
+#                           must not stop a server it doesn't use)
+#   LIVESTATE_TEST_PG_DATA  the data directory
+#   LIVESTATE_TEST_PG_BIN   the server's bin directory (pg_ctl, postgres...)
+#   LIVESTATE_TEST_PG_USER  the OS user the server runs as
+# Every server option (port, addresses, socket directory, fsync...) is in
+# DATA/postgresql.conf, so a plain `pg_ctl start -D DATA` brings the same
+# server back. With synchronous_commit off, an immediate stop loses the
+# commits of the last few hundred milliseconds, as a crash would; a test that
+# needs them after the restart runs CHECKPOINT first.
+# When LIVESTATE_TEST_PG is given by the caller, these are removed from CMD's
+# environment unless LIVESTATE_TEST_PG_CTL_URL names that same server (a
+# harness run inside another one); tests that need them skip.
+# The server is stopped at the end whatever state a test left it in.
 set -uo pipefail
 
 me=with-test-postgres
@@ -25,9 +46,17 @@ if [ $# -eq 0 ]; then
   exit 2
 fi
 
+restart_variables=(LIVESTATE_TEST_PG_CTL LIVESTATE_TEST_PG_CTL_URL LIVESTATE_TEST_PG_DATA
+                   LIVESTATE_TEST_PG_BIN LIVESTATE_TEST_PG_USER)
 if [ -n "${LIVESTATE_TEST_PG:-}" ]; then
+  # Not our server: nothing here may stop or start it, unless an outer
+  # harness started this very one.
+  if [ "${LIVESTATE_TEST_PG_CTL_URL:-}" != "$LIVESTATE_TEST_PG" ]; then
+    unset "${restart_variables[@]}"
+  fi
   exec "$@"
 fi
+unset "${restart_variables[@]}"  # stale ones from elsewhere; set below for our server
 
 die() { echo "$me: $*" >&2; exit 1; }
 
@@ -37,9 +66,11 @@ bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
   die "no PostgreSQL server found under /usr/lib/postgresql/*/bin (install the postgresql package)"
 
 as_server_user=()
+server_user=$(id -un)
 if [ "$(id -u)" -eq 0 ]; then
   id postgres >/dev/null 2>&1 || die "running as root but there is no 'postgres' user to run the server as"
   as_server_user=(runuser -u postgres --)
+  server_user=postgres
 fi
 
 # Runs a server-side command as the server's user, from a directory that user
@@ -110,6 +141,10 @@ for attempt in 1 2 3 4 5 6 7 8; do
   [ ${#as_server_user[@]} -gt 0 ] && chown postgres: "$log"
   if server_cmd "$bindir/pg_ctl" -D "$data" -l "$log" -o "-p $candidate" -w -t 60 start >/dev/null 2>&1; then
     port=$candidate
+    # The port, too, goes into the configuration (it takes effect at the next
+    # start), so that a test restarting the server gets it back on this one.
+    printf 'port = %s\n' "$port" >>"$data/postgresql.conf" ||
+      die "cannot write the port into $data/postgresql.conf"
     break
   fi
   if grep -qE "could not bind|Address already in use|could not create any TCP/IP sockets" "$log"; then
@@ -125,6 +160,26 @@ done
   die "could not create database livestate_test"
 
 export LIVESTATE_TEST_PG="postgresql://postgres@127.0.0.1:$port/livestate_test"
+
+# pg_ctl for this server, for tests that restart it: as the server's user,
+# from a directory that user can enter, and always with -l so that a server
+# started by a test writes to the log file, not to the test's stdout (ctest
+# would otherwise wait for the server to exit before it saw the test end).
+ctl=$tmp/pg_ctl
+{
+  echo '#!/usr/bin/env bash'
+  echo '# Written by with-test-postgres.sh: pg_ctl for its throwaway server; give a mode and options.'
+  printf 'cd %q || exit 1\n' "$tmp"
+  printf 'exec'
+  [ ${#as_server_user[@]} -gt 0 ] && printf ' %q' "${as_server_user[@]}"
+  printf ' %q' "$bindir/pg_ctl" -D "$data" -l "$log"
+  printf ' "$@"\n'
+} >"$ctl" && chmod 755 "$ctl" || die "cannot write $ctl"
+export LIVESTATE_TEST_PG_CTL=$ctl
+export LIVESTATE_TEST_PG_CTL_URL=$LIVESTATE_TEST_PG
+export LIVESTATE_TEST_PG_DATA=$data
+export LIVESTATE_TEST_PG_BIN=$bindir
+export LIVESTATE_TEST_PG_USER=$server_user
 echo "$me: started PostgreSQL $(basename "$(dirname "$bindir")") on 127.0.0.1:$port (data dir $data), LIVESTATE_TEST_PG=$LIVESTATE_TEST_PG" >&2
 
 # CMD runs in the background so that a signal to this script is handled at
