@@ -100,7 +100,11 @@ void append_entry(std::string& out, const Outgoing& message) {
   out += ']';
   if (message.body != nullptr) {
     out += R"(,"b":)";
-    out += dump(*message.body);
+    if (message.body_text != nullptr) {
+      out += *message.body_text;
+    } else {
+      out += dump(*message.body);
+    }
   } else {
     out += R"(,"r":)";
     append_integer(out, message.reference);

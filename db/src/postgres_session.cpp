@@ -162,6 +162,10 @@ class PostgresSession final : public Session {
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
     m_connection.inhibit_reactivation(true);
 #pragma GCC diagnostic pop
+    // The store's statements run in microseconds; JIT would spend
+    // milliseconds compiling those the planner thinks costly (the messages'
+    // send statement, whose arrays it can't size).
+    pqxx::nontransaction(m_connection).exec("SET jit = off");
   }
 
   ~PostgresSession() override { rollback(); }

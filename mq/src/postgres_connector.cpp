@@ -174,7 +174,8 @@ using Item = std::variant<Delivery, ControlEvent>;
 
 class DurableQueue;
 std::optional<std::string> run_blocking(PGconn* connection, const std::string& sql,
-                                        const std::vector<std::optional<std::string>>& params, bool& in_doubt);
+                                        const std::vector<std::optional<std::string>>& params, bool& in_doubt,
+                                        const char* prepared = nullptr);
 std::string text_array(const std::vector<std::string>& elements);
 
 class Core final : public std::enable_shared_from_this<Core> {
@@ -513,7 +514,9 @@ class Core final : public std::enable_shared_from_this<Core> {
       std::lock_guard lock(m_state_mutex);
       const bool listening = m_listening;
       m_listening = false;
-      m_stats.last_reconnect_reason = reason;
+      // The cause that broke a working connection is what consumers are told
+      // about when it comes back; the failed retries after it don't replace it.
+      if (listening || m_stats.last_reconnect_reason.empty()) m_stats.last_reconnect_reason = reason;
       return listening;
     }();
     log(was_listening ? LogLevel::warning : LogLevel::info, component,
@@ -618,11 +621,22 @@ class Core final : public std::enable_shared_from_this<Core> {
   // m_producer_mutex.
   PGconn* producer() {
     if (idle_connection_alive(m_producer.get())) return m_producer.get();
+    m_send_prepared = false;
     m_producer = start_connection(m_url, "livestate-producer", true, m_options.connect_timeout);
     if (PQstatus(m_producer.get()) != CONNECTION_OK) {
       const std::string reason = one_line(PQerrorMessage(m_producer.get()));
       m_producer.reset();
       throw TransportError("cannot produce: cannot connect to " + m_name + ": " + reason +
+                           " (the message was not sent)");
+    }
+    // The send statement is prepared once per connection and planned once
+    // (its cost is in planning, not running); JIT would spend milliseconds
+    // compiling a statement that runs in microseconds.
+    Result settings(PQexec(m_producer.get(), "SET jit = off; SET plan_cache_mode = force_generic_plan"));
+    if (PQresultStatus(settings.get()) != PGRES_COMMAND_OK) {
+      const std::string reason = one_line(PQerrorMessage(m_producer.get()));
+      m_producer.reset();
+      throw TransportError("cannot produce: setting up the connection to " + m_name + " failed: " + reason +
                            " (the message was not sent)");
     }
     return m_producer.get();
@@ -632,6 +646,8 @@ class Core final : public std::enable_shared_from_this<Core> {
  public:
   void ensure_tables(PGconn* connection);
  private:
+  void prepare_send(PGconn* connection);
+  void forget_tables(PGconn* connection) noexcept;
   void prune(PGconn* connection);
 
   std::string m_url;
@@ -684,6 +700,7 @@ class Core final : public std::enable_shared_from_this<Core> {
   std::mutex m_producer_mutex;
   Connection m_producer;
   std::uint64_t m_sequence = 0;
+  bool m_send_prepared = false;  // on m_producer
   std::atomic<bool> m_tables_ready{false};
 };
 
@@ -1087,19 +1104,21 @@ class Sender {
     std::vector<wire::Outgoing> outgoing;
     std::vector<std::string> sequences, keys, bodies;
     outgoing.reserve(messages.size());
+    bodies.reserve(messages.size());  // entries point into it: no reallocation
     for (const auto& message : messages) {
-      wire::Outgoing entry{&message.key, &message.body, 0, ++m_sequence};
-      std::string body = message.body.dump(-1, ' ', false, Json::error_handler_t::replace);
+      // Each body is serialized once, for the payload and the durable queues.
+      const std::string& body = bodies.emplace_back(message.body.dump(-1, ' ', false, Json::error_handler_t::replace));
+      wire::Outgoing entry{&message.key, &message.body, 0, ++m_sequence, &body};
       if (wire::encoded_size(m_origin, entry) > wire::max_payload_bytes) {
         const auto id = run("INSERT INTO livestate_mq_bodies (body) VALUES ($1) RETURNING id",
                             std::vector<std::optional<std::string>>{body});
         entry.body = nullptr;
+        entry.body_text = nullptr;
         entry.reference = std::stoll(id.value());
       }
       outgoing.push_back(entry);
       sequences.push_back(std::to_string(entry.sequence));
       keys.push_back(Json(std::vector<std::string>(message.key.begin(), message.key.end())).dump());
-      bodies.push_back(std::move(body));
     }
     run(send_sql, std::vector<std::optional<std::string>>{
                       std::string(m_origin), text_array(sequences), text_array(keys), text_array(bodies),
@@ -1112,16 +1131,35 @@ class Sender {
   std::uint64_t& m_sequence;
 };
 
+// A statement the server refused, with its SQLSTATE.
+class StatementError : public TransportError {
+ public:
+  StatementError(const std::string& what, std::string sqlstate) : TransportError(what), m_sqlstate(std::move(sqlstate)) {}
+  const std::string& sqlstate() const noexcept { return m_sqlstate; }
+
+ private:
+  std::string m_sqlstate;
+};
+
+constexpr const char* undefined_table = "42P01";
+constexpr const char* send_statement = "livestate_send";
+
+// Runs `sql`, or the statement prepared as `prepared` when that is given.
 std::optional<std::string> run_blocking(PGconn* connection, const std::string& sql,
-                                        const std::vector<std::optional<std::string>>& params, bool& in_doubt) {
+                                        const std::vector<std::optional<std::string>>& params, bool& in_doubt,
+                                        const char* prepared) {
   std::vector<const char*> values;
   for (const auto& param : params) values.push_back(param ? param->c_str() : nullptr);
-  Result result(PQexecParams(connection, sql.c_str(), static_cast<int>(values.size()), nullptr, values.data(),
-                             nullptr, nullptr, 0));
+  Result result(prepared != nullptr
+                    ? PQexecPrepared(connection, prepared, static_cast<int>(values.size()), values.data(), nullptr,
+                                     nullptr, 0)
+                    : PQexecParams(connection, sql.c_str(), static_cast<int>(values.size()), nullptr, values.data(),
+                                   nullptr, nullptr, 0));
   const auto status = PQresultStatus(result.get());
   if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) {
     in_doubt = PQstatus(connection) != CONNECTION_OK;
-    throw TransportError(one_line(PQerrorMessage(connection)));
+    const char* sqlstate = PQresultErrorField(result.get(), PG_DIAG_SQLSTATE);
+    throw StatementError(one_line(PQerrorMessage(connection)), sqlstate != nullptr ? sqlstate : "");
   }
   if (status == PGRES_TUPLES_OK && PQntuples(result.get()) > 0 && !PQgetisnull(result.get(), 0, 0)) {
     return std::string(PQgetvalue(result.get(), 0, 0));
@@ -1162,48 +1200,82 @@ void Core::prune(PGconn* connection) {
 
 void Core::produce(const RoutingKey& key, const Json& body) {
   std::lock_guard lock(m_producer_mutex);
-  PGconn* connection = producer();
-  const std::uint64_t sequence_before = m_sequence;
   const Message message{key, body};
-  bool in_doubt = false;
-  bool in_transaction = false;
-  try {
-    ensure_tables(connection);
-    Sender sender(m_origin, m_options.channel, m_sequence);
-    // One statement, atomic on its own; a body stored by reference joins it
-    // in a transaction.
-    sender.send(std::span<const Message>(&message, 1), [&](const std::string& sql, const auto& params) {
-      if (!in_transaction && sql != send_sql) {
-        run_blocking(connection, "BEGIN", {}, in_doubt);
-        in_transaction = true;
+  for (int attempt = 1;; ++attempt) {
+    PGconn* connection = producer();
+    const std::uint64_t sequence_before = m_sequence;
+    bool in_doubt = false;
+    bool in_transaction = false;
+    try {
+      ensure_tables(connection);
+      prepare_send(connection);
+      Sender sender(m_origin, m_options.channel, m_sequence);
+      // One statement, atomic on its own; a body stored by reference joins it
+      // in a transaction.
+      sender.send(std::span<const Message>(&message, 1), [&](const std::string& sql, const auto& params) {
+        if (sql == send_sql) {
+          return run_blocking(connection, sql, params, in_doubt, send_statement);
+        }
+        if (!in_transaction) {
+          run_blocking(connection, "BEGIN", {}, in_doubt);
+          in_transaction = true;
+        }
+        return run_blocking(connection, sql, params, in_doubt);
+      });
+      if (in_transaction) run_blocking(connection, "COMMIT", {}, in_doubt);
+      break;
+    } catch (const TransportError& error) {
+      if (in_transaction && !in_doubt) {
+        bool ignored = false;
+        try {
+          run_blocking(connection, "ROLLBACK", {}, ignored);
+        } catch (...) {
+        }
       }
-      return run_blocking(connection, sql, params, in_doubt);
-    });
-    if (in_transaction) run_blocking(connection, "COMMIT", {}, in_doubt);
-  } catch (const TransportError& error) {
-    if (in_transaction && !in_doubt) {
-      bool ignored = false;
-      try {
-        run_blocking(connection, "ROLLBACK", {}, ignored);
-      } catch (...) {
+      if (in_doubt) {
+        m_producer.reset();
+        throw TransportError("produce(" + key.str() + ") on " + m_name +
+                             ": the connection was lost while sending: "
+                             "the message may or may not have been sent: " + error.what());
       }
+      m_sequence = sequence_before;
+      // The connector's tables are gone (a database restored from a dump
+      // taken before they existed, or dropped by hand): make them again, once.
+      const auto* statement = dynamic_cast<const StatementError*>(&error);
+      if (attempt == 1 && statement != nullptr && statement->sqlstate() == undefined_table) {
+        log(LogLevel::warning, component, "the connector's tables on " + m_name + " are gone; creating them again");
+        forget_tables(connection);
+        continue;
+      }
+      throw TransportError("produce(" + key.str() + ") on " + m_name + " failed (the message was not sent): " +
+                           error.what());
     }
-    if (in_doubt) {
-      m_producer.reset();
-      throw TransportError("produce(" + key.str() + ") on " + m_name + ": the connection was lost while sending: "
-                           "the message may or may not have been sent: " + error.what());
-    }
-    m_sequence = sequence_before;
-    throw TransportError("produce(" + key.str() + ") on " + m_name + " failed (the message was not sent): " +
-                         error.what());
   }
   if (++m_produced % 1000 == 0) {
     try {
-      prune(connection);
+      prune(m_producer.get());
     } catch (const std::exception& error) {
       log(LogLevel::warning, component, std::string("pruning old bodies and queued messages failed: ") + error.what());
     }
   }
+}
+
+void Core::prepare_send(PGconn* connection) {
+  if (m_send_prepared) return;
+  Result result(PQprepare(connection, send_statement, send_sql, 0, nullptr));
+  if (PQresultStatus(result.get()) != PGRES_COMMAND_OK) {
+    const char* sqlstate = PQresultErrorField(result.get(), PG_DIAG_SQLSTATE);
+    throw StatementError(one_line(PQerrorMessage(connection)), sqlstate != nullptr ? sqlstate : "");
+  }
+  m_send_prepared = true;
+}
+
+void Core::forget_tables(PGconn* connection) noexcept {
+  m_tables_ready = false;
+  if (m_send_prepared && connection != nullptr) {
+    Result ignored(PQexec(connection, "DEALLOCATE livestate_send"));
+  }
+  m_send_prepared = false;
 }
 
 void Core::send_in_transaction(std::span<const Message> messages, SqlRunner& sql) {
@@ -1217,9 +1289,16 @@ void Core::send_in_transaction(std::span<const Message> messages, SqlRunner& sql
     stream.origin = m_origin + "." + std::to_string(++sessions);
   }
   Sender sender(stream.origin, m_options.channel, stream.sequence);
-  sender.send(messages, [&](const std::string& statement, const std::vector<std::optional<std::string>>& params) {
-    return sql.run(statement, params);
-  });
+  try {
+    sender.send(messages, [&](const std::string& statement, const std::vector<std::optional<std::string>>& params) {
+      return sql.run(statement, params);
+    });
+  } catch (...) {
+    // Perhaps the connector's tables are gone: the next send makes sure
+    // (CREATE TABLE IF NOT EXISTS) rather than failing forever.
+    m_tables_ready = false;
+    throw;
+  }
   m_produced += messages.size();
 }
 

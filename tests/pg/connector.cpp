@@ -233,6 +233,35 @@ TEST_CASE("producing to a server that is not there fails with a clear error nami
   CHECK_FALSE(connector->postgres_stats().listening);
 }
 
+TEST_CASE("a connector whose tables were dropped makes them again: the next produce and the next store transaction succeed") {
+  livestate::test::FreshSchema schema;
+  Executor executor;
+  const auto options = fresh_channel();
+  auto connector = listening(executor.get(), options, schema.url());
+  auto store = db::Store::open(schema.url(), *connector);
+  Inbox inbox;
+  auto consumer = connector->start_consuming(inbox.callback(), Filter::parse("#"));
+  connector->produce(RoutingKey{"before"}, Json::object());
+  store->upsert_resource("markers", "1", Json::object());
+  REQUIRE(inbox.wait_for(2));
+
+  // As a database restored from a dump taken before the connector first ran.
+  livestate::test::run_on_server("DROP TABLE " + schema.name() + ".livestate_mq_queued, " + schema.name() +
+                                 ".livestate_mq_queues, " + schema.name() + ".livestate_mq_bodies");
+  REQUIRE_NOTHROW(connector->produce(RoutingKey{"after"}, Json::object()));
+  REQUIRE(inbox.wait_for_key("after"));
+
+  livestate::test::run_on_server("DROP TABLE " + schema.name() + ".livestate_mq_queued, " + schema.name() +
+                                 ".livestate_mq_queues, " + schema.name() + ".livestate_mq_bodies");
+  // The store's transaction fails once (its send finds no table), and says so;
+  // the one after it finds the tables made again.
+  CHECK_THROWS_AS(store->upsert_resource("markers", "2", Json::object()), livestate::Error);
+  CHECK_FALSE(store->get_resource("markers", "2").has_value());  // rolled back with its message
+  REQUIRE_NOTHROW(store->upsert_resource("markers", "3", Json::object()));
+  REQUIRE(inbox.wait_for_key("markers.3.new"));
+  CHECK(connector->postgres_stats().gaps == 0);
+}
+
 TEST_CASE("a store paired with the connector sends its messages in its transactions: delivered at commit, never after rollback") {
   livestate::test::FreshSchema schema;
   Executor executor;

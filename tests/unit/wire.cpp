@@ -97,6 +97,19 @@ TEST_CASE("a message encoded and decoded comes back with its key, body, origin a
   CHECK_FALSE(decoded.messages[0].reference.has_value());
 }
 
+TEST_CASE("a body given already serialized is sent byte for byte as encode would have written it") {
+  const RoutingKey key{"builds", "7", "finished"};
+  const Json body = {{"buildid", 7}, {"state_string", "caf\u00e9 \"done\""}, {"results", nullptr}};
+  const std::string text = body.dump(-1, ' ', false, Json::error_handler_t::replace);
+  wire::Outgoing plain{&key, &body, 0, 3};
+  wire::Outgoing given{&key, &body, 0, 3, &text};
+  CHECK(wire::encode("m", std::span(&given, 1)) == wire::encode("m", std::span(&plain, 1)));
+  CHECK(wire::encoded_size("m", given) == wire::encoded_size("m", plain));
+  const auto decoded = wire::decode(wire::encode("m", std::span(&given, 1)).at(0));
+  REQUIRE(decoded.messages.size() == 1);
+  CHECK(decoded.messages[0].body == body);
+}
+
 TEST_CASE("many messages come back in order with their keys, bodies, references and sequences") {
   // Keys with empty elements and every ASCII character JSON must escape.
   const std::vector<RoutingKey> keys{

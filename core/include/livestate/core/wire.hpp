@@ -61,6 +61,10 @@ struct Outgoing {
   std::int64_t reference = 0;
   /// The per-origin sequence number; 0 sends none.
   std::uint64_t sequence = 0;
+  /// Optional, with `body`: the body already serialized as compact JSON (as
+  /// Json::dump(-1, ' ', false, error_handler_t::replace) writes it), used
+  /// as is instead of serializing `body` again. Borrowed like `body`.
+  const std::string* body_text = nullptr;
 };
 
 /// The size in bytes of the payload that would carry this message alone, so
