@@ -1063,17 +1063,27 @@ std::unique_ptr<Consumer> Core::start_consuming(Callback callback, Filter filter
 // notification is stored in livestate_mq_bodies and sent by reference.
 // PostgreSQL's text form of a text[] value.
 std::string text_array(const std::vector<std::string>& elements) {
-  std::string literal = "{";
+  std::size_t size = 2;
+  for (const auto& element : elements) size += element.size() + 3;
+  std::string literal;
+  literal.reserve(size + size / 16);
+  literal += '{';
   for (const auto& element : elements) {
     if (literal.size() > 1) literal += ',';
     literal += '"';
-    for (const char c : element) {
-      if (c == '"' || c == '\\') literal += '\\';
-      literal += c;
+    // Runs without a quote or backslash are copied whole.
+    std::size_t start = 0;
+    for (std::size_t special = element.find_first_of("\"\\"); special != std::string::npos;
+         special = element.find_first_of("\"\\", special + 1)) {
+      literal.append(element, start, special - start);
+      literal += '\\';
+      start = special;
     }
+    literal.append(element, start, std::string::npos);
     literal += '"';
   }
-  return literal + "}";
+  literal += '}';
+  return literal;
 }
 
 // One statement sends a whole batch: it keeps a copy of each message for
