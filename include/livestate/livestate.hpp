@@ -20,3 +20,4 @@
 #include "livestate/mq/postgres.hpp"
 #include "livestate/mq/simple_mq.hpp"
 #include "livestate/mq/transactional.hpp"
+#include "livestate/reconcile/live_view.hpp"

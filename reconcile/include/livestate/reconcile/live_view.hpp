@@ -1,0 +1,163 @@
+#pragma once
+
+// A live view: a consumer-side copy of one resource type's rows that follows
+// the messages announcing their changes, detects when those messages can't be
+// trusted (stale, duplicated, out of lifecycle order, about an entry it never
+// saw, after a gap or a reconnect) and reloads from the database, so that it
+// converges to the database.
+//
+//   boost::asio::io_context io;
+//   auto mq = livestate::mq::make_simple_mq();
+//   auto store = livestate::db::Store::open("sqlite:state.db", *mq);
+//   livestate::reconcile::LiveView view(*mq, *store, io.get_executor(),
+//                                       {.type = "buildrequests", .where = {{"builderid", 3}}});
+//   view.on_change([](const livestate::reconcile::Change& change) { … });
+//   view.start();
+//   io.run();
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <boost/asio/any_io_executor.hpp>
+
+#include "livestate/core/json.hpp"
+
+namespace livestate::mq {
+class Connector;
+}
+namespace livestate::db {
+class Store;
+}
+
+namespace livestate::reconcile {
+
+struct ViewOptions {
+  /// The resource type: masters, builders, workers, buildsets, buildrequests,
+  /// builds, steps, or an application type kept in `resources`.
+  std::string type;
+  /// Narrowing: equalities on the type's body fields (as db::Store::list
+  /// takes them), e.g. {{"builderid", 3}}. An entry whose body stops matching
+  /// leaves the view (`removed`).
+  Json where = Json::object();
+  /// Reads for reloads go here when set (e.g. a store on a read-only replica);
+  /// else to the store the view was given. Borrowed: must outlive the view.
+  db::Store* reload_from = nullptr;
+  /// A reload that returns an older revision than a message already announced
+  /// (a lagging replica) is retried, with backoff from `lag_retry_initial`,
+  /// until `lag_deadline`; then the entry is flagged stale (counted in
+  /// ViewStats::stale_entries) and tried again at the next resync.
+  std::chrono::milliseconds lag_retry_initial{20};
+  std::chrono::milliseconds lag_deadline{5000};
+  /// Resync (reload everything and compare) this often even without a reason,
+  /// to repair losses that no detector can see (a message silently lost on a
+  /// transport without sequence numbers). Zero: never.
+  std::chrono::milliseconds resync_every{0};
+  /// Messages applied between two checks of whether a reload is due: a
+  /// reload is batched with whatever else became due meanwhile.
+  std::size_t reload_batch = 500;
+};
+
+enum class ChangeKind { added, changed, removed };
+
+/// One real change of the view: fired once per change, never for a duplicate
+/// or a stale message. `before` is null for added, `after` null for removed.
+struct Change {
+  ChangeKind kind;
+  std::string id;
+  Json before;
+  Json after;
+};
+
+/// Why a view distrusted what it was told.
+enum class Anomaly {
+  stale_or_duplicate,   ///< _rev at or below the entry's: dropped
+  lifecycle_violation,  ///< an event not allowed from the entry's state: entry reloaded
+  unknown_entry,        ///< a non-creating event for an id the view lacks: entry reloaded
+  unknown_event,        ///< an event the type doesn't have: entry reloaded
+  no_revision,          ///< a body without an integer _rev: entry reloaded
+  stream_gap,           ///< a hole in a producer's sequence: resync
+  transport_reset,      ///< reconnected, overflow, expired queue: resync
+  schema_migrated,      ///< schema.N.migrated: resync
+  stale_read,           ///< a reload older than an announced revision (lagging replica): retried
+};
+inline constexpr std::size_t anomaly_kinds = 9;
+[[nodiscard]] const char* to_string(Anomaly anomaly) noexcept;
+
+struct ViewStats {
+  std::uint64_t messages = 0;  ///< messages received (after the start-up buffer)
+  std::uint64_t applied = 0;   ///< messages that changed the view
+  std::uint64_t anomalies[anomaly_kinds] = {};
+  std::uint64_t reload_queries = 0;    ///< queries issued for entry reloads
+  std::uint64_t entries_reloaded = 0;  ///< entries those queries asked for
+  std::uint64_t resyncs = 0;           ///< full reloads (start-up included)
+  std::uint64_t resync_repairs = 0;    ///< entries a resync found different from the view
+  std::uint64_t stale_entries = 0;     ///< entries now flagged stale (a reload never caught up)
+  std::uint64_t callback_errors = 0;   ///< change callbacks that threw (logged)
+  /// Time since the view was last equal to a snapshot of the database (the
+  /// last resync, or a verify() that found no difference).
+  std::chrono::milliseconds since_verified{0};
+  [[nodiscard]] std::uint64_t count(Anomaly anomaly) const noexcept {
+    return anomalies[static_cast<std::size_t>(anomaly)];
+  }
+};
+
+/// A difference between the view and the database (verify()).
+struct Difference {
+  std::string id;
+  std::optional<Json> in_view;
+  std::optional<Json> in_database;
+};
+
+/// A live view of one resource type.
+///
+/// Thread safety: the view's work (messages, reloads, change callbacks) runs
+/// on a strand of the executor, one step at a time; reloads query the store
+/// there, blocking that thread for the query. get(), entries(), stats() and
+/// verify() may be called from any thread.
+///
+/// Object lifetimes: the connector and the store must outlive the view. The
+/// destructor stops consuming and abandons pending work; do not destroy the
+/// view from one of its own change callbacks.
+class LiveView {
+ public:
+  using ChangeCallback = std::function<void(const Change&)>;
+
+  LiveView(mq::Connector& connector, db::Store& store, boost::asio::any_io_executor executor, ViewOptions options);
+  LiveView(const LiveView&) = delete;
+  LiveView& operator=(const LiveView&) = delete;
+  ~LiveView();
+
+  /// Sets the change callback (before start(); run on the view's strand).
+  void on_change(ChangeCallback callback);
+
+  /// Subscribes, then loads the snapshot, then applies what arrived meanwhile
+  /// that is newer than the snapshot: nothing produced around start-up is lost
+  /// or applied twice. The subscription happens in this call; the load runs
+  /// on the executor. Throws std::logic_error when called twice.
+  void start();
+
+  /// Has the first snapshot been loaded?
+  [[nodiscard]] bool ready() const;
+  [[nodiscard]] std::optional<Json> get(const std::string& id) const;
+  /// Every entry, by id.
+  [[nodiscard]] std::map<std::string, Json> entries() const;
+  [[nodiscard]] ViewStats stats() const;
+  /// Reads the type from the database (the view's store, not reload_from) and
+  /// compares it with the view. Meaningful once the view is quiet (no message
+  /// or reload in flight). An empty result also resets since_verified.
+  [[nodiscard]] std::vector<Difference> verify();
+  /// Asks for a resync, as a transport reset would.
+  void resync();
+
+ private:
+  class Impl;
+  std::shared_ptr<Impl> m_impl;
+};
+
+}  // namespace livestate::reconcile

@@ -1,0 +1,39 @@
+#pragma once
+
+// Per-type lifecycle rules of the Buildbot data model: which events a type
+// has, which of them create an entry, and which are allowed from the state an
+// entry's body shows.
+
+#include <string>
+#include <string_view>
+
+#include "livestate/core/json.hpp"
+
+namespace livestate::reconcile::detail {
+
+enum class EventVerdict {
+  allowed,    ///< the event may follow the entry's state
+  violation,  ///< it may not: the view reloads the entry
+  unknown,    ///< the type has no such event: the view reloads the entry
+};
+
+class Lifecycle {
+ public:
+  /// The rules of `type`; application types (kept in `resources`) have
+  /// new/updated/deleted, types without rules accept every event.
+  static Lifecycle of(std::string_view type);
+
+  /// Does `event` create an entry (may it name an id the view lacks)?
+  [[nodiscard]] bool creates(std::string_view event) const noexcept;
+  /// Does `event` delete the entry?
+  [[nodiscard]] bool deletes(std::string_view event) const noexcept;
+  /// May `event` follow the state that `current` (the entry's body) shows?
+  [[nodiscard]] EventVerdict check(const Json& current, std::string_view event) const;
+
+ private:
+  enum class Kind { buildrequests, builds, steps, buildsets, resources, free };
+  explicit Lifecycle(Kind kind) : m_kind(kind) {}
+  Kind m_kind;
+};
+
+}  // namespace livestate::reconcile::detail

@@ -1,0 +1,634 @@
+#include "livestate/reconcile/live_view.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <mutex>
+#include <set>
+#include <stdexcept>
+#include <utility>
+#include <variant>
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+
+#include "livestate/core/error.hpp"
+#include "livestate/core/filter.hpp"
+#include "livestate/core/log.hpp"
+#include "livestate/db/store.hpp"
+#include "livestate/mq/connector.hpp"
+#include "livestate/mq/control.hpp"
+#include "lifecycle.hpp"
+
+namespace livestate::reconcile {
+
+namespace asio = boost::asio;
+using Clock = std::chrono::steady_clock;
+
+const char* to_string(Anomaly anomaly) noexcept {
+  switch (anomaly) {
+    case Anomaly::stale_or_duplicate: return "stale or duplicate";
+    case Anomaly::lifecycle_violation: return "lifecycle violation";
+    case Anomaly::unknown_entry: return "unknown entry";
+    case Anomaly::unknown_event: return "unknown event";
+    case Anomaly::no_revision: return "no revision";
+    case Anomaly::stream_gap: return "stream gap";
+    case Anomaly::transport_reset: return "transport reset";
+    case Anomaly::schema_migrated: return "schema migrated";
+    case Anomaly::stale_read: return "stale read";
+  }
+  return "unknown";
+}
+
+namespace {
+
+constexpr const char* component = "reconcile";
+
+std::optional<std::int64_t> revision_of(const Json& body) {
+  if (!body.is_object()) return std::nullopt;
+  const auto found = body.find("_rev");
+  if (found == body.end() || !found->is_number_integer()) return std::nullopt;
+  return found->get<std::int64_t>();
+}
+
+struct Incoming {
+  RoutingKey key;
+  Json body;
+};
+
+}  // namespace
+
+class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
+ public:
+  Impl(mq::Connector& connector, db::Store& store, asio::any_io_executor executor, ViewOptions options)
+      : m_connector(connector),
+        m_store(store),
+        m_reload_store(options.reload_from != nullptr ? *options.reload_from : store),
+        m_strand(asio::make_strand(std::move(executor))),
+        m_options(std::move(options)),
+        m_lifecycle(detail::Lifecycle::of(m_options.type)),
+        m_verified_at(Clock::now()) {
+    if (m_options.type.empty()) throw std::invalid_argument("LiveView: the options name no type");
+    (void)RoutingKey({m_options.type});  // InvalidRoutingKey for a type that can't be a key element
+    if (!m_options.where.is_object()) throw std::invalid_argument("LiveView: `where` must be a JSON object");
+    if (m_options.reload_batch == 0) throw std::invalid_argument("LiveView: reload_batch must be positive");
+  }
+
+  void set_callback(ChangeCallback callback) {
+    if (m_started) throw std::logic_error("LiveView::on_change() after start()");
+    m_callback = std::move(callback);
+  }
+
+  void start() {
+    if (m_started.exchange(true)) throw std::logic_error("LiveView::start() called twice");
+    std::weak_ptr<Impl> weak = weak_from_this();
+    mq::ConsumeOptions consume;
+    consume.on_control = [weak](const mq::ControlEvent& event) {
+      if (auto self = weak.lock()) {
+        asio::post(self->m_strand, [self, event] { self->step([&] { self->on_control(event); }); });
+      }
+    };
+    // One path per event: TYPE.ID.EVENT (the other paths are longer).
+    m_messages = m_connector.start_consuming(
+        [weak](const RoutingKey& key, const Json& body) {
+          if (auto self = weak.lock()) {
+            asio::post(self->m_strand, [self, message = Incoming{key, body}]() mutable {
+              self->step([&] { self->on_message(std::move(message)); });
+            });
+          }
+        },
+        Filter{m_options.type, std::nullopt, std::nullopt}, std::move(consume));
+    m_schema = m_connector.start_consuming(
+        [weak](const RoutingKey&, const Json&) {
+          if (auto self = weak.lock()) {
+            asio::post(self->m_strand, [self] {
+              self->step([&] { self->distrust_everything(Anomaly::schema_migrated); });
+            });
+          }
+        },
+        Filter::parse("schema.*.migrated"));
+    request_resync();
+    schedule_periodic_resync();
+  }
+
+  void stop() noexcept {
+    m_stopped = true;
+    m_messages.reset();
+    m_schema.reset();
+    // Wait for a step in progress (it may be querying the store).
+    std::lock_guard wait(m_step_mutex);
+  }
+
+  bool ready() const {
+    std::lock_guard lock(m_mutex);
+    return m_ready;
+  }
+
+  std::optional<Json> get(const std::string& id) const {
+    std::lock_guard lock(m_mutex);
+    const auto found = m_entries.find(id);
+    if (found == m_entries.end()) return std::nullopt;
+    return found->second.body;
+  }
+
+  std::map<std::string, Json> entries() const {
+    std::lock_guard lock(m_mutex);
+    std::map<std::string, Json> copy;
+    for (const auto& [id, entry] : m_entries) copy.emplace(id, entry.body);
+    return copy;
+  }
+
+  ViewStats stats() const {
+    std::lock_guard lock(m_mutex);
+    ViewStats stats = m_stats;
+    stats.stale_entries = m_stale.size();
+    stats.since_verified = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - m_verified_at);
+    return stats;
+  }
+
+  std::vector<Difference> verify() {
+    const auto rows = m_store.list(m_options.type, m_options.where);
+    std::map<std::string, const Json*> database;
+    for (const auto& row : rows) database.emplace(db::Store::id_of(m_options.type, row), &row);
+    std::vector<Difference> differences;
+    std::lock_guard lock(m_mutex);
+    auto view = m_entries.begin();
+    auto table = database.begin();
+    while (view != m_entries.end() || table != database.end()) {
+      if (table == database.end() || (view != m_entries.end() && view->first < table->first)) {
+        differences.push_back({view->first, view->second.body, std::nullopt});
+        ++view;
+      } else if (view == m_entries.end() || table->first < view->first) {
+        differences.push_back({table->first, std::nullopt, *table->second});
+        ++table;
+      } else {
+        if (view->second.body != *table->second) {
+          differences.push_back({view->first, view->second.body, *table->second});
+        }
+        ++view;
+        ++table;
+      }
+    }
+    if (differences.empty()) m_verified_at = Clock::now();
+    return differences;
+  }
+
+  void resync_soon() {
+    asio::post(m_strand, [self = shared_from_this()] { self->step([&] { self->request_resync(); }); });
+  }
+
+ private:
+  struct Entry {
+    Json body;
+    std::int64_t revision = 0;
+  };
+
+  // Every handler on the strand runs through here: nothing once stopped, and
+  // the destructor waits for the one in progress. Change callbacks run at the
+  // end of the step, outside m_mutex.
+  template <class Work>
+  void step(Work&& work) {
+    std::lock_guard running(m_step_mutex);
+    if (m_stopped) return;
+    try {
+      work();
+    } catch (const std::logic_error&) {
+      throw;  // a programming error (an unknown field in `where`): surfaces from the executor
+    } catch (const std::exception& error) {
+      log(LogLevel::warning, component,
+          "view of " + m_options.type + ": " + error.what() + "; retrying by a resync");
+      retry_resync_later();
+    }
+    fire_changes();
+  }
+
+  // --- messages (strand) ----------------------------------------------------
+
+  void on_message(Incoming message) {
+    if (message.key.size() != 3) return;
+    if (!m_loaded) {
+      m_buffer.push_back(std::move(message));
+      return;
+    }
+    {
+      std::lock_guard lock(m_mutex);
+      ++m_stats.messages;
+    }
+    apply(message, false);
+    flush_reloads_soon();
+  }
+
+  void on_control(const mq::ControlEvent& event) {
+    distrust_everything(event.kind == mq::ControlKind::gap ? Anomaly::stream_gap : Anomaly::transport_reset);
+  }
+
+  void distrust_everything(Anomaly why) {
+    count(why);
+    request_resync();
+  }
+
+  // Applies one message; `replaying` for those buffered during a load, which
+  // are expected to be older than the snapshot and so are not anomalies.
+  void apply(const Incoming& message, bool replaying) {
+    const std::string& id = message.key[1];
+    const std::string& event = message.key[2];
+    const auto revision = revision_of(message.body);
+    if (!revision) {
+      count(Anomaly::no_revision);
+      reload(id);
+      return;
+    }
+    if (m_lifecycle.deletes(event)) {
+      apply_deletion(id, *revision, replaying);
+      return;
+    }
+    const auto tombstone = m_tombstones.find(id);
+    if (tombstone != m_tombstones.end() && *revision <= tombstone->second) {
+      if (!replaying) count(Anomaly::stale_or_duplicate);
+      return;
+    }
+    std::unique_lock lock(m_mutex);
+    const auto found = m_entries.find(id);
+    if (found != m_entries.end()) {
+      if (*revision <= found->second.revision) {
+        lock.unlock();
+        if (!replaying) count(Anomaly::stale_or_duplicate);
+        return;
+      }
+      const auto verdict = m_lifecycle.check(found->second.body, event);
+      if (verdict != detail::EventVerdict::allowed) {
+        lock.unlock();
+        count(verdict == detail::EventVerdict::unknown ? Anomaly::unknown_event : Anomaly::lifecycle_violation);
+        reload(id, *revision);
+        return;
+      }
+      lock.unlock();
+      set(id, message.body, *revision);
+      return;
+    }
+    lock.unlock();
+    // Not the view's (another builder's request, say): nothing to do.
+    if (!matches(message.body)) return;
+    if (!m_lifecycle.creates(event)) {
+      // Is it an event this type has at all?
+      const auto verdict = m_lifecycle.check(Json::object(), event);
+      count(verdict == detail::EventVerdict::unknown ? Anomaly::unknown_event : Anomaly::unknown_entry);
+      reload(id, *revision);
+      return;
+    }
+    set(id, message.body, *revision);
+  }
+
+  void apply_deletion(const std::string& id, std::int64_t revision, bool replaying) {
+    auto& tombstone = m_tombstones[id];
+    if (revision <= tombstone) {
+      if (!replaying) count(Anomaly::stale_or_duplicate);
+      return;
+    }
+    tombstone = revision;
+    std::unique_lock lock(m_mutex);
+    const auto found = m_entries.find(id);
+    if (found == m_entries.end()) return;
+    if (revision <= found->second.revision) {
+      lock.unlock();
+      if (!replaying) count(Anomaly::stale_or_duplicate);
+      return;
+    }
+    m_changes.push_back({ChangeKind::removed, id, std::move(found->second.body), nullptr});
+    m_entries.erase(found);
+    ++m_stats.applied;
+  }
+
+  bool matches(const Json& body) const {
+    for (const auto& [field, value] : m_options.where.items()) {
+      const auto found = body.find(field);
+      if (found == body.end() || *found != value) return false;
+    }
+    return true;
+  }
+
+  // The entry becomes `body` (at `revision`): added, changed, or removed when
+  // it no longer matches the narrowing.
+  void set(const std::string& id, const Json& body, std::int64_t revision) {
+    std::lock_guard lock(m_mutex);
+    const auto found = m_entries.find(id);
+    if (!matches(body)) {
+      if (found == m_entries.end()) return;
+      m_changes.push_back({ChangeKind::removed, id, std::move(found->second.body), nullptr});
+      m_entries.erase(found);
+      ++m_stats.applied;
+      return;
+    }
+    if (found == m_entries.end()) {
+      m_entries.emplace(id, Entry{body, revision});
+      m_changes.push_back({ChangeKind::added, id, nullptr, body});
+    } else {
+      Json before = std::exchange(found->second.body, body);
+      found->second.revision = revision;
+      m_changes.push_back({ChangeKind::changed, id, std::move(before), body});
+    }
+    ++m_stats.applied;
+  }
+
+
+  void count(Anomaly anomaly) {
+    std::lock_guard lock(m_mutex);
+    ++m_stats.anomalies[static_cast<std::size_t>(anomaly)];
+  }
+
+  // --- reloads (strand) -----------------------------------------------------
+
+  void reload(const std::string& id) { m_due.insert(id); }
+  // A reload because of a message at `announced`: the reload must find that
+  // revision or a later one, else the read lags (a replica) and is retried.
+  void reload(const std::string& id, std::int64_t announced) {
+    auto& known = m_announced[id];
+    known = std::max(known, announced);
+    m_due.insert(id);
+  }
+
+  void flush_reloads_soon() {
+    if (m_due.empty() || m_flush_posted) return;
+    m_flush_posted = true;
+    // Posted, so that the messages already waiting on the strand (often the
+    // rest of a burst) are applied first and their reloads join this batch.
+    asio::post(m_strand, [self = shared_from_this()] {
+      self->step([&] {
+        self->m_flush_posted = false;
+        self->flush_reloads();
+      });
+    });
+  }
+
+  void flush_reloads() {
+    while (!m_due.empty() && !m_resync_posted) {
+      std::vector<std::string> ids;
+      while (!m_due.empty() && ids.size() < m_options.reload_batch) {
+        ids.push_back(*m_due.begin());
+        m_due.erase(m_due.begin());
+      }
+      std::vector<Json> rows;
+      try {
+        rows = m_reload_store.list(m_options.type, m_options.where, ids);
+      } catch (...) {
+        m_due.insert(ids.begin(), ids.end());  // nothing is lost: the resync retried later covers them
+        throw;
+      }
+      {
+        std::lock_guard lock(m_mutex);
+        ++m_stats.reload_queries;
+        m_stats.entries_reloaded += ids.size();
+      }
+      std::map<std::string, const Json*> found;
+      for (const auto& row : rows) found.emplace(db::Store::id_of(m_options.type, row), &row);
+      for (const auto& id : ids) {
+        const auto row = found.find(id);
+        take_reloaded(id, row == found.end() ? nullptr : row->second);
+      }
+    }
+  }
+
+  // A reloaded row (nullptr: none matches): applied when newer than the
+  // entry; retried when older than what was announced (a lagging replica).
+  void take_reloaded(const std::string& id, const Json* row) {
+    const std::int64_t revision = row != nullptr ? revision_of(*row).value_or(0) : 0;
+    const auto announced = m_announced.find(id);
+    const auto tombstone = m_tombstones.find(id);
+    const std::int64_t known_gone = tombstone != m_tombstones.end() ? tombstone->second : 0;
+    if (announced != m_announced.end() && announced->second > std::max(revision, known_gone)) {
+      lagging(id);
+      if (row == nullptr) return;
+    } else {
+      caught_up(id);
+    }
+    std::unique_lock lock(m_mutex);
+    const auto entry = m_entries.find(id);
+    if (row == nullptr) {
+      if (entry == m_entries.end()) return;
+      m_changes.push_back({ChangeKind::removed, id, std::move(entry->second.body), nullptr});
+      m_entries.erase(entry);
+      ++m_stats.applied;
+      return;
+    }
+    if (entry != m_entries.end() && entry->second.revision >= revision) return;
+    lock.unlock();
+    set(id, *row, revision);
+  }
+
+  void lagging(const std::string& id) {
+    count(Anomaly::stale_read);
+    auto [lag, first] = m_lag.try_emplace(id, Lag{Clock::now(), m_options.lag_retry_initial});
+    if (!first) lag->second.backoff = std::min(lag->second.backoff * 2, std::chrono::milliseconds(1000));
+    if (Clock::now() - lag->second.since > m_options.lag_deadline) {
+      std::lock_guard lock(m_mutex);
+      if (m_stale.insert(id).second) {
+        log(LogLevel::warning, component,
+            "view of " + m_options.type + ": entry " + id + " is stale: reloads keep returning an older revision");
+      }
+      // Tried again at the next resync or message about it.
+      m_lag.erase(lag);
+      return;
+    }
+    auto timer = std::make_shared<asio::steady_timer>(m_strand, lag->second.backoff);
+    timer->async_wait([weak = weak_from_this(), timer, id](boost::system::error_code error) {
+      auto self = weak.lock();
+      if (error || !self) return;
+      self->step([&] {
+        self->reload(id);
+        self->flush_reloads_soon();
+      });
+    });
+  }
+
+  void caught_up(const std::string& id) {
+    m_lag.erase(id);
+    m_announced.erase(id);
+    std::lock_guard lock(m_mutex);
+    m_stale.erase(id);
+  }
+
+  // --- resyncs (strand) -----------------------------------------------------
+
+  void request_resync() {
+    if (m_resync_posted) return;  // the one waiting covers this reason too
+    m_resync_posted = true;
+    asio::post(m_strand, [self = shared_from_this()] {
+      self->step([&] {
+        self->m_resync_posted = false;
+        self->resync_now();
+      });
+    });
+  }
+
+  void retry_resync_later() {
+    if (m_retry_posted) return;
+    m_retry_posted = true;
+    m_retry_backoff = std::min(m_retry_backoff * 2, std::chrono::milliseconds(2000));
+    auto timer = std::make_shared<asio::steady_timer>(m_strand, m_retry_backoff);
+    timer->async_wait([weak = weak_from_this(), timer](boost::system::error_code error) {
+      auto self = weak.lock();
+      if (error || !self) return;
+      self->step([&] {
+        self->m_retry_posted = false;
+        self->request_resync();
+      });
+    });
+  }
+
+  void schedule_periodic_resync() {
+    if (m_options.resync_every.count() <= 0) return;
+    auto timer = std::make_shared<asio::steady_timer>(m_strand, m_options.resync_every);
+    timer->async_wait([weak = weak_from_this(), timer](boost::system::error_code error) {
+      auto self = weak.lock();
+      if (error || !self) return;
+      self->step([&] {
+        self->request_resync();
+        self->schedule_periodic_resync();
+      });
+    });
+  }
+
+  // Reloads everything: rows the view lacks are added, vanished ones removed,
+  // newer ones taken; the view's own newer entries are kept (a lagging read).
+  void resync_now() {
+    const auto rows = m_reload_store.list(m_options.type, m_options.where);
+    m_retry_backoff = std::chrono::milliseconds(50);
+    std::map<std::string, const Json*> database;
+    for (const auto& row : rows) database.emplace(db::Store::id_of(m_options.type, row), &row);
+    const bool first = !m_loaded;
+    std::vector<std::pair<std::string, const Json*>> updates;
+    {
+      std::lock_guard lock(m_mutex);
+      ++m_stats.resyncs;
+      for (auto entry = m_entries.begin(); entry != m_entries.end();) {
+        if (database.count(entry->first) == 0) {
+          m_changes.push_back({ChangeKind::removed, entry->first, std::move(entry->second.body), nullptr});
+          entry = m_entries.erase(entry);
+          ++m_stats.resync_repairs;
+        } else {
+          ++entry;
+        }
+      }
+      for (const auto& [id, row] : database) {
+        const auto entry = m_entries.find(id);
+        const std::int64_t revision = revision_of(*row).value_or(0);
+        if (entry == m_entries.end() || entry->second.revision < revision) {
+          updates.emplace_back(id, row);
+          if (!first) ++m_stats.resync_repairs;
+        }
+      }
+      m_stale.clear();
+      m_verified_at = Clock::now();
+    }
+    for (const auto& [id, row] : updates) set(id, *row, revision_of(*row).value_or(0));
+    // What was due is covered, except where the read lags behind what was
+    // announced: those are reloaded again.
+    m_due.clear();
+    m_lag.clear();
+    for (auto announced = m_announced.begin(); announced != m_announced.end();) {
+      const auto row = database.find(announced->first);
+      const std::int64_t revision = row != database.end() ? revision_of(*row->second).value_or(0) : 0;
+      const auto tombstone = m_tombstones.find(announced->first);
+      if (announced->second > std::max(revision, tombstone != m_tombstones.end() ? tombstone->second : 0)) {
+        reload(announced->first);
+        ++announced;
+      } else {
+        announced = m_announced.erase(announced);
+      }
+    }
+    if (first) {
+      m_loaded = true;
+      {
+        std::lock_guard lock(m_mutex);
+        m_ready = true;
+      }
+      auto buffered = std::move(m_buffer);
+      m_buffer.clear();
+      {
+        std::lock_guard lock(m_mutex);
+        m_stats.messages += buffered.size();
+      }
+      for (const auto& message : buffered) apply(message, true);
+    }
+    flush_reloads_soon();
+  }
+
+  // --- change callbacks -----------------------------------------------------
+
+  void fire_changes() {
+    if (m_changes.empty()) return;
+    auto changes = std::move(m_changes);
+    m_changes.clear();
+    if (!m_callback) return;
+    for (const auto& change : changes) {
+      try {
+        m_callback(change);
+      } catch (const std::exception& error) {
+        {
+          std::lock_guard lock(m_mutex);
+          ++m_stats.callback_errors;
+        }
+        log(LogLevel::error, component,
+            "view of " + m_options.type + ": a change callback threw: " + error.what());
+      } catch (...) {
+        std::lock_guard lock(m_mutex);
+        ++m_stats.callback_errors;
+      }
+    }
+  }
+
+  struct Lag {
+    Clock::time_point since;
+    std::chrono::milliseconds backoff;
+  };
+
+  mq::Connector& m_connector;
+  db::Store& m_store;
+  db::Store& m_reload_store;
+  asio::strand<asio::any_io_executor> m_strand;
+  ViewOptions m_options;
+  detail::Lifecycle m_lifecycle;
+  ChangeCallback m_callback;
+  std::atomic<bool> m_started{false};
+  std::atomic<bool> m_stopped{false};
+  std::unique_ptr<mq::Consumer> m_messages;
+  std::unique_ptr<mq::Consumer> m_schema;
+  std::mutex m_step_mutex;
+
+  // Read from any thread: m_mutex.
+  mutable std::mutex m_mutex;
+  std::map<std::string, Entry> m_entries;
+  ViewStats m_stats;
+  std::set<std::string> m_stale;
+  Clock::time_point m_verified_at;
+  bool m_ready = false;
+
+  // The strand's own.
+  bool m_loaded = false;
+  std::vector<Incoming> m_buffer;
+  std::set<std::string> m_due;
+  bool m_flush_posted = false;
+  bool m_resync_posted = false;
+  bool m_retry_posted = false;
+  std::chrono::milliseconds m_retry_backoff{50};
+  std::map<std::string, std::int64_t> m_announced;
+  std::map<std::string, std::int64_t> m_tombstones;
+  std::map<std::string, Lag> m_lag;
+  std::vector<Change> m_changes;
+};
+
+LiveView::LiveView(mq::Connector& connector, db::Store& store, asio::any_io_executor executor, ViewOptions options)
+    : m_impl(std::make_shared<Impl>(connector, store, std::move(executor), std::move(options))) {}
+
+LiveView::~LiveView() { m_impl->stop(); }
+
+void LiveView::on_change(ChangeCallback callback) { m_impl->set_callback(std::move(callback)); }
+void LiveView::start() { m_impl->start(); }
+bool LiveView::ready() const { return m_impl->ready(); }
+std::optional<Json> LiveView::get(const std::string& id) const { return m_impl->get(id); }
+std::map<std::string, Json> LiveView::entries() const { return m_impl->entries(); }
+ViewStats LiveView::stats() const { return m_impl->stats(); }
+std::vector<Difference> LiveView::verify() { return m_impl->verify(); }
+void LiveView::resync() { m_impl->resync_soon(); }
+
+}  // namespace livestate::reconcile

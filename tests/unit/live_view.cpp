@@ -1,0 +1,521 @@
+// Live views over SimpleMQ and a SQLite store: the snapshot, the change
+// callbacks, each detector alone, reloads, resyncs, the start-up race and a
+// lagging reload store.
+//
+// The store announces on one SimpleMQ; a Relay forwards its messages to the
+// SimpleMQ the view consumes, or holds them so that the test delivers them in
+// the order it wants (or never). The view's executor is an io_context that
+// the test runs itself, so every step is deterministic.
+
+#include <doctest/doctest.h>
+
+#include <sqlite3.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+
+#include "livestate/livestate.hpp"
+#include "livestate/reconcile/live_view.hpp"
+#include "test_database.hpp"
+
+namespace {
+
+namespace db = livestate::db;
+namespace mq = livestate::mq;
+namespace reconcile = livestate::reconcile;
+using livestate::Filter;
+using livestate::Json;
+using livestate::Message;
+using livestate::RoutingKey;
+using reconcile::Anomaly;
+using reconcile::ChangeKind;
+
+// Messages of the store's connector, forwarded to the view's, or held.
+class Relay {
+ public:
+  Relay(mq::Connector& from, mq::Connector& to) : m_to(to) {
+    m_consumer = from.start_consuming(
+        [this](const RoutingKey& key, const Json& body) {
+          if (m_holding) {
+            m_held.push_back({key, body});
+          } else {
+            m_to.produce(key, body);
+          }
+        },
+        Filter::parse("#"));
+  }
+  void hold() { m_holding = true; }
+  /// The held messages whose key is KEY (dotted), in order.
+  std::vector<Message> held(const std::string& key) const {
+    std::vector<Message> found;
+    for (const auto& message : m_held) {
+      if (message.key.str() == key) found.push_back(message);
+    }
+    return found;
+  }
+  void deliver(const Message& message) { m_to.produce(message.key, message.body); }
+  void deliver(const std::string& key) {
+    for (const auto& message : held(key)) deliver(message);
+  }
+  void forget_held() { m_held.clear(); }
+
+ private:
+  mq::Connector& m_to;
+  std::unique_ptr<mq::Consumer> m_consumer;
+  bool m_holding = false;
+  std::vector<Message> m_held;
+};
+
+struct Fixture {
+  livestate::test::TestDatabase database;
+  std::unique_ptr<mq::Connector> store_mq = mq::make_simple_mq();
+  std::unique_ptr<mq::Connector> view_mq = mq::make_simple_mq();
+  std::unique_ptr<db::Store> store = db::Store::open(database.url(), *store_mq);
+  Relay relay{*store_mq, *view_mq};
+  boost::asio::io_context io;
+
+  /// Runs the view's work until there is none left.
+  void settle() {
+    for (;;) {
+      io.restart();
+      if (io.poll() == 0) return;
+    }
+  }
+  /// Also waits for timers (the lagging reload's retries) for up to `limit`.
+  void settle_for(std::chrono::milliseconds limit) {
+    io.restart();
+    io.run_for(limit);
+    settle();
+  }
+};
+
+struct Recorder {
+  std::vector<reconcile::Change> changes;
+  reconcile::LiveView::ChangeCallback callback() {
+    return [this](const reconcile::Change& change) { changes.push_back(change); };
+  }
+  std::size_t count(ChangeKind kind, const std::string& id) const {
+    std::size_t n = 0;
+    for (const auto& change : changes) n += change.kind == kind && change.id == id ? 1 : 0;
+    return n;
+  }
+};
+
+std::uint64_t anomalies(const reconcile::ViewStats& stats) {
+  std::uint64_t total = 0;
+  for (const auto n : stats.anomalies) total += n;
+  return total;
+}
+
+reconcile::ViewOptions of_type(std::string type, Json where = Json::object()) {
+  reconcile::ViewOptions options;
+  options.type = std::move(type);
+  options.where = std::move(where);
+  return options;
+}
+
+}  // namespace
+
+TEST_CASE("a view loads the snapshot, then fires added, changed and removed once per real change") {
+  Fixture f;
+  f.store->upsert_resource("widgets", "a", {{"size", 1}});
+  f.store->upsert_resource("widgets", "b", {{"size", 2}});
+  reconcile::LiveView view(*f.view_mq, *f.store, f.io.get_executor(), of_type("widgets"));
+  Recorder recorder;
+  view.on_change(recorder.callback());
+  view.start();
+  CHECK_FALSE(view.ready());
+  f.settle();
+  REQUIRE(view.ready());
+  CHECK(view.entries().size() == 2);
+  CHECK(recorder.count(ChangeKind::added, "a") == 1);
+  CHECK(recorder.count(ChangeKind::added, "b") == 1);
+
+  f.store->upsert_resource("widgets", "a", {{"size", 10}});
+  f.store->delete_resource("widgets", "b");
+  f.store->upsert_resource("widgets", "c", {{"size", 3}});
+  f.settle();
+  CHECK(view.get("a")->at("state") == Json{{"size", 10}});
+  CHECK_FALSE(view.get("b").has_value());
+  CHECK(view.get("c")->at("state") == Json{{"size", 3}});
+  REQUIRE(recorder.changes.size() == 5);
+  CHECK(recorder.changes[2].kind == ChangeKind::changed);
+  CHECK(recorder.changes[2].before.at("state") == Json{{"size", 1}});
+  CHECK(recorder.changes[2].after.at("state") == Json{{"size", 10}});
+  CHECK(recorder.changes[3].kind == ChangeKind::removed);
+  CHECK(recorder.changes[3].before.at("id") == "b");
+  CHECK(recorder.changes[4].kind == ChangeKind::added);
+
+  CHECK(view.verify().empty());
+  const auto stats = view.stats();
+  CHECK(anomalies(stats) == 0);
+  CHECK(stats.reload_queries == 0);
+  CHECK(stats.resyncs == 1);
+  CHECK(stats.messages == 3);
+  CHECK(stats.applied == 5);
+}
+
+TEST_CASE("a duplicate or stale message is dropped, counted, and fires nothing") {
+  Fixture f;
+  f.relay.hold();
+  f.store->upsert_resource("widgets", "a", {{"size", 1}});
+  f.store->upsert_resource("widgets", "a", {{"size", 2}});
+  reconcile::LiveView view(*f.view_mq, *f.store, f.io.get_executor(), of_type("widgets"));
+  Recorder recorder;
+  view.on_change(recorder.callback());
+  view.start();
+  f.settle();
+  recorder.changes.clear();
+
+  f.relay.deliver("widgets.a.new");      // older than the snapshot
+  f.relay.deliver("widgets.a.updated");  // as old as the snapshot: a duplicate
+  f.relay.deliver("widgets.a.updated");
+  f.settle();
+  CHECK(recorder.changes.empty());
+  CHECK(view.get("a")->at("state") == Json{{"size", 2}});
+  const auto stats = view.stats();
+  CHECK(stats.count(Anomaly::stale_or_duplicate) == 3);
+  CHECK(anomalies(stats) == 3);
+  CHECK(stats.reload_queries == 0);
+}
+
+TEST_CASE("a complete of a request the view never saw claimed reloads that request, and only it") {
+  Fixture f;
+  const auto master = f.store->master_active("m1");
+  db::NewBuildset buildset;
+  buildset.builderids = {f.store->builder_started("b1", master), f.store->builder_started("b2", master)};
+  const auto added = f.store->add_buildset(buildset);
+  reconcile::LiveView view(*f.view_mq, *f.store, f.io.get_executor(), of_type("buildrequests"));
+  view.start();
+  f.settle();
+  REQUIRE(view.entries().size() == 2);
+
+  const auto request = added.buildrequestids.begin()->second;
+  const auto id = std::to_string(request);
+  f.relay.hold();
+  f.store->claim_buildrequests(std::vector<std::int64_t>{request}, master);
+  f.store->complete_buildrequests(std::vector<std::int64_t>{request}, 0, master);
+  REQUIRE(f.relay.held("buildrequests." + id + ".complete").size() == 1);
+  f.relay.deliver("buildrequests." + id + ".complete");  // its claimed is lost
+  f.settle();
+
+  const auto stats = view.stats();
+  CHECK(stats.count(Anomaly::lifecycle_violation) == 1);
+  CHECK(anomalies(stats) == 1);
+  CHECK(stats.reload_queries == 1);
+  CHECK(stats.entries_reloaded == 1);
+  CHECK(view.get(id) == f.store->get_buildrequest(request));
+  CHECK(view.get(id)->at("complete") == true);
+  CHECK(view.verify().empty());
+
+  // The claimed, late: older than what the reload found.
+  f.relay.deliver("buildrequests." + id + ".claimed");
+  f.settle();
+  CHECK(view.stats().count(Anomaly::stale_or_duplicate) == 1);
+  CHECK(view.get(id)->at("complete") == true);
+}
+
+TEST_CASE("an event for an entry the view lacks reloads it; a creating event adds it without a query") {
+  Fixture f;
+  const auto master = f.store->master_active("m1");
+  db::NewBuildset buildset;
+  buildset.builderids = {f.store->builder_started("b1", master)};
+  reconcile::LiveView view(*f.view_mq, *f.store, f.io.get_executor(), of_type("buildrequests"));
+  Recorder recorder;
+  view.on_change(recorder.callback());
+  view.start();
+  f.settle();
+  CHECK(view.entries().empty());
+
+  f.relay.hold();
+  const auto request = f.store->add_buildset(buildset).buildrequestids.begin()->second;
+  f.store->claim_buildrequests(std::vector<std::int64_t>{request}, master);
+  const auto id = std::to_string(request);
+  f.relay.deliver("buildrequests." + id + ".claimed");  // before its new
+  f.relay.deliver("buildrequests." + id + ".new");
+  f.settle();
+  auto stats = view.stats();
+  CHECK(stats.count(Anomaly::unknown_entry) == 1);
+  CHECK(stats.reload_queries == 1);
+  CHECK(view.get(id) == f.store->get_buildrequest(request));
+  // The new, applied while the reload was due, then the reload's newer row:
+  // each a real change, revisions only rising.
+  CHECK(recorder.count(ChangeKind::added, id) == 1);
+  REQUIRE(recorder.changes.size() == 2);
+  CHECK(recorder.changes[0].after.at("_rev") < recorder.changes[1].after.at("_rev"));
+  CHECK(recorder.changes[1].after == f.store->get_buildrequest(request));
+
+  // A creating event applies its body as is.
+  buildset.builderids = {f.store->builder_started("b2", master)};
+  const auto second = f.store->add_buildset(buildset).buildrequestids.begin()->second;
+  f.relay.deliver("buildrequests." + std::to_string(second) + ".new");
+  f.settle();
+  stats = view.stats();
+  CHECK(stats.reload_queries == 1);
+  CHECK(view.get(std::to_string(second)) == f.store->get_buildrequest(second));
+  CHECK(view.verify().empty());
+}
+
+TEST_CASE("an unknown event of a known type reloads the entry; unknown body keys are kept without alarm") {
+  Fixture f;
+  f.store->upsert_resource("widgets", "a", {{"size", 1}});
+  reconcile::LiveView view(*f.view_mq, *f.store, f.io.get_executor(), of_type("widgets"));
+  view.start();
+  f.settle();
+  f.relay.hold();
+
+  f.store->upsert_resource("widgets", "a", {{"size", 2}});
+  auto body = f.relay.held("widgets.a.updated").at(0).body;
+  body["colour"] = "blue";  // a newer producer's field
+  f.view_mq->produce(RoutingKey{"widgets", "a", "updated"}, body);
+  f.settle();
+  CHECK(view.get("a")->at("colour") == "blue");
+  CHECK(anomalies(view.stats()) == 0);
+
+  f.store->upsert_resource("widgets", "a", {{"size", 3}});
+  f.view_mq->produce(RoutingKey{"widgets", "a", "polished"}, f.relay.held("widgets.a.updated").at(1).body);
+  f.settle();
+  auto stats = view.stats();
+  CHECK(stats.count(Anomaly::unknown_event) == 1);
+  CHECK(stats.reload_queries == 1);
+  CHECK(view.get("a") == f.store->get_resource("widgets", "a"));
+
+  // A message without a revision can't be ordered: the entry is reloaded.
+  f.view_mq->produce(RoutingKey{"widgets", "a", "updated"}, {{"id", "a"}, {"state", {{"size", 99}}}});
+  f.settle();
+  stats = view.stats();
+  CHECK(stats.count(Anomaly::no_revision) == 1);
+  CHECK(stats.reload_queries == 2);
+  CHECK(view.get("a") == f.store->get_resource("widgets", "a"));
+  CHECK(view.verify().empty());
+}
+
+TEST_CASE("a resync finds rows made and deleted while the view was blind, and removes the vanished ones") {
+  Fixture f;
+  f.store->upsert_resource("widgets", "a", {{"size", 1}});
+  f.store->upsert_resource("widgets", "b", {{"size", 2}});
+  reconcile::LiveView view(*f.view_mq, *f.store, f.io.get_executor(), of_type("widgets"));
+  Recorder recorder;
+  view.on_change(recorder.callback());
+  view.start();
+  f.settle();
+  recorder.changes.clear();
+
+  f.relay.hold();  // blind from here on
+  f.store->delete_resource("widgets", "a");
+  f.store->upsert_resource("widgets", "b", {{"size", 20}});
+  f.store->upsert_resource("widgets", "c", {{"size", 3}});
+  f.settle();
+  CHECK(view.verify().size() == 3);
+
+  view.resync();
+  f.settle();
+  CHECK(view.verify().empty());
+  CHECK(recorder.count(ChangeKind::removed, "a") == 1);
+  CHECK(recorder.count(ChangeKind::changed, "b") == 1);
+  CHECK(recorder.count(ChangeKind::added, "c") == 1);
+  const auto stats = view.stats();
+  CHECK(stats.resyncs == 2);
+  CHECK(stats.resync_repairs == 3);
+
+  // The messages, arriving late after all, change nothing.
+  recorder.changes.clear();
+  f.relay.deliver("widgets.a.deleted");
+  f.relay.deliver("widgets.b.updated");
+  f.relay.deliver("widgets.c.new");
+  f.settle();
+  CHECK(recorder.changes.empty());
+  CHECK(view.verify().empty());
+}
+
+TEST_CASE("a schema migrated message resyncs the view") {
+  Fixture f;
+  f.store->upsert_resource("widgets", "a", {{"size", 1}});
+  reconcile::LiveView view(*f.view_mq, *f.store, f.io.get_executor(), of_type("widgets"));
+  view.start();
+  f.settle();
+  f.relay.hold();
+  f.store->upsert_resource("widgets", "a", {{"size", 2}});
+  f.view_mq->produce(RoutingKey{"schema", "4", "migrated"}, {{"version", 4}});
+  f.settle();
+  const auto stats = view.stats();
+  CHECK(stats.count(Anomaly::schema_migrated) == 1);
+  CHECK(stats.resyncs == 2);
+  CHECK(view.verify().empty());
+}
+
+TEST_CASE("a narrowed view ignores other builders' requests without a query and drops one that leaves it") {
+  Fixture f;
+  const auto master = f.store->master_active("m1");
+  const auto b1 = f.store->builder_started("b1", master);
+  const auto b2 = f.store->builder_started("b2", master);
+  reconcile::LiveView view(*f.view_mq, *f.store, f.io.get_executor(),
+                           of_type("buildrequests", {{"builderid", b1}, {"complete", false}}));
+  Recorder recorder;
+  view.on_change(recorder.callback());
+  view.start();
+  f.settle();
+
+  db::NewBuildset buildset;
+  buildset.builderids = {b1, b2};
+  const auto added = f.store->add_buildset(buildset);
+  const auto mine = added.buildrequestids.at(b1);
+  const auto theirs = added.buildrequestids.at(b2);
+  f.store->claim_buildrequests(std::vector<std::int64_t>{theirs}, master);
+  f.store->claim_buildrequests(std::vector<std::int64_t>{mine}, master);
+  f.settle();
+  CHECK(view.entries().size() == 1);
+  CHECK(view.get(std::to_string(mine)).has_value());
+  CHECK(view.stats().reload_queries == 0);
+
+  f.store->complete_buildrequests(std::vector<std::int64_t>{mine}, 0, master);
+  f.settle();
+  CHECK(view.entries().empty());
+  CHECK(recorder.count(ChangeKind::removed, std::to_string(mine)) == 1);
+  CHECK(view.verify().empty());
+  CHECK(anomalies(view.stats()) == 0);
+}
+
+TEST_CASE("a change callback that throws is counted and the view stays equal to the database") {
+  Fixture f;
+  reconcile::LiveView view(*f.view_mq, *f.store, f.io.get_executor(), of_type("widgets"));
+  int calls = 0;
+  view.on_change([&](const reconcile::Change&) {
+    ++calls;
+    throw std::runtime_error("the callback's own bug");
+  });
+  view.start();
+  f.settle();
+  f.store->upsert_resource("widgets", "a", {{"size", 1}});
+  f.store->upsert_resource("widgets", "b", {{"size", 1}});
+  f.settle();
+  CHECK(calls == 2);
+  CHECK(view.stats().callback_errors == 2);
+  CHECK(view.verify().empty());
+}
+
+TEST_CASE("changes made while the view starts are neither lost nor applied twice") {
+  for (int round = 0; round < 20; ++round) {
+    CAPTURE(round);
+    Fixture f;
+    for (int i = 0; i < 20; ++i) f.store->upsert_resource("widgets", std::to_string(i), {{"n", 0}});
+    reconcile::LiveView view(*f.view_mq, *f.store, f.io.get_executor(), of_type("widgets"));
+    std::map<std::string, std::int64_t> last_revision;
+    bool went_back = false;
+    view.on_change([&](const reconcile::Change& change) {
+      if (change.kind == ChangeKind::removed) return;
+      const auto revision = change.after.at("_rev").get<std::int64_t>();
+      auto& last = last_revision[change.id];
+      went_back = went_back || revision <= last;
+      last = revision;
+    });
+    std::atomic<bool> started{false};
+    std::thread writer([&] {
+      for (int i = 0; i < 200; ++i) {
+        if (i == 20) started.wait(false);
+        f.store->upsert_resource("widgets", std::to_string(i % 30), {{"n", i}});
+      }
+    });
+    view.start();
+    started = true;
+    started.notify_all();
+    while (!view.ready()) {
+      f.io.restart();
+      f.io.run_one_for(std::chrono::milliseconds(10));
+    }
+    writer.join();
+    f.settle();
+    CHECK_FALSE(went_back);
+    CHECK(view.verify().empty());
+    CHECK(view.entries().size() == 30);
+    CHECK(view.stats().reload_queries == 0);
+  }
+}
+
+namespace {
+
+// Copies one SQLite database file into another, as a replica catching up.
+void copy_database(const std::filesystem::path& from, const std::filesystem::path& to) {
+  sqlite3* source = nullptr;
+  sqlite3* target = nullptr;
+  REQUIRE(sqlite3_open(from.c_str(), &source) == SQLITE_OK);
+  REQUIRE(sqlite3_open(to.c_str(), &target) == SQLITE_OK);
+  sqlite3_busy_timeout(target, 5000);
+  sqlite3_backup* backup = sqlite3_backup_init(target, "main", source, "main");
+  REQUIRE(backup != nullptr);
+  CHECK(sqlite3_backup_step(backup, -1) == SQLITE_DONE);
+  sqlite3_backup_finish(backup);
+  sqlite3_close(source);
+  sqlite3_close(target);
+}
+
+}  // namespace
+
+TEST_CASE("reloads from a lagging replica are retried until it catches up, and flag the entry stale past the deadline") {
+  Fixture f;
+  f.store->upsert_resource("widgets", "a", {{"size", 1}});
+  const auto replica_path = f.database.directory() / "replica.db";
+  copy_database(f.database.path(), replica_path);
+  auto replica_mq = mq::make_simple_mq();
+  auto replica = db::Store::open("sqlite:" + replica_path.string(), *replica_mq);
+
+  auto options = of_type("widgets");
+  options.reload_from = replica.get();
+  options.lag_retry_initial = std::chrono::milliseconds(5);
+  options.lag_deadline = std::chrono::milliseconds(300);
+  reconcile::LiveView view(*f.view_mq, *f.store, f.io.get_executor(), options);
+  view.start();
+  f.settle();
+
+  f.relay.hold();
+  f.store->upsert_resource("widgets", "a", {{"size", 2}});
+  f.store->upsert_resource("widgets", "a", {{"size", 3}});
+  f.relay.deliver(f.relay.held("widgets.a.updated").back());  // the size 2 one is lost: unknown to the view
+  // The view applies it (an allowed update, newer): no reload needed.
+  f.settle();
+  CHECK(view.get("a")->at("state") == Json{{"size", 3}});
+
+  // A message it can't apply (an unknown event) needs a reload, which the
+  // replica can't serve yet.
+  auto body = *f.store->get_resource("widgets", "a");
+  body["_rev"] = body["_rev"].get<std::int64_t>() + 1;
+  f.store->upsert_resource("widgets", "a", {{"size", 4}});
+  f.view_mq->produce(RoutingKey{"widgets", "a", "polished"}, body);
+  f.settle_for(std::chrono::milliseconds(100));
+  auto stats = view.stats();
+  CHECK(stats.count(Anomaly::stale_read) >= 2);  // retried
+  CHECK(view.get("a")->at("state") == Json{{"size", 3}});  // never went back to the replica's size 1
+  CHECK(stats.stale_entries == 0);
+
+  f.settle_for(std::chrono::milliseconds(600));
+  CHECK(view.stats().stale_entries == 1);  // past the deadline
+
+  copy_database(f.database.path(), replica_path);  // caught up
+  view.resync();
+  f.settle();
+  CHECK(view.stats().stale_entries == 0);
+  CHECK(view.get("a") == f.store->get_resource("widgets", "a"));
+  CHECK(view.verify().empty());
+}
+
+TEST_CASE("bad options are refused with a clear error") {
+  Fixture f;
+  CHECK_THROWS_AS(reconcile::LiveView(*f.view_mq, *f.store, f.io.get_executor(), of_type("")), std::invalid_argument);
+  CHECK_THROWS_AS(reconcile::LiveView(*f.view_mq, *f.store, f.io.get_executor(), of_type("widg\xc3\xa9ts")),
+                  livestate::InvalidRoutingKey);
+  CHECK_THROWS_AS(reconcile::LiveView(*f.view_mq, *f.store, f.io.get_executor(), of_type("widgets", Json::array())),
+                  std::invalid_argument);
+  reconcile::LiveView view(*f.view_mq, *f.store, f.io.get_executor(), of_type("widgets"));
+  view.start();
+  CHECK_THROWS_AS(view.start(), std::logic_error);
+  // An unknown field in the narrowing is a programming error: it surfaces.
+  reconcile::LiveView wrong(*f.view_mq, *f.store, f.io.get_executor(), of_type("buildrequests", {{"colour", 1}}));
+  wrong.start();
+  CHECK_THROWS_AS(f.settle(), std::invalid_argument);
+}
