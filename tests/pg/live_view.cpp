@@ -1,0 +1,141 @@
+// Live views over the PostgreSQL connector and a PostgreSQL store: masters
+// in one process, each with its own connector and store (as on several
+// hosts), a view on a connector of its own; convergence through claim races
+// and through a killed listening connection.
+
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <pqxx/pqxx>
+
+#include "livestate/livestate.hpp"
+#include "connector_fixtures.hpp"
+#include "pg_test_server.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+namespace db = livestate::db;
+namespace mq = livestate::mq;
+namespace reconcile = livestate::reconcile;
+using livestate::test::Executor;
+using reconcile::Anomaly;
+
+mq::PostgresOptions fresh_channel() {
+  mq::PostgresOptions options;
+  options.channel = livestate::test::random_name("ch");
+  options.reconnect_initial = 50ms;
+  options.reconnect_max = 500ms;
+  return options;
+}
+
+template <class Condition>
+bool eventually(Condition condition, std::chrono::milliseconds limit = 15s) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (condition()) return true;
+    std::this_thread::sleep_for(20ms);
+  }
+  return condition();
+}
+
+struct Master {
+  Master(const std::string& url, boost::asio::any_io_executor executor, const mq::PostgresOptions& options,
+         const std::string& name)
+      : connector(mq::make_postgres_connector(url, std::move(executor), options)),
+        store(db::Store::open(url, *connector)),
+        id(store->master_active(name)) {}
+  std::unique_ptr<mq::PostgresConnector> connector;
+  std::unique_ptr<db::Store> store;
+  std::int64_t id;
+};
+
+}  // namespace
+
+TEST_CASE("a view of build requests converges while two masters race to claim and complete them") {
+  livestate::test::FreshSchema schema;
+  Executor executor;
+  const auto options = fresh_channel();
+  Master a(schema.url(), executor.get(), options, "a");
+  Master b(schema.url(), executor.get(), options, "b");
+  const auto builder = a.store->builder_started("builder", a.id);
+
+  auto view_connector = mq::make_postgres_connector(schema.url(), executor.get(), options);
+  REQUIRE(view_connector->wait_listening(10s));
+  auto view_store = db::Store::open(schema.url(), *view_connector);
+  reconcile::LiveView view(*view_connector, *view_store, executor.get(), {.type = "buildrequests"});
+  view.start();
+
+  auto work = [&](Master& master, int seed) {
+    for (int i = 0; i < 30; ++i) {
+      db::NewBuildset buildset;
+      buildset.builderids = {builder};
+      const auto request = master.store->add_buildset(buildset).buildrequestids.begin()->second;
+      // Both try to claim the latest requests; one wins each.
+      for (Master* claimer : {&a, &b}) {
+        try {
+          claimer->store->claim_buildrequests(std::vector<std::int64_t>{request}, claimer->id);
+        } catch (const db::AlreadyClaimed&) {
+        }
+      }
+      const auto claimed_by = master.store->get_buildrequest(request)->at("claimed_by_masterid").get<std::int64_t>();
+      Master& winner = claimed_by == a.id ? a : b;
+      if ((i + seed) % 3 == 0) {
+        winner.store->unclaim_buildrequests(std::vector<std::int64_t>{request}, winner.id);
+      } else {
+        winner.store->complete_buildrequests(std::vector<std::int64_t>{request}, 0, winner.id);
+      }
+    }
+  };
+  std::thread first([&] { work(a, 0); });
+  std::thread second([&] { work(b, 1); });
+  first.join();
+  second.join();
+
+  CHECK(eventually([&] { return view.ready() && view.verify().empty(); }));
+  CHECK(view.entries().size() == 60);
+  const auto stats = view.stats();
+  CHECK(stats.count(Anomaly::stream_gap) == 0);
+  CHECK(stats.count(Anomaly::transport_reset) == 0);
+  // Through one transport, in commit order, nothing needs a reload.
+  CHECK(stats.reload_queries == 0);
+}
+
+TEST_CASE("a view whose listening connection is killed resyncs on reconnect and finds what it missed") {
+  livestate::test::FreshSchema schema;
+  Executor executor;
+  const auto options = fresh_channel();
+  Master master(schema.url(), executor.get(), options, "a");
+  master.store->upsert_resource("widgets", "a", {{"size", 1}});
+  master.store->upsert_resource("widgets", "b", {{"size", 1}});
+
+  auto view_connector = mq::make_postgres_connector(schema.url(), executor.get(), options);
+  REQUIRE(view_connector->wait_listening(10s));
+  auto view_store = db::Store::open(schema.url(), *view_connector);
+  reconcile::LiveView view(*view_connector, *view_store, executor.get(), {.type = "widgets"});
+  view.start();
+  REQUIRE(eventually([&] { return view.ready() && view.verify().empty(); }));
+
+  {
+    pqxx::connection admin(livestate::test::test_server_url());
+    pqxx::nontransaction kill(admin);
+    // Every listener on the channel: the master's and the view's.
+    const auto killed = kill.exec(
+        "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE query LIKE 'LISTEN%' AND query LIKE '%" +
+        options.channel + "%'");
+    REQUIRE(killed.size() == 2);
+  }
+  // While it is away: changes it can't hear.
+  master.store->delete_resource("widgets", "a");
+  master.store->upsert_resource("widgets", "b", {{"size", 2}});
+  master.store->upsert_resource("widgets", "c", {{"size", 3}});
+
+  CHECK(eventually([&] { return view.stats().count(Anomaly::transport_reset) >= 1; }));
+  CHECK(eventually([&] { return view.verify().empty(); }));
+  CHECK(view.entries().size() == 2);
+  CHECK(view.stats().resyncs >= 2);
+}
