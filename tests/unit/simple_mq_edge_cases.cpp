@@ -17,6 +17,7 @@
 #include <boost/asio/error.hpp>
 
 #include "livestate/mq/simple_mq.hpp"
+#include "eventually.hpp"
 
 using namespace livestate;
 using namespace std::chrono_literals;
@@ -41,16 +42,7 @@ struct Outcome {
   }
 };
 
-// Spins until `done` holds or ten seconds pass; false then.
-template <class Predicate>
-bool eventually(Predicate done) {
-  const auto deadline = std::chrono::steady_clock::now() + 10s;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(1ms);
-  }
-  return true;
-}
+using livestate::test::eventually;
 
 }  // namespace
 
