@@ -849,6 +849,24 @@ std::vector<Json> Operations::list(std::string_view type, const Json& where,
   return bodies;
 }
 
+std::map<std::string, std::int64_t> Operations::deletions(std::string_view type,
+                                                          std::optional<std::vector<std::string>> ids) {
+  std::map<std::string, std::int64_t> deleted;
+  if (find_builtin(type) != nullptr || (ids && ids->empty())) return deleted;
+  (void)RoutingKey({type});
+  std::string sql = "SELECT id, revision FROM resources WHERE type = ? AND deleted = ?";
+  std::vector<Value> params{std::string(type), true};
+  if (ids) {
+    sql += " AND id IN " + placeholders(ids->size());
+    params.insert(params.end(), ids->begin(), ids->end());
+  }
+  run(false, [&](Context& context) {
+    deleted.clear();
+    for (const auto& row : context.query(sql, params)) deleted.emplace(row.as_text(0), row.as_int(1));
+  });
+  return deleted;
+}
+
 std::string Operations::id_of(std::string_view type, const Json& body) {
   if (const TypeInfo* info = find_builtin(type)) {
     return std::to_string(body.at(std::string(info->id_field)).get<std::int64_t>());

@@ -381,6 +381,14 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
       }
       std::map<std::string, const Json*> found;
       for (const auto& row : rows) found.emplace(db::Store::id_of(m_options.type, row), &row);
+      if (found.size() < ids.size() && !db::Store::is_builtin_type(m_options.type)) {
+        // Those deleted: their tombstones keep late messages about them out.
+        std::vector<std::string> missing;
+        for (const auto& id : ids) {
+          if (found.count(id) == 0) missing.push_back(id);
+        }
+        learn_deletions(m_reload_store.deletions(m_options.type, missing));
+      }
       for (const auto& id : ids) {
         const auto row = found.find(id);
         take_reloaded(id, row == found.end() ? nullptr : row->second);
@@ -490,8 +498,18 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
 
   // Reloads everything: rows the view lacks are added, vanished ones removed,
   // newer ones taken; the view's own newer entries are kept (a lagging read).
+  void learn_deletions(const std::map<std::string, std::int64_t>& deletions) {
+    for (const auto& [id, revision] : deletions) {
+      auto& tombstone = m_tombstones[id];
+      tombstone = std::max(tombstone, revision);
+    }
+  }
+
   void resync_now() {
     const auto rows = m_reload_store.list(m_options.type, m_options.where);
+    // A message older than this snapshot about an entry deleted before it
+    // must not bring the entry back: the deletions' revisions keep it out.
+    if (!db::Store::is_builtin_type(m_options.type)) learn_deletions(m_reload_store.deletions(m_options.type));
     m_retry_backoff = std::chrono::milliseconds(50);
     std::map<std::string, const Json*> database;
     for (const auto& row : rows) database.emplace(db::Store::id_of(m_options.type, row), &row);

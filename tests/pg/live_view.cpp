@@ -6,6 +6,7 @@
 #include <doctest/doctest.h>
 
 #include <chrono>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -15,6 +16,7 @@
 #include "livestate/livestate.hpp"
 #include "connector_fixtures.hpp"
 #include "pg_test_server.hpp"
+#include "../unit/eventually.hpp"
 
 namespace {
 
@@ -33,14 +35,8 @@ mq::PostgresOptions fresh_channel() {
   return options;
 }
 
-template <class Condition>
-bool eventually(Condition condition, std::chrono::milliseconds limit = 15s) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(20ms);
-  }
-  return condition();
+bool eventually(const std::function<bool()>& condition) {
+  return livestate::test::eventually(condition, std::chrono::seconds(15));
 }
 
 struct Master {

@@ -334,6 +334,30 @@ TEST_CASE("a resync finds rows made and deleted while the view was blind, and re
   CHECK(view.verify().empty());
 }
 
+TEST_CASE("a late message about a resource deleted before a resync does not bring it back") {
+  Fixture f;
+  reconcile::LiveView view(*f.view_mq, *f.store, f.io.get_executor(), of_type("widgets"));
+  view.start();
+  f.settle();
+  f.relay.hold();
+  f.store->upsert_resource("widgets", "x", {{"size", 1}});
+  f.store->delete_resource("widgets", "x");
+  view.resync();  // as after a gap: the deletion's message is lost
+  f.settle();
+  f.relay.deliver("widgets.x.new");  // reordered past it all
+  f.settle();
+  CHECK_FALSE(view.get("x").has_value());
+  CHECK(view.stats().count(Anomaly::stale_or_duplicate) == 1);
+  CHECK(view.verify().empty());
+
+  // Made again, it is new again, with a higher revision: it comes back.
+  f.relay.forget_held();
+  f.store->upsert_resource("widgets", "x", {{"size", 2}});
+  f.relay.deliver("widgets.x.new");
+  f.settle();
+  CHECK(view.get("x") == f.store->get_resource("widgets", "x"));
+}
+
 TEST_CASE("a schema migrated message resyncs the view") {
   Fixture f;
   f.store->upsert_resource("widgets", "a", {{"size", 1}});

@@ -179,6 +179,12 @@ class Operations {
   /// reload). std::invalid_argument for an unknown field.
   [[nodiscard]] std::vector<Json> list(std::string_view type, const Json& where = Json::object(),
                                        std::optional<std::vector<std::string>> ids = std::nullopt);
+  /// The deleted entries of an application type (or of these ids among
+  /// them), each with the revision of its deletion: what a reader that missed
+  /// a deletion message needs to tell a late message about a deleted entry
+  /// from a new one. Built-in types are never deleted: always empty.
+  [[nodiscard]] std::map<std::string, std::int64_t> deletions(
+      std::string_view type, std::optional<std::vector<std::string>> ids = std::nullopt);
   /// The id of an entry of `type` as its routing key says it ("17").
   [[nodiscard]] static std::string id_of(std::string_view type, const Json& body);
   /// Is `type` one of the built-in Buildbot types?

@@ -1,0 +1,49 @@
+// The convergence property on PostgreSQL, through the PostgreSQL connector,
+// across 200 seeds (tests/store/convergence.hpp).
+
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <string>
+#include <thread>
+
+#include "connector_fixtures.hpp"
+#include "convergence.hpp"
+#include "livestate/livestate.hpp"
+#include "pg_test_server.hpp"
+
+TEST_CASE("across 200 seeds, views on PostgreSQL through reordering, dropping and duplicating connectors converge") {
+  livestate::test::FreshSchema schema;
+  livestate::test::Executor executor;
+  livestate::mq::PostgresOptions options;
+  options.channel = livestate::test::random_name("ch");
+  auto bus = livestate::mq::make_postgres_connector(schema.url(), executor.get(), options);
+  REQUIRE(bus->wait_listening(std::chrono::seconds(10)));
+  auto store = livestate::db::Store::open(schema.url(), *bus);
+  livestate::test::ConvergenceTotals totals;
+  const char* only = std::getenv("LIVESTATE_CONVERGENCE_SEED");  // to replay one seed
+  const std::uint64_t first = only != nullptr ? std::stoull(only) : 1;
+  const std::uint64_t last = only != nullptr ? first : 200;
+  for (std::uint64_t seed = first; seed <= last; ++seed) {
+    CAPTURE(seed);
+    livestate::test::ConvergenceRun run;
+    run.seed = seed;
+    run.operations = 30;
+    const auto result = livestate::test::run_convergence(
+        run, *store, *bus, executor.get(),
+        [&](const std::function<bool()>& done) {
+          const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+          while (std::chrono::steady_clock::now() < deadline) {
+            if (done()) return true;
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+          }
+          return false;
+        },
+        [] {});
+    REQUIRE(result.converged);
+    CHECK(result.reload_queries <= result.anomalies);
+    totals.add(result);
+  }
+  totals.check(500);
+}
