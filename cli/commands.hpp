@@ -68,6 +68,7 @@ inline Transport transport_of(std::string_view url, std::string_view command) {
                    std::string(command) + " --help'"};
 }
 
+int run_chaos(const std::vector<std::string>& args, std::ostream& out);
 int run_demo(const std::vector<std::string>& args, std::ostream& out);
 int run_migrate(const std::vector<std::string>& args, std::ostream& out);
 int run_view(const std::vector<std::string>& args, std::ostream& out);

@@ -12,6 +12,8 @@ constexpr const char* usage =
     "usage: livestate COMMAND [OPTIONS]\n"
     "\n"
     "commands:\n"
+    "  chaos    masters run Buildbot's build-request lifecycle while live views\n"
+    "           follow it through faulty connectors; every view must converge\n"
     "  demo     produce Buildbot-shaped messages through the in-process connector\n"
     "           to a few filtered consumers and print what each received\n"
     "  migrate  apply the schema migrations to a database, or show them (--status)\n"
@@ -53,6 +55,7 @@ int main(int argc, char** argv) {
       std::cout << usage;
       return 0;
     }
+    if (command == "chaos") return livestate::cli::run_chaos(args, std::cout);
     if (command == "demo") return livestate::cli::run_demo(args, std::cout);
     if (command == "migrate") return livestate::cli::run_migrate(args, std::cout);
     if (command == "produce") return livestate::cli::run_produce(args, std::cout);
