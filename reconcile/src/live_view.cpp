@@ -281,22 +281,20 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
 
   void apply_deletion(const std::string& id, std::int64_t revision, bool replaying) {
     auto& tombstone = m_tombstones[id];
-    if (revision <= tombstone) {
-      if (!replaying) count(Anomaly::stale_or_duplicate);
-      return;
-    }
-    tombstone = revision;
+    const bool known = revision <= tombstone;
+    tombstone = std::max(tombstone, revision);
     std::unique_lock lock(m_mutex);
     const auto found = m_entries.find(id);
-    if (found == m_entries.end()) return;
-    if (revision <= found->second.revision) {
-      lock.unlock();
-      if (!replaying) count(Anomaly::stale_or_duplicate);
+    // The entry goes if it is older than the deletion, even when a resync
+    // already knew of the deletion (its snapshot raced with it).
+    if (found != m_entries.end() && found->second.revision < revision) {
+      m_changes.push_back({ChangeKind::removed, id, std::move(found->second.body), nullptr});
+      m_entries.erase(found);
+      ++m_stats.applied;
       return;
     }
-    m_changes.push_back({ChangeKind::removed, id, std::move(found->second.body), nullptr});
-    m_entries.erase(found);
-    ++m_stats.applied;
+    lock.unlock();
+    if ((known || found != m_entries.end()) && !replaying) count(Anomaly::stale_or_duplicate);
   }
 
   bool matches(const Json& body) const {
@@ -399,10 +397,11 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
   // A reloaded row (nullptr: none matches): applied when newer than the
   // entry; retried when older than what was announced (a lagging replica).
   void take_reloaded(const std::string& id, const Json* row) {
-    const std::int64_t revision = row != nullptr ? revision_of(*row).value_or(0) : 0;
-    const auto announced = m_announced.find(id);
     const auto tombstone = m_tombstones.find(id);
     const std::int64_t known_gone = tombstone != m_tombstones.end() ? tombstone->second : 0;
+    if (row != nullptr && revision_of(*row).value_or(0) <= known_gone) row = nullptr;  // deleted since
+    const std::int64_t revision = row != nullptr ? revision_of(*row).value_or(0) : 0;
+    const auto announced = m_announced.find(id);
     if (announced != m_announced.end() && announced->second > std::max(revision, known_gone)) {
       lagging(id);
       if (row == nullptr) return;
@@ -518,6 +517,16 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
     {
       std::lock_guard lock(m_mutex);
       ++m_stats.resyncs;
+      // A row at or below a known deletion's revision was read before the
+      // deletion committed (the two reads are not one snapshot): it is gone.
+      for (auto row = database.begin(); row != database.end();) {
+        const auto tombstone = m_tombstones.find(row->first);
+        if (tombstone != m_tombstones.end() && revision_of(*row->second).value_or(0) <= tombstone->second) {
+          row = database.erase(row);
+        } else {
+          ++row;
+        }
+      }
       for (auto entry = m_entries.begin(); entry != m_entries.end();) {
         if (database.count(entry->first) == 0) {
           m_changes.push_back({ChangeKind::removed, entry->first, std::move(entry->second.body), nullptr});
