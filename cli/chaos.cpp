@@ -26,6 +26,7 @@
 #include <boost/asio/io_context.hpp>
 
 #include "commands.hpp"
+#include "views_report.hpp"
 #include "livestate/core/json.hpp"
 #include "livestate/db/errors.hpp"
 #include "livestate/db/store.hpp"
@@ -33,6 +34,7 @@
 #include "livestate/mq/faulty.hpp"
 #include "livestate/mq/simple_mq.hpp"
 #include "livestate/reconcile/live_view.hpp"
+#include "livestate/reconcile/source.hpp"
 
 namespace livestate::cli {
 namespace {
@@ -68,64 +70,21 @@ constexpr const char* chaos_help =
     "  --masters N            masters (default 3)\n"
     "  --builders N           builders (default 4)\n"
     "  --buildsets N          buildsets to add in all (default 1000)\n"
-    "  --seed N               the fault generators' seed (default 1): a run's\n"
-    "                         faults replay with the same seed\n"
-    "  --reorder P            probability that a message is held back and\n"
-    "                         delivered up to 8 messages later (default 0.1)\n"
-    "  --drop P               probability that a message is lost (default 0.01)\n"
-    "  --duplicate P          probability that a message arrives twice (0.02)\n"
-    "  --delay-ms N           messages are delayed by up to N ms, with\n"
-    "                         probability 0.05 (default 20)\n"
-    "  --partition-every-ms N every N ms a view's connector drops everything for\n"
-    "                         N/10 ms, then reports a reset (default 1000; 0: never)\n"
     "  --duration D           stop adding work after D (e.g. 30s, 10m; default:\n"
     "                         when the buildsets are done)\n"
     "  --json                 print the summary as one JSON object (with\n"
-    "                         \"converged\" and \"views\": type -> entries)\n";
+    "                         \"converged\" and \"views\": type -> entries)\n"
+    "Faults:\n";
 
 struct ChaosOptions {
   std::string url;
   int masters = 3;
   int builders = 4;
   int buildsets = 1000;
-  std::uint64_t seed = 1;
-  double reorder = 0.1;
-  double drop = 0.01;
-  double duplicate = 0.02;
-  int delay_ms = 20;
-  int partition_every_ms = 1000;
+  FaultFlags faults;
   std::optional<std::chrono::milliseconds> duration;
   bool json = false;
 };
-
-double probability(const std::string& name, const std::string& value) {
-  std::size_t used = 0;
-  double parsed = 0;
-  try {
-    parsed = std::stod(value, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used != value.size() || !(parsed >= 0 && parsed <= 1)) {
-    throw UsageError{name + " needs a probability between 0 and 1, not '" + value + "'"};
-  }
-  return parsed;
-}
-
-long long whole(const std::string& name, const std::string& value, long long minimum) {
-  std::size_t used = 0;
-  long long parsed = 0;
-  try {
-    parsed = std::stoll(value, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used != value.size() || parsed < minimum) {
-    throw UsageError{name + " needs a whole number of at least " + std::to_string(minimum) + ", not '" + value +
-                     "'"};
-  }
-  return parsed;
-}
 
 std::chrono::milliseconds duration_of(const std::string& value) {
   std::size_t used = 0;
@@ -151,19 +110,11 @@ ChaosOptions parse(const std::vector<std::string>& args) {
   ChaosOptions options;
   const std::vector<std::pair<std::string_view, std::function<void(const std::string&)>>> takes_value = {
       {"--db", [&](const std::string& v) { options.url = v; }},
-      {"--masters", [&](const std::string& v) { options.masters = static_cast<int>(whole("--masters", v, 1)); }},
-      {"--builders", [&](const std::string& v) { options.builders = static_cast<int>(whole("--builders", v, 1)); }},
+      {"--masters", [&](const std::string& v) { options.masters = static_cast<int>(whole_number("--masters", v, 1)); }},
+      {"--builders",
+       [&](const std::string& v) { options.builders = static_cast<int>(whole_number("--builders", v, 1)); }},
       {"--buildsets",
-       [&](const std::string& v) { options.buildsets = static_cast<int>(whole("--buildsets", v, 0)); }},
-      {"--seed", [&](const std::string& v) { options.seed = static_cast<std::uint64_t>(whole("--seed", v, 0)); }},
-      {"--reorder", [&](const std::string& v) { options.reorder = probability("--reorder", v); }},
-      {"--drop", [&](const std::string& v) { options.drop = probability("--drop", v); }},
-      {"--duplicate", [&](const std::string& v) { options.duplicate = probability("--duplicate", v); }},
-      {"--delay-ms", [&](const std::string& v) { options.delay_ms = static_cast<int>(whole("--delay-ms", v, 0)); }},
-      {"--partition-every-ms",
-       [&](const std::string& v) {
-         options.partition_every_ms = static_cast<int>(whole("--partition-every-ms", v, 0));
-       }},
+       [&](const std::string& v) { options.buildsets = static_cast<int>(whole_number("--buildsets", v, 0)); }},
       {"--duration", [&](const std::string& v) { options.duration = duration_of(v); }},
   };
   for (std::size_t i = 0; i < args.size(); ++i) {
@@ -171,6 +122,7 @@ ChaosOptions parse(const std::vector<std::string>& args) {
       options.json = true;
       continue;
     }
+    if (take_fault_flag(args, i, options.faults, "chaos")) continue;
     bool known = false;
     for (const auto& [name, apply] : takes_value) {
       if (auto value = take_option(args, i, name, "chaos")) {
@@ -186,25 +138,6 @@ ChaosOptions parse(const std::vector<std::string>& args) {
   return options;
 }
 
-// A temporary directory for the default database, removed at the end.
-class TemporaryDirectory {
- public:
-  TemporaryDirectory() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "livestate-chaos.XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) throw db::DatabaseError("cannot create a temporary directory");
-    m_path = pattern;
-  }
-  ~TemporaryDirectory() {
-    std::error_code ignored;
-    std::filesystem::remove_all(m_path, ignored);
-  }
-  TemporaryDirectory(const TemporaryDirectory&) = delete;
-  TemporaryDirectory& operator=(const TemporaryDirectory&) = delete;
-  [[nodiscard]] const std::filesystem::path& path() const { return m_path; }
-
- private:
-  std::filesystem::path m_path;
-};
 
 bool is_postgres(const std::string& url) { return transport_of(url, "chaos") == Transport::postgresql; }
 
@@ -225,7 +158,7 @@ struct Work {
 class Master {
  public:
   Master(const ChaosOptions& options, mq::Connector& bus, boost::asio::any_io_executor executor, int index)
-      : m_index(index), m_random(options.seed * 1'000'003 + static_cast<std::uint64_t>(index)) {
+      : m_index(index), m_random(options.faults.seed * 1'000'003 + static_cast<std::uint64_t>(index)) {
     if (is_postgres(options.url)) {
       m_own_bus = mq::connect(options.url, std::move(executor));
       m_store = db::Store::open(options.url, *m_own_bus);
@@ -335,82 +268,33 @@ class Master {
 
 constexpr const char* view_types[] = {"buildsets", "buildrequests", "builds", "steps"};
 
-struct Totals {
-  mq::FaultStats faults;
-  reconcile::ViewStats views;
-};
-
-Totals totals(const std::vector<std::unique_ptr<mq::FaultyConnector>>& faulty,
-              const std::vector<std::unique_ptr<reconcile::LiveView>>& views) {
-  Totals total;
-  for (const auto& connector : faulty) {
-    const auto stats = connector->faults();
-    total.faults.dropped += stats.dropped;
-    total.faults.duplicated += stats.duplicated;
-    total.faults.reordered += stats.reordered;
-    total.faults.delayed += stats.delayed;
-    total.faults.partitions += stats.partitions;
-    total.faults.lost_to_partitions += stats.lost_to_partitions;
-  }
-  for (const auto& view : views) {
-    const auto stats = view->stats();
-    total.views.messages += stats.messages;
-    total.views.applied += stats.applied;
-    for (std::size_t i = 0; i < reconcile::anomaly_kinds; ++i) total.views.anomalies[i] += stats.anomalies[i];
-    total.views.reload_queries += stats.reload_queries;
-    total.views.entries_reloaded += stats.entries_reloaded;
-    total.views.resyncs += stats.resyncs;
-    total.views.resync_repairs += stats.resync_repairs;
-    total.views.stale_entries += stats.stale_entries;
-  }
-  return total;
-}
-
-std::string seconds(Clock::duration elapsed) {
-  std::ostringstream text;
-  text << std::fixed << std::setprecision(2) << std::chrono::duration<double>(elapsed).count() << " s";
-  return text.str();
-}
-
 }  // namespace
 
 int run_chaos(const std::vector<std::string>& args, std::ostream& out) {
   for (const auto& arg : args) {
     if (arg == "--help" || arg == "-h") {
-      out << chaos_help;
+      out << chaos_help << fault_flags_help;
       return 0;
     }
   }
   ChaosOptions options = parse(args);
   std::optional<TemporaryDirectory> temporary;
   if (options.url.empty()) {
-    temporary.emplace();
+    temporary.emplace("livestate-chaos");
     options.url = "sqlite:" + (temporary->path() / "chaos.db").string();
   }
   const bool postgres = is_postgres(options.url);
   std::ostream& progress = options.json ? std::cerr : out;
 
-  boost::asio::io_context io;
-  auto guard = boost::asio::make_work_guard(io);
-  std::thread runner([&] { io.run(); });
-  struct Join {
-    boost::asio::io_context& io;
-    std::thread& thread;
-    decltype(guard)& work;
-    ~Join() {
-      work.reset();
-      io.stop();
-      if (thread.joinable()) thread.join();
-    }
-  } join{io, runner, guard};
+  ExecutorThread executor;
 
   // The bus the SQLite masters announce on; on PostgreSQL, the views' own
   // listening connector (each master has its own).
   std::unique_ptr<mq::Connector> bus =
-      postgres ? mq::connect(options.url, io.get_executor()) : mq::make_simple_mq();
+      postgres ? mq::connect(options.url, executor.get()) : mq::make_simple_mq();
   std::vector<std::unique_ptr<Master>> masters;
   for (int i = 0; i < options.masters; ++i) {
-    masters.push_back(std::make_unique<Master>(options, *bus, io.get_executor(), i));
+    masters.push_back(std::make_unique<Master>(options, *bus, executor.get(), i));
   }
   auto view_store = db::Store::open(options.url, *bus);
   std::vector<std::int64_t> builders;
@@ -420,25 +304,12 @@ int run_chaos(const std::vector<std::string>& args, std::ostream& out) {
   for (auto& master : masters) master->set_builders(builders);
 
   // The views, each through a faulty connector of its own.
-  std::vector<std::unique_ptr<mq::FaultyConnector>> faulty;
-  std::vector<std::unique_ptr<reconcile::LiveView>> views;
-  for (std::size_t i = 0; i < std::size(view_types); ++i) {
-    mq::FaultOptions faults;
-    faults.seed = options.seed * 31 + i;
-    faults.reorder = options.reorder;
-    faults.reorder_window = 8;
-    faults.drop = options.drop;
-    faults.report_drops = true;  // as the PostgreSQL connector's sequence numbers would
-    faults.duplicate = options.duplicate;
-    faults.delay = options.delay_ms > 0 ? 0.05 : 0.0;
-    faults.max_delay = std::chrono::milliseconds(options.delay_ms);
-    faults.partition_every = std::chrono::milliseconds(options.partition_every_ms);
-    faults.partition_length = std::chrono::milliseconds(options.partition_every_ms / 10);
-    faulty.push_back(std::make_unique<mq::FaultyConnector>(*bus, faults));
+  auto source = reconcile::source_of(*view_store);
+  ViewSet views(*bus, executor.get(), options.faults);
+  for (const char* type : view_types) {
     reconcile::ViewOptions view_options;
-    view_options.type = view_types[i];
-    views.push_back(std::make_unique<reconcile::LiveView>(*faulty.back(), *view_store, io.get_executor(), view_options));
-    views.back()->start();
+    view_options.type = type;
+    views.add(*source, view_options);
   }
   const auto produced = [&] {
     std::uint64_t total = bus->stats().produced;
@@ -485,13 +356,9 @@ int run_chaos(const std::vector<std::string>& args, std::ostream& out) {
     if (options.duration && Clock::now() - started > *options.duration) stop = true;
     if (Clock::now() - last_progress >= 1s) {
       last_progress = Clock::now();
-      const auto total = totals(faulty, views);
-      std::uint64_t anomalies = 0;
-      for (const auto n : total.views.anomalies) anomalies += n;
-      progress << "chaos: " << seconds(Clock::now() - started) << ": " << std::min(work.buildsets.load(), options.buildsets)
-               << "/" << options.buildsets << " buildsets, " << work.completed << " requests complete, "
-               << total.views.messages << " messages seen, " << anomalies << " anomalies, "
-               << total.views.reload_queries << " reloads, " << total.views.resyncs << " resyncs\n"
+      progress << "chaos: " << seconds_text(Clock::now() - started) << ": "
+               << std::min(work.buildsets.load(), options.buildsets) << "/" << options.buildsets << " buildsets, "
+               << work.completed << " requests complete, " << views.progress() << "\n"
                << std::flush;
     }
   }
@@ -504,117 +371,25 @@ int run_chaos(const std::vector<std::string>& args, std::ostream& out) {
 
   // Quiescence: no new faults, everything held is delivered; the views must
   // now converge.
-  for (auto& connector : faulty) connector->set_enabled(false);
-  const auto healed = Clock::now();
-  bool converged = false;
-  std::vector<std::pair<std::string, reconcile::Difference>> differences;
-  while (Clock::now() - healed < 30s) {
-    for (auto& connector : faulty) connector->flush();
-    differences.clear();
-    for (std::size_t i = 0; i < views.size(); ++i) {
-      if (!views[i]->ready()) {
-        differences.push_back({view_types[i], {"(not loaded)", std::nullopt, std::nullopt}});
-        continue;
-      }
-      for (auto& difference : views[i]->verify()) differences.emplace_back(view_types[i], std::move(difference));
-    }
-    if (differences.empty()) {
-      converged = true;
-      break;
-    }
-    std::this_thread::sleep_for(20ms);
-  }
-  const auto convergence = Clock::now() - healed;
-  const auto total = totals(faulty, views);
-  const auto messages = produced() - produced_before;
-
-  if (options.json) {
-    Json faults{{"dropped", total.faults.dropped},     {"duplicated", total.faults.duplicated},
-                {"reordered", total.faults.reordered}, {"delayed", total.faults.delayed},
-                {"partitions", total.faults.partitions}, {"lost_to_partitions", total.faults.lost_to_partitions}};
-    Json anomalies = Json::object();
-    for (std::size_t i = 0; i < reconcile::anomaly_kinds; ++i) {
-      anomalies[reconcile::to_string(static_cast<reconcile::Anomaly>(i))] = total.views.anomalies[i];
-    }
-    Json final_views = Json::object();
-    for (std::size_t i = 0; i < views.size(); ++i) {
-      Json entries = Json::object();
-      for (auto& [id, body] : views[i]->entries()) entries[id] = std::move(body);
-      final_views[view_types[i]] = std::move(entries);
-    }
-    Json summary{{"converged", converged},
-                 {"seed", options.seed},
-                 {"database", postgres ? "postgresql" : "sqlite"},
-                 {"masters", options.masters},
-                 {"buildsets", std::min(work.buildsets.load(), options.buildsets)},
-                 {"claims", work.claims.load()},
-                 {"claim_races_lost", work.claim_races_lost.load()},
-                 {"builds", work.builds.load()},
-                 {"completed", work.completed.load()},
-                 {"cancelled", work.cancelled.load()},
-                 {"crashes", work.crashes.load()},
-                 {"messages", messages},
-                 {"messages_seen_by_views", total.views.messages},
-                 {"faults", faults},
-                 {"anomalies", anomalies},
-                 {"reload_queries", total.views.reload_queries},
-                 {"entries_reloaded", total.views.entries_reloaded},
-                 {"resyncs", total.views.resyncs},
-                 {"resync_repairs", total.views.resync_repairs},
-                 {"stale_entries", total.views.stale_entries},
-                 {"work_seconds", std::chrono::duration<double>(worked).count()},
-                 {"convergence_seconds", std::chrono::duration<double>(convergence).count()},
-                 {"differences", differences.size()},
-                 {"views", final_views}};
-    out << summary.dump() << "\n";
-    return converged ? 0 : 1;
-  }
-
-  const auto row = [&](const std::string& what, const auto& value) {
-    out << "  " << std::left << std::setw(34) << what << std::right << std::setw(12) << value << "\n";
-  };
-  out << "\nlivestate chaos: " << options.masters << " masters on " << (postgres ? "PostgreSQL" : "SQLite")
-      << ", seed " << options.seed << ", worked " << seconds(worked) << "\n\n";
-  out << "work\n";
-  row("buildsets added", std::min(work.buildsets.load(), options.buildsets));
-  row("requests claimed", work.claims.load());
-  row("claim races lost (AlreadyClaimed)", work.claim_races_lost.load());
-  row("builds", work.builds.load());
-  row("requests completed", work.completed.load());
-  row("requests cancelled", work.cancelled.load());
-  row("master crashes (silent unclaim)", work.crashes.load());
-  row("messages produced", messages);
-  out << "faults injected\n";
-  row("dropped", total.faults.dropped);
-  row("duplicated", total.faults.duplicated);
-  row("reordered", total.faults.reordered);
-  row("delayed", total.faults.delayed);
-  row("partitions", total.faults.partitions);
-  row("dropped by partitions", total.faults.lost_to_partitions);
-  out << "anomalies detected\n";
-  for (std::size_t i = 0; i < reconcile::anomaly_kinds; ++i) {
-    row(reconcile::to_string(static_cast<reconcile::Anomaly>(i)), total.views.anomalies[i]);
-  }
-  out << "repairs\n";
-  row("reload queries", total.views.reload_queries);
-  row("entries reloaded", total.views.entries_reloaded);
-  row("resyncs", total.views.resyncs);
-  row("entries a resync repaired", total.views.resync_repairs);
-  row("entries stale now", total.views.stale_entries);
-  out << "views\n";
-  for (std::size_t i = 0; i < views.size(); ++i) row(std::string(view_types[i]) + " entries", views[i]->entries().size());
-  row("time to converge", seconds(convergence));
-  out << "\nverdict: " << (converged ? "CONVERGED: every view equals the database" : "NOT CONVERGED") << "\n";
-  if (!converged) {
-    std::size_t shown = 0;
-    for (const auto& [type, difference] : differences) {
-      if (++shown > 10) break;
-      out << "  " << type << " " << difference.id << ": view "
-          << (difference.in_view ? difference.in_view->dump() : "(none)") << "\n      database "
-          << (difference.in_database ? difference.in_database->dump() : "(none)") << "\n";
-    }
-  }
-  return converged ? 0 : 1;
+  const auto outcome = views.settle(std::chrono::seconds(30));
+  const std::vector<std::pair<std::string, Json>> rows = {
+      {"buildsets_added", std::min(work.buildsets.load(), options.buildsets)},
+      {"requests_claimed", work.claims.load()},
+      {"claim_races_lost", work.claim_races_lost.load()},
+      {"builds", work.builds.load()},
+      {"requests_completed", work.completed.load()},
+      {"requests_cancelled", work.cancelled.load()},
+      {"master_crashes", work.crashes.load()},
+      {"messages_produced", produced() - produced_before}};
+  std::ostringstream title;
+  title << "livestate chaos: " << options.masters << " masters on " << (postgres ? "PostgreSQL" : "SQLite")
+        << ", seed " << options.faults.seed << ", worked " << seconds_text(worked);
+  views.report(out, options.json, title.str(), rows, outcome,
+               {{"seed", options.faults.seed},
+                {"database", postgres ? "postgresql" : "sqlite"},
+                {"masters", options.masters},
+                {"work_seconds", std::chrono::duration<double>(worked).count()}});
+  return outcome.converged ? 0 : 1;
 }
 
 }  // namespace livestate::cli

@@ -22,3 +22,4 @@
 #include "livestate/mq/simple_mq.hpp"
 #include "livestate/mq/transactional.hpp"
 #include "livestate/reconcile/live_view.hpp"
+#include "livestate/reconcile/source.hpp"

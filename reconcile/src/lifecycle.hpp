@@ -22,6 +22,8 @@ class Lifecycle {
   /// The rules of `type`; application types (kept in `resources`) have
   /// new/updated/deleted, types without rules accept every event.
   static Lifecycle of(std::string_view type);
+  /// No rules: every event allowed; "new" and "started" create.
+  static Lifecycle none() { return Lifecycle(Kind::free); }
 
   /// Does `event` create an entry (may it name an id the view lacks)?
   [[nodiscard]] bool creates(std::string_view event) const noexcept;

@@ -19,6 +19,7 @@
 #include "livestate/mq/connector.hpp"
 #include "livestate/mq/control.hpp"
 #include "lifecycle.hpp"
+#include "livestate/reconcile/source.hpp"
 
 namespace livestate::reconcile {
 
@@ -60,13 +61,20 @@ struct Incoming {
 
 class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
  public:
-  Impl(mq::Connector& connector, db::Store& store, asio::any_io_executor executor, ViewOptions options)
+  Impl(mq::Connector& connector, Source& source, std::unique_ptr<Source> owned, asio::any_io_executor executor,
+       ViewOptions options)
       : m_connector(connector),
-        m_store(store),
-        m_reload_store(options.reload_from != nullptr ? *options.reload_from : store),
+        m_owned_source(std::move(owned)),
+        m_owned_reload(options.reload_from != nullptr && options.reload_source == nullptr
+                           ? source_of(*options.reload_from)
+                           : nullptr),
+        m_store(source),
+        m_reload_store(options.reload_source != nullptr ? *options.reload_source
+                       : m_owned_reload              ? *m_owned_reload
+                                                     : source),
         m_strand(asio::make_strand(std::move(executor))),
         m_options(std::move(options)),
-        m_lifecycle(detail::Lifecycle::of(m_options.type)),
+        m_lifecycle(m_options.lifecycle_rules ? detail::Lifecycle::of(m_options.type) : detail::Lifecycle::none()),
         m_verified_at(Clock::now()) {
     if (m_options.type.empty()) throw std::invalid_argument("LiveView: the options name no type");
     (void)RoutingKey({m_options.type});  // InvalidRoutingKey for a type that can't be a key element
@@ -147,9 +155,9 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
   }
 
   std::vector<Difference> verify() {
-    const auto rows = m_store.list(m_options.type, m_options.where);
+    const auto rows = m_store.read(m_options.type, m_options.where, std::nullopt);
     std::map<std::string, const Json*> database;
-    for (const auto& row : rows) database.emplace(db::Store::id_of(m_options.type, row), &row);
+    for (const auto& [id, row] : rows) database.emplace(id, &row);
     std::vector<Difference> differences;
     std::lock_guard lock(m_mutex);
     auto view = m_entries.begin();
@@ -365,9 +373,9 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
         ids.push_back(*m_due.begin());
         m_due.erase(m_due.begin());
       }
-      std::vector<Json> rows;
+      std::map<std::string, Json> rows;
       try {
-        rows = m_reload_store.list(m_options.type, m_options.where, ids);
+        rows = m_reload_store.read(m_options.type, m_options.where, ids);
       } catch (...) {
         m_due.insert(ids.begin(), ids.end());  // nothing is lost: the resync retried later covers them
         throw;
@@ -378,14 +386,14 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
         m_stats.entries_reloaded += ids.size();
       }
       std::map<std::string, const Json*> found;
-      for (const auto& row : rows) found.emplace(db::Store::id_of(m_options.type, row), &row);
-      if (found.size() < ids.size() && !db::Store::is_builtin_type(m_options.type)) {
+      for (const auto& [id, row] : rows) found.emplace(id, &row);
+      if (found.size() < ids.size()) {
         // Those deleted: their tombstones keep late messages about them out.
         std::vector<std::string> missing;
         for (const auto& id : ids) {
           if (found.count(id) == 0) missing.push_back(id);
         }
-        learn_deletions(m_reload_store.deletions(m_options.type, missing));
+        learn_deletions(m_reload_store.deletions(m_options.type, std::move(missing)));
       }
       for (const auto& id : ids) {
         const auto row = found.find(id);
@@ -505,13 +513,13 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
   }
 
   void resync_now() {
-    const auto rows = m_reload_store.list(m_options.type, m_options.where);
+    const auto rows = m_reload_store.read(m_options.type, m_options.where, std::nullopt);
     // A message older than this snapshot about an entry deleted before it
     // must not bring the entry back: the deletions' revisions keep it out.
-    if (!db::Store::is_builtin_type(m_options.type)) learn_deletions(m_reload_store.deletions(m_options.type));
+    learn_deletions(m_reload_store.deletions(m_options.type, std::nullopt));
     m_retry_backoff = std::chrono::milliseconds(50);
     std::map<std::string, const Json*> database;
-    for (const auto& row : rows) database.emplace(db::Store::id_of(m_options.type, row), &row);
+    for (const auto& [id, row] : rows) database.emplace(id, &row);
     const bool first = !m_loaded;
     std::vector<std::pair<std::string, const Json*>> updates;
     {
@@ -610,8 +618,10 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
   };
 
   mq::Connector& m_connector;
-  db::Store& m_store;
-  db::Store& m_reload_store;
+  std::unique_ptr<Source> m_owned_source;
+  std::unique_ptr<Source> m_owned_reload;
+  Source& m_store;
+  Source& m_reload_store;
   asio::strand<asio::any_io_executor> m_strand;
   ViewOptions m_options;
   detail::Lifecycle m_lifecycle;
@@ -644,8 +654,14 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
   std::vector<Change> m_changes;
 };
 
-LiveView::LiveView(mq::Connector& connector, db::Store& store, asio::any_io_executor executor, ViewOptions options)
-    : m_impl(std::make_shared<Impl>(connector, store, std::move(executor), std::move(options))) {}
+LiveView::LiveView(mq::Connector& connector, db::Store& store, asio::any_io_executor executor, ViewOptions options) {
+  auto source = source_of(store);
+  Source& borrowed = *source;
+  m_impl = std::make_shared<Impl>(connector, borrowed, std::move(source), std::move(executor), std::move(options));
+}
+
+LiveView::LiveView(mq::Connector& connector, Source& source, asio::any_io_executor executor, ViewOptions options)
+    : m_impl(std::make_shared<Impl>(connector, source, nullptr, std::move(executor), std::move(options))) {}
 
 LiveView::~LiveView() { m_impl->stop(); }
 

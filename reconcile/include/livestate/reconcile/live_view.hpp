@@ -37,6 +37,8 @@ class Store;
 
 namespace livestate::reconcile {
 
+class Source;
+
 struct ViewOptions {
   /// The resource type: masters, builders, workers, buildsets, buildrequests,
   /// builds, steps, or an application type kept in `resources`.
@@ -48,6 +50,12 @@ struct ViewOptions {
   /// Reads for reloads go here when set (e.g. a store on a read-only replica);
   /// else to the store the view was given. Borrowed: must outlive the view.
   db::Store* reload_from = nullptr;
+  /// The same for any Source (takes precedence over reload_from).
+  Source* reload_source = nullptr;
+  /// false: no lifecycle rules, every event is allowed from any state ("new"
+  /// and "started" create), for types whose events the view doesn't know
+  /// (a replayed trace's logs, workers, changes…).
+  bool lifecycle_rules = true;
   /// A reload that returns an older revision than a message already announced
   /// (a lagging replica) is retried, with backoff from `lag_retry_initial`,
   /// until `lag_deadline`; then the entry is flagged stale (counted in
@@ -129,6 +137,9 @@ class LiveView {
   using ChangeCallback = std::function<void(const Change&)>;
 
   LiveView(mq::Connector& connector, db::Store& store, boost::asio::any_io_executor executor, ViewOptions options);
+  /// A view over any source of rows (source.hpp), borrowed: it must outlive
+  /// the view.
+  LiveView(mq::Connector& connector, Source& source, boost::asio::any_io_executor executor, ViewOptions options);
   LiveView(const LiveView&) = delete;
   LiveView& operator=(const LiveView&) = delete;
   ~LiveView();
@@ -148,9 +159,10 @@ class LiveView {
   /// Every entry, by id.
   [[nodiscard]] std::map<std::string, Json> entries() const;
   [[nodiscard]] ViewStats stats() const;
-  /// Reads the type from the database (the view's store, not reload_from) and
-  /// compares it with the view. Meaningful once the view is quiet (no message
-  /// or reload in flight). An empty result also resets since_verified.
+  /// Reads the type from the database (the view's store or source, not
+  /// reload_from) and compares it with the view. Meaningful once the view is
+  /// quiet (no message or reload in flight). An empty result also resets
+  /// since_verified.
   [[nodiscard]] std::vector<Difference> verify();
   /// Asks for a resync, as a transport reset would.
   void resync();

@@ -1,0 +1,47 @@
+#pragma once
+
+// Where a live view reads what it loads and reloads: a db::Store, or anything
+// else that keeps rows by type and id with a revision (a replayed trace).
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "livestate/core/json.hpp"
+
+namespace livestate::db {
+class Store;
+}
+
+namespace livestate::reconcile {
+
+/// Rows by type and id, each body carrying its revision as "_rev".
+///
+/// Thread safety: a view calls it from its strand, and verify() from the
+/// caller's thread; an implementation used by a view must allow both.
+class Source {
+ public:
+  Source() = default;
+  Source(const Source&) = delete;
+  Source& operator=(const Source&) = delete;
+  virtual ~Source();
+
+  /// The entries of `type` whose body fields equal `where`'s (among `ids`,
+  /// when given), by id. std::invalid_argument for a field it can't filter on.
+  virtual std::map<std::string, Json> read(std::string_view type, const Json& where,
+                                           const std::optional<std::vector<std::string>>& ids) = 0;
+  /// The entries of `type` that were deleted (among `ids`, when given), each
+  /// with the revision of its deletion. Empty for types never deleted.
+  virtual std::map<std::string, std::int64_t> deletions(std::string_view type,
+                                                        const std::optional<std::vector<std::string>>& ids) = 0;
+};
+
+/// The store as a source: Store::list and Store::deletions. Borrowed: the
+/// store must outlive the source.
+[[nodiscard]] std::unique_ptr<Source> source_of(db::Store& store);
+
+}  // namespace livestate::reconcile
