@@ -358,6 +358,28 @@ TEST_CASE("a late message about a resource deleted before a resync does not brin
   CHECK(view.get("x") == f.store->get_resource("widgets", "x"));
 }
 
+TEST_CASE("a gap in the stream resyncs the view, which then holds what the lost messages said") {
+  Fixture f;
+  f.store->upsert_resource("widgets", "a", {{"size", 1}});
+  mq::FaultOptions faults;
+  faults.drop = 1.0;
+  faults.report_drops = true;
+  mq::FaultyConnector lossy(*f.view_mq, faults);
+  reconcile::LiveView view(lossy, *f.store, f.io.get_executor(), of_type("widgets"));
+  view.start();
+  f.settle();
+  f.store->upsert_resource("widgets", "a", {{"size", 2}});
+  f.store->upsert_resource("widgets", "b", {{"size", 1}});
+  lossy.flush();  // the drops are told
+  f.settle();
+  const auto stats = view.stats();
+  CHECK(stats.messages == 0);
+  CHECK(stats.count(Anomaly::stream_gap) == 1);
+  CHECK(stats.resyncs == 2);
+  CHECK(stats.resync_repairs == 2);
+  CHECK(view.verify().empty());
+}
+
 TEST_CASE("a schema migrated message resyncs the view") {
   Fixture f;
   f.store->upsert_resource("widgets", "a", {{"size", 1}});
