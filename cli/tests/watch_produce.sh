@@ -66,7 +66,11 @@ db=$(on_database "$database")
 # watch ARGS...: starts `livestate watch ARGS` in the background and returns
 # once it says it listens.
 watch() {
-  "$cli" watch "$@" --db "$db" --timeout 20 >"$work/out" 2>"$work/err" &
+  # Emptied here, not by the background job's redirections, which may happen
+  # after the first grep below and let it find the previous watch's line.
+  : >"$work/out"
+  : >"$work/err"
+  "$cli" watch "$@" --db "$db" --timeout 20 >>"$work/out" 2>>"$work/err" &
   watcher=$!
   until grep -q "^livestate watch: listening on channel" "$work/err"; do
     kill -0 "$watcher" 2>/dev/null || { cat "$work/err" >&2; fail "watch $* ended before it listened"; }
