@@ -444,14 +444,9 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
       m_lag.erase(lag);
       return;
     }
-    auto timer = std::make_shared<asio::steady_timer>(m_strand, lag->second.backoff);
-    timer->async_wait([weak = weak_from_this(), timer, id](boost::system::error_code error) {
-      auto self = weak.lock();
-      if (error || !self) return;
-      self->step([&] {
-        self->reload(id);
-        self->flush_reloads_soon();
-      });
+    after(lag->second.backoff, [id](Impl& self) {
+      self.reload(id);
+      self.flush_reloads_soon();
     });
   }
 
@@ -479,27 +474,29 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
     if (m_retry_posted) return;
     m_retry_posted = true;
     m_retry_backoff = std::min(m_retry_backoff * 2, std::chrono::milliseconds(2000));
-    auto timer = std::make_shared<asio::steady_timer>(m_strand, m_retry_backoff);
-    timer->async_wait([weak = weak_from_this(), timer](boost::system::error_code error) {
-      auto self = weak.lock();
-      if (error || !self) return;
-      self->step([&] {
-        self->m_retry_posted = false;
-        self->request_resync();
-      });
+    after(m_retry_backoff, [](Impl& self) {
+      self.m_retry_posted = false;
+      self.request_resync();
     });
   }
 
   void schedule_periodic_resync() {
     if (m_options.resync_every.count() <= 0) return;
-    auto timer = std::make_shared<asio::steady_timer>(m_strand, m_options.resync_every);
-    timer->async_wait([weak = weak_from_this(), timer](boost::system::error_code error) {
+    after(m_options.resync_every, [](Impl& self) {
+      self.request_resync();
+      self.schedule_periodic_resync();
+    });
+  }
+
+  // Runs `work(*this)` as a step on the strand after `delay`, unless the view
+  // is gone by then (the timer holds only a weak reference to it).
+  template <class Work>
+  void after(std::chrono::milliseconds delay, Work work) {
+    auto timer = std::make_shared<asio::steady_timer>(m_strand, delay);
+    timer->async_wait([weak = weak_from_this(), timer, work = std::move(work)](boost::system::error_code error) {
       auto self = weak.lock();
       if (error || !self) return;
-      self->step([&] {
-        self->request_resync();
-        self->schedule_periodic_resync();
-      });
+      self->step([&] { work(*self); });
     });
   }
 
