@@ -35,14 +35,7 @@ using livestate::test::test_server_url;
 using livestate::test::Executor;
 using livestate::test::Inbox;
 
-// A channel of its own per test case, so that cases don't hear each other.
-mq::PostgresOptions fresh_channel() {
-  mq::PostgresOptions options;
-  options.channel = livestate::test::random_name("ch");
-  options.reconnect_initial = 50ms;
-  options.reconnect_max = 500ms;
-  return options;
-}
+using livestate::test::fresh_channel;
 
 std::unique_ptr<mq::PostgresConnector> listening(boost::asio::any_io_executor executor,
                                                  const mq::PostgresOptions& options,

@@ -18,10 +18,22 @@
 
 #include "livestate/core/message.hpp"
 #include "livestate/mq/connector.hpp"
+#include "livestate/mq/postgres.hpp"
+#include "pg_test_server.hpp"
 
 namespace livestate::test {
 
 using namespace std::chrono_literals;
+
+// Options for a connector of a test case: a channel of its own, so that cases
+// don't hear each other, and quick reconnects.
+inline livestate::mq::PostgresOptions fresh_channel() {
+  livestate::mq::PostgresOptions options;
+  options.channel = random_name("ch");
+  options.reconnect_initial = 50ms;
+  options.reconnect_max = 500ms;
+  return options;
+}
 
 // An executor running in a thread of its own, as in a program.
 class Executor {

@@ -65,14 +65,7 @@ bool wait_until(Predicate predicate, std::chrono::milliseconds timeout = bound) 
   return true;
 }
 
-mq::PostgresOptions fresh_channel() {
-  mq::PostgresOptions options;
-  options.channel = livestate::test::random_name("ch");
-  options.reconnect_initial = 50ms;
-  options.reconnect_max = 500ms;
-  options.connect_timeout = 5s;
-  return options;
-}
+using livestate::test::fresh_channel;
 
 std::unique_ptr<mq::PostgresConnector> listening(boost::asio::any_io_executor executor,
                                                  const mq::PostgresOptions& options) {

@@ -32,10 +32,7 @@ using livestate::RoutingKey;
 TEST_CASE("connections killed mid-transaction: the transaction leaves no trace, all reconnect, the view converges") {
   livestate::test::FreshSchema schema;
   livestate::test::Executor executor;
-  mq::PostgresOptions options;
-  options.channel = livestate::test::random_name("ch");
-  options.reconnect_initial = 50ms;
-  options.reconnect_max = 500ms;
+  const auto options = livestate::test::fresh_channel();
   auto connector = mq::make_postgres_connector(schema.url(), executor.get(), options);
   REQUIRE(connector->wait_listening(10s));
   auto store = db::Store::open(schema.url(), *connector);

@@ -27,13 +27,7 @@ namespace reconcile = livestate::reconcile;
 using livestate::test::Executor;
 using reconcile::Anomaly;
 
-mq::PostgresOptions fresh_channel() {
-  mq::PostgresOptions options;
-  options.channel = livestate::test::random_name("ch");
-  options.reconnect_initial = 50ms;
-  options.reconnect_max = 500ms;
-  return options;
-}
+using livestate::test::fresh_channel;
 
 bool eventually(const std::function<bool()>& condition) {
   return livestate::test::eventually(condition, std::chrono::seconds(15));

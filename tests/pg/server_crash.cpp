@@ -61,11 +61,7 @@ TEST_CASE("a server crash while masters write: committed writes and their messag
       "options=-csearch_path%3D" + name + "%20-csynchronous_commit%3Don&application_name=" + name,
       "options='-csearch_path=" + name + " -csynchronous_commit=on' application_name=" + name);
   livestate::test::Executor executor;
-  mq::PostgresOptions options;
-  options.channel = livestate::test::random_name("ch");
-  options.reconnect_initial = 50ms;
-  options.reconnect_max = 500ms;
-  options.connect_timeout = 5s;
+  const auto options = livestate::test::fresh_channel();
 
   auto view_connector = mq::make_postgres_connector(url, executor.get(), options);
   REQUIRE(view_connector->wait_listening(20s));
