@@ -101,6 +101,7 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 
+#include "claim_body.hpp"
 #include "livestate/core/filter.hpp"
 #include "livestate/core/json.hpp"
 #include "livestate/core/routing_key.hpp"
@@ -515,22 +516,11 @@ const RoutingKey message_key{"buildrequests", "42", "claimed"};
 // A Buildbot build request claim, as the store announces it, plus the run it
 // belongs to and its send time.
 Json make_body(std::uint64_t run, std::int64_t sent_ns) {
-  return Json{{"buildrequestid", 42},
-              {"buildsetid", 7},
-              {"builderid", 3},
-              {"priority", 0},
-              {"claimed", true},
-              {"claimed_at", 1795838741.2},
-              {"claimed_by_masterid", 1},
-              {"complete", false},
-              {"results", -1},
-              {"submitted_at", 1795838740.0},
-              {"complete_at", nullptr},
-              {"waited_for", false},
-              {"properties", nullptr},
-              {"_rev", 2},
-              {"run", run},
-              {"sent_ns", sent_ns}};
+  Json body = livestate::bench::claim_body();
+  body["_rev"] = 2;
+  body["run"] = run;
+  body["sent_ns"] = sent_ns;
+  return body;
 }
 
 struct Problems {

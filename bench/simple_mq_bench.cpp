@@ -36,6 +36,7 @@
 #include <string_view>
 #include <vector>
 
+#include "claim_body.hpp"
 #include "livestate/core/filter.hpp"
 #include "livestate/core/json.hpp"
 #include "livestate/core/routing_key.hpp"
@@ -121,22 +122,6 @@ Options parse_options(int argc, char** argv) {
   return options;
 }
 
-// A realistic Buildbot build request body (buildrequests.42.claimed).
-Json make_body() {
-  return Json{{"buildrequestid", 42},
-              {"buildsetid", 7},
-              {"builderid", 3},
-              {"priority", 0},
-              {"claimed", true},
-              {"claimed_at", 1795838741.2},
-              {"claimed_by_masterid", 1},
-              {"complete", false},
-              {"results", -1},
-              {"submitted_at", 1795838740.0},
-              {"complete_at", nullptr},
-              {"waited_for", false},
-              {"properties", nullptr}};
-}
 
 class Bench {
  public:
@@ -144,7 +129,7 @@ class Bench {
       : m_spec(spec),
         m_mq(livestate::mq::make_simple_mq()),
         m_key{"buildrequests", "42", "claimed"},
-        m_body(make_body()),
+        m_body(livestate::bench::claim_body()),
         m_counts(spec.consumers, 0),
         m_expected(spec.consumers, 0) {
     m_consumers.reserve(spec.consumers);
