@@ -5,7 +5,11 @@
 // with Asio); one producing connection, used under a mutex by whichever thread
 // produces. Received payloads are decoded (wire.hpp), checked for gaps in each
 // origin's sequence, and handed in order to an in-process router (a SimpleMQ)
-// that matches filters and calls consumers, on a strand of the executor.
+// that matches filters, on a strand of the executor. Each consumer has a
+// queue of its own, bounded, drained on a strand of its own: a consumer that
+// blocks or throws delays and costs nobody else (given an executor with
+// threads to spare), and one that falls behind loses only its own messages
+// and is told so.
 
 #include <libpq-fe.h>
 #include <poll.h>
@@ -15,10 +19,12 @@
 #include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <random>
 #include <set>
+#include <stdexcept>
 #include <thread>
 #include <utility>
 #include <variant>
@@ -170,6 +176,172 @@ struct Received {
 };
 using Item = std::variant<Delivery, ControlEvent>;
 
+ControlEvent overflow_event(std::uint64_t missed) {
+  return ControlEvent{ControlKind::overflow, std::to_string(missed) + " message(s) dropped: consumers fell behind",
+                      std::nullopt, missed};
+}
+
+// What every consumer's deliveries add up to (shared by the connector and its
+// consumers, which may outlive it for a moment).
+struct DispatchCounters {
+  std::atomic<std::uint64_t> delivered{0};
+  std::atomic<std::uint64_t> callback_errors{0};
+  std::atomic<std::uint64_t> dropped{0};
+  std::atomic<std::uint64_t> backlog_peak{0};
+};
+
+ControlEvent control_event_of(const Json& body) {
+  ControlEvent event{ControlKind::reconnected, body.value("reason", std::string()), std::nullopt,
+                     body.value("missed", std::uint64_t{0})};
+  const auto kind = body.value("kind", std::string());
+  for (const auto candidate : {ControlKind::reconnected, ControlKind::gap, ControlKind::overflow, ControlKind::expired}) {
+    if (kind == to_string(candidate)) event.kind = candidate;
+  }
+  if (body.contains("origin")) event.origin = body["origin"].get<std::string>();
+  return event;
+}
+
+// A consumer's callback errors: counted, and logged the first time, then at
+// most one line a minute with the count since (a consumer that throws on every
+// message must not flood the log).
+class CallbackErrors {
+ public:
+  CallbackErrors(std::shared_ptr<DispatchCounters> counters, std::string name)
+      : m_counters(std::move(counters)), m_name(std::move(name)) {}
+
+  void record(const char* what) noexcept {
+    ++m_counters->callback_errors;
+    ++m_unlogged;
+    const auto now = std::chrono::steady_clock::now();
+    if (m_logged && now - m_last_logged < std::chrono::minutes(1)) return;
+    try {
+      log(LogLevel::error, component,
+          m_name + " threw" + (m_unlogged > 1 ? " (" + std::to_string(m_unlogged) + " times)" : "") + ": " + what);
+    } catch (...) {
+      return;  // out of memory for the line: counted, logged next time
+    }
+    m_logged = true;
+    m_last_logged = now;
+    m_unlogged = 0;
+  }
+
+ private:
+  std::shared_ptr<DispatchCounters> m_counters;
+  std::string m_name;
+  bool m_logged = false;
+  std::uint64_t m_unlogged = 0;
+  std::chrono::steady_clock::time_point m_last_logged{};
+};
+
+// One consumer's queue: fed in order by the dispatcher, drained on a strand
+// of its own, at most `bound` messages long. Past the bound its messages are
+// dropped (for it alone) and it gets an overflow event in their place.
+class Subscriber final : public std::enable_shared_from_this<Subscriber> {
+ public:
+  using Work = std::function<void()>;
+  using Entry = std::variant<std::shared_ptr<const Delivery>, ControlEvent, Work>;
+  using MessageHandler = std::function<void(const Delivery&)>;
+
+  Subscriber(const asio::any_io_executor& executor, std::size_t bound, std::shared_ptr<DispatchCounters> counters,
+             std::string name, MessageHandler on_message, ControlCallback on_control)
+      : m_strand(asio::make_strand(executor)),
+        m_bound(std::max<std::size_t>(bound, 1)),
+        m_counters(counters),
+        m_errors(std::move(counters), std::move(name)),
+        m_on_message(std::move(on_message)),
+        m_on_control(std::move(on_control)) {}
+
+  // From the dispatcher (or the consumer's own set-up, for work), in order.
+  void push(Entry entry) {
+    {
+      std::lock_guard lock(m_mutex);
+      if (m_stopped) return;
+      if (std::holds_alternative<std::shared_ptr<const Delivery>>(entry) && m_queue.size() >= m_bound) {
+        ++m_dropped;
+        ++m_counters->dropped;
+        return;
+      }
+      if (m_dropped > 0) m_queue.emplace_back(overflow_event(std::exchange(m_dropped, 0)));
+      m_queue.push_back(std::move(entry));
+      std::uint64_t peak = m_counters->backlog_peak.load(std::memory_order_relaxed);
+      while (m_queue.size() > peak && !m_counters->backlog_peak.compare_exchange_weak(peak, m_queue.size())) {
+      }
+      if (m_scheduled) return;
+      m_scheduled = true;
+    }
+    asio::post(m_strand, [self = shared_from_this()] { self->drain(); });
+  }
+
+  // Nothing is called after this returns, except the call in progress when it
+  // is made from that call itself.
+  void stop() noexcept {
+    std::unique_lock lock(m_mutex);
+    m_stopped = true;
+    m_queue.clear();
+    const auto me = std::this_thread::get_id();
+    m_idle.wait(lock, [&] { return m_invoking == std::thread::id{} || m_invoking == me; });
+  }
+
+ private:
+  void drain() {
+    std::unique_lock lock(m_mutex);
+    // A batch, then the strand is given back to the executor's other work.
+    for (int i = 0; i < 64; ++i) {
+      if (m_stopped) break;
+      if (m_queue.empty()) {
+        if (m_dropped == 0) break;
+        m_queue.emplace_back(overflow_event(std::exchange(m_dropped, 0)));
+      }
+      Entry entry = std::move(m_queue.front());
+      m_queue.pop_front();
+      m_invoking = std::this_thread::get_id();
+      lock.unlock();
+      invoke(entry);
+      lock.lock();
+      m_invoking = std::thread::id{};
+      m_idle.notify_all();
+    }
+    if (m_stopped || (m_queue.empty() && m_dropped == 0)) {
+      m_scheduled = false;
+      return;
+    }
+    lock.unlock();
+    asio::post(m_strand, [self = shared_from_this()] { self->drain(); });
+  }
+
+  void invoke(const Entry& entry) noexcept {
+    try {
+      if (const auto* delivery = std::get_if<std::shared_ptr<const Delivery>>(&entry)) {
+        m_on_message(**delivery);
+        ++m_counters->delivered;
+      } else if (const auto* event = std::get_if<ControlEvent>(&entry)) {
+        if (m_on_control) m_on_control(*event);
+      } else {
+        std::get<Work>(entry)();
+      }
+    } catch (const std::exception& error) {
+      m_errors.record(error.what());
+    } catch (...) {
+      m_errors.record("a non-standard exception");
+    }
+  }
+
+  asio::strand<asio::any_io_executor> m_strand;
+  const std::size_t m_bound;
+  std::shared_ptr<DispatchCounters> m_counters;
+  CallbackErrors m_errors;  // the strand's
+  MessageHandler m_on_message;
+  ControlCallback m_on_control;
+
+  std::mutex m_mutex;
+  std::condition_variable m_idle;
+  std::deque<Entry> m_queue;
+  std::uint64_t m_dropped = 0;
+  bool m_scheduled = false;
+  bool m_stopped = false;
+  std::thread::id m_invoking{};
+};
+
 // ---------------------------------------------------------------------------
 
 class DurableQueue;
@@ -187,6 +359,7 @@ class Core final : public std::enable_shared_from_this<Core> {
         m_origin(random_origin()),
         m_listen_strand(asio::make_strand(executor)),
         m_dispatch_strand(asio::make_strand(executor)),
+        m_executor(executor),
         m_retry_timer(m_listen_strand),
         m_probe_timer(m_listen_strand),
         m_wait_deadline(m_listen_strand),
@@ -205,6 +378,14 @@ class Core final : public std::enable_shared_from_this<Core> {
       std::unique_lock lock(m_dispatch_mutex, std::defer_lock);
       if (m_dispatch_thread.load() != std::this_thread::get_id()) lock.lock();
     }
+    std::vector<std::weak_ptr<Subscriber>> subscribers;
+    {
+      std::lock_guard lock(m_subscribers_mutex);
+      subscribers.swap(m_subscribers);
+    }
+    for (const auto& weak : subscribers) {
+      if (auto subscriber = weak.lock()) subscriber->stop();
+    }
     asio::post(m_listen_strand, [self = shared_from_this()] { self->close_listener(); });
     std::lock_guard lock(m_state_mutex);
     m_listening = false;
@@ -215,6 +396,35 @@ class Core final : public std::enable_shared_from_this<Core> {
 
   std::unique_ptr<Consumer> start_consuming(Callback callback, Filter filter, const ConsumeOptions& options);
 
+  // A consumer's queue, fed by the router with the messages that match
+  // `filter` and, when it has a control callback, with control events. The
+  // subscriptions stop with the returned consumer.
+  struct Subscription {
+    std::shared_ptr<Subscriber> subscriber;
+    std::unique_ptr<Consumer> messages;
+    std::unique_ptr<Consumer> control;
+  };
+  Subscription subscribe(const Filter& filter, std::string name, Subscriber::MessageHandler on_message,
+                         ControlCallback on_control) {
+    auto subscriber = std::make_shared<Subscriber>(m_executor, m_options.max_buffered, m_counters, std::move(name),
+                                                   std::move(on_message), on_control);
+    {
+      std::lock_guard lock(m_subscribers_mutex);
+      std::erase_if(m_subscribers, [](const auto& weak) { return weak.expired(); });
+      m_subscribers.push_back(subscriber);
+    }
+    Subscription subscription{subscriber, nullptr, nullptr};
+    // The router calls these on m_dispatch_strand, within dispatch().
+    if (on_control) {
+      subscription.control = m_control_router->start_consuming(
+          [subscriber](const RoutingKey&, const Json& body) { subscriber->push(control_event_of(body)); },
+          Filter{"control"});
+    }
+    subscription.messages = m_router->start_consuming(
+        [subscriber, this](const RoutingKey&, const Json&) { subscriber->push(m_current); }, filter);
+    return subscription;
+  }
+
   // --- producing -------------------------------------------------------------
 
   void produce(const RoutingKey& key, const Json& body);
@@ -223,13 +433,18 @@ class Core final : public std::enable_shared_from_this<Core> {
   [[nodiscard]] PostgresStats stats() const {
     std::lock_guard lock(m_state_mutex);
     PostgresStats stats = m_stats;
-    stats.delivered = m_router->stats().delivered;
+    stats.delivered = m_counters->delivered;
+    stats.callback_errors = m_counters->callback_errors;
+    stats.dropped_overflow += m_counters->dropped;
+    stats.backlog_peak = m_counters->backlog_peak;
     stats.listening = m_listening;
     return stats;
   }
   [[nodiscard]] ConnectorStats connector_stats() const {
     ConnectorStats stats = m_router->stats();
     stats.produced = m_produced.load();
+    stats.delivered = m_counters->delivered;
+    stats.callback_errors = m_counters->callback_errors;
     return stats;
   }
   [[nodiscard]] const std::string& origin() const noexcept { return m_origin; }
@@ -560,12 +775,7 @@ class Core final : public std::enable_shared_from_this<Core> {
         ++m_stats.dropped_overflow;
         return;
       }
-      if (m_overflowed > 0) {
-        m_queue.emplace_back(ControlEvent{ControlKind::overflow,
-                                          std::to_string(m_overflowed) + " message(s) dropped: consumers fell behind",
-                                          std::nullopt, m_overflowed});
-        m_overflowed = 0;
-      }
+      if (m_overflowed > 0) m_queue.emplace_back(overflow_event(std::exchange(m_overflowed, 0)));
       m_queue.push_back(std::move(item));
       if (m_dispatch_scheduled) return;
       m_dispatch_scheduled = true;
@@ -578,12 +788,7 @@ class Core final : public std::enable_shared_from_this<Core> {
     {
       std::lock_guard lock(m_queue_mutex);
       // Messages were dropped after those now queued: say so after them.
-      if (m_overflowed > 0) {
-        m_queue.emplace_back(ControlEvent{ControlKind::overflow,
-                                          std::to_string(m_overflowed) + " message(s) dropped: consumers fell behind",
-                                          std::nullopt, m_overflowed});
-        m_overflowed = 0;
-      }
+      if (m_overflowed > 0) m_queue.emplace_back(overflow_event(std::exchange(m_overflowed, 0)));
       const auto count = std::min<std::size_t>(m_queue.size(), 256);
       batch.insert(batch.end(), std::make_move_iterator(m_queue.begin()),
                    std::make_move_iterator(m_queue.begin() + static_cast<std::ptrdiff_t>(count)));
@@ -595,9 +800,10 @@ class Core final : public std::enable_shared_from_this<Core> {
       for (auto& item : batch) {
         if (m_stopped) break;
         if (auto* delivery = std::get_if<Delivery>(&item)) {
-          m_current = delivery;  // what durable consumers acknowledge
-          m_router->produce(delivery->key, delivery->body);
-          m_current = nullptr;
+          // The router calls back each matching consumer's push(m_current).
+          m_current = std::make_shared<const Delivery>(std::move(*delivery));
+          m_router->produce(m_current->key, m_current->body);
+          m_current.reset();
         } else {
           const auto& event = std::get<ControlEvent>(item);
           Json body{{"kind", to_string(event.kind)}, {"reason", event.reason}, {"missed", event.missed}};
@@ -660,6 +866,7 @@ class Core final : public std::enable_shared_from_this<Core> {
   // Listener state: m_listen_strand only.
   asio::strand<asio::any_io_executor> m_listen_strand;
   asio::strand<asio::any_io_executor> m_dispatch_strand;
+  asio::any_io_executor m_executor;
   Connection m_listener;
   std::optional<asio::posix::stream_descriptor> m_socket;
   int m_socket_fd = -1;
@@ -695,7 +902,10 @@ class Core final : public std::enable_shared_from_this<Core> {
   std::atomic<std::thread::id> m_dispatch_thread{};
   std::unique_ptr<Connector> m_router;
   std::unique_ptr<Connector> m_control_router;
-  const Delivery* m_current = nullptr;  // the message being dispatched (m_dispatch_strand)
+  std::shared_ptr<const Delivery> m_current;  // the message being dispatched (m_dispatch_strand)
+  std::shared_ptr<DispatchCounters> m_counters = std::make_shared<DispatchCounters>();
+  std::mutex m_subscribers_mutex;
+  std::vector<std::weak_ptr<Subscriber>> m_subscribers;
 
   std::mutex m_producer_mutex;
   Connection m_producer;
@@ -704,33 +914,21 @@ class Core final : public std::enable_shared_from_this<Core> {
   std::atomic<bool> m_tables_ready{false};
 };
 
-// A consumer of the connector: its message subscription and, when it asked for
-// them, its control-event subscription, stopped together.
+// A consumer of the connector: its subscriptions and its queue, stopped
+// together.
 class PostgresConsumer final : public Consumer {
  public:
-  PostgresConsumer(std::unique_ptr<Consumer> messages, std::unique_ptr<Consumer> control)
-      : m_messages(std::move(messages)), m_control(std::move(control)) {}
+  explicit PostgresConsumer(Core::Subscription subscription) : m_subscription(std::move(subscription)) {}
   ~PostgresConsumer() override { stop_consuming(); }
   void stop_consuming() override {
-    if (m_messages) m_messages->stop_consuming();
-    if (m_control) m_control->stop_consuming();
+    if (m_subscription.messages) m_subscription.messages->stop_consuming();
+    if (m_subscription.control) m_subscription.control->stop_consuming();
+    m_subscription.subscriber->stop();
   }
 
  private:
-  std::unique_ptr<Consumer> m_messages;
-  std::unique_ptr<Consumer> m_control;
+  Core::Subscription m_subscription;
 };
-
-ControlEvent control_event_of(const Json& body) {
-  ControlEvent event{ControlKind::reconnected, body.value("reason", std::string()), std::nullopt,
-                     body.value("missed", std::uint64_t{0})};
-  const auto kind = body.value("kind", std::string());
-  for (const auto candidate : {ControlKind::reconnected, ControlKind::gap, ControlKind::overflow, ControlKind::expired}) {
-    if (kind == to_string(candidate)) event.kind = candidate;
-  }
-  if (body.contains("origin")) event.origin = body["origin"].get<std::string>();
-  return event;
-}
 
 // A durable consumer: its queue's messages are rows of livestate_mq_queued,
 // written by producers in the transactions that send them, and deleted once
@@ -749,6 +947,7 @@ class DurableQueue final : public std::enable_shared_from_this<DurableQueue> {
         m_filter(std::move(filter)),
         m_callback(std::move(callback)),
         m_on_control(std::move(on_control)),
+        m_errors(m_core->m_counters, "durable consumer '" + m_name + "'"),
         m_ack_timer(m_core->m_dispatch_strand) {}
 
   // In the caller's thread: claims the queue, subscribes, reads the backlog,
@@ -785,35 +984,32 @@ class DurableQueue final : public std::enable_shared_from_this<DurableQueue> {
     if (m_expired > 0) {
       run("UPDATE livestate_mq_queues SET expired = expired - $2 WHERE name = $1", {m_name, std::to_string(m_expired)});
     }
+    // Its own queue and strand: it delivers from the table and live in one
+    // order, and a slow one holds up nobody else.
     std::weak_ptr<DurableQueue> weak = weak_from_this();
-    m_live = m_core->m_router->start_consuming(
-        [weak](const RoutingKey& key, const Json& body) {
-          if (auto self = weak.lock()) self->on_live(key, body);
+    m_subscription = m_core->subscribe(
+        m_filter, "durable consumer '" + m_name + "'",
+        [weak](const Delivery& delivery) {
+          if (auto self = weak.lock()) self->on_live(delivery);
         },
-        m_filter);
-    m_control = m_core->m_control_router->start_consuming(
-        [weak](const RoutingKey&, const Json& body) {
-          if (auto self = weak.lock()) self->on_control(control_event_of(body));
-        },
-        Filter{"control"});
+        [weak](const ControlEvent& event) {
+          if (auto self = weak.lock()) self->on_control(event);
+        });
     // What is committed from now on is heard live; the table has the rest.
     if (!m_core->wait_listening(std::chrono::duration_cast<std::chrono::milliseconds>(m_core->m_options.connect_timeout))) {
       throw TransportError("cannot start durable consumer '" + m_name + "': not listening to " + m_core->m_name +
                            " yet");
     }
-    auto backlog = read_backlog();
-    asio::post(m_core->m_dispatch_strand, [self = shared_from_this(), backlog = std::move(backlog)]() mutable {
-      self->catch_up(std::move(backlog));
-    });
+    auto backlog = std::make_shared<std::vector<Row>>(read_backlog());
+    m_subscription.subscriber->push(
+        Subscriber::Work([self = shared_from_this(), backlog] { self->catch_up(std::move(*backlog)); }));
   }
 
   void stop() noexcept {
     if (m_stopped.exchange(true)) return;
-    if (m_invoking.load() != std::this_thread::get_id()) {
-      std::lock_guard wait(m_invoke_mutex);  // a callback in progress in another thread
-    }
-    if (m_live) m_live->stop_consuming();
-    if (m_control) m_control->stop_consuming();
+    if (m_subscription.messages) m_subscription.messages->stop_consuming();
+    if (m_subscription.control) m_subscription.control->stop_consuming();
+    if (m_subscription.subscriber) m_subscription.subscriber->stop();  // waits for a callback in progress
     std::lock_guard lock(m_connection_mutex);
     flush_acknowledgements();
     m_connection.reset();  // releases the name's lock
@@ -859,7 +1055,7 @@ class DurableQueue final : public std::enable_shared_from_this<DurableQueue> {
     return rows;
   }
 
-  // m_dispatch_strand from here on.
+  // The subscriber's strand from here on.
   void catch_up(std::vector<Row> backlog) {
     if (m_expired > 0) {
       invoke_control(ControlEvent{ControlKind::expired,
@@ -883,11 +1079,9 @@ class DurableQueue final : public std::enable_shared_from_this<DurableQueue> {
     }
   }
 
-  void on_live(const RoutingKey& key, const Json& body) {
-    const Delivery* current = m_core->m_current;
-    Delivery delivery{key, body, current ? current->origin : std::nullopt, current ? current->sequence : 0};
+  void on_live(const Delivery& delivery) {
     if (m_catching_up) {
-      m_buffer.push_back(std::move(delivery));
+      m_buffer.push_back(delivery);
       return;
     }
     deliver_live(delivery);
@@ -909,8 +1103,9 @@ class DurableQueue final : public std::enable_shared_from_this<DurableQueue> {
 
   void on_control(const ControlEvent& event) {
     invoke_control(event);
-    if (event.kind != ControlKind::reconnected || m_stopped) return;
-    // Whatever was committed while the listener was away is in the table.
+    if ((event.kind != ControlKind::reconnected && event.kind != ControlKind::overflow) || m_stopped) return;
+    // Whatever was committed while the listener was away, or dropped because
+    // this consumer fell behind, is in the table.
     std::vector<Row> missed;
     {
       std::lock_guard lock(m_connection_mutex);
@@ -936,31 +1131,28 @@ class DurableQueue final : public std::enable_shared_from_this<DurableQueue> {
     }
   }
 
+  // Subscriber::stop waits for these: none runs after stop() returns.
   void invoke(const RoutingKey& key, const Json& body) {
-    std::lock_guard lock(m_invoke_mutex);
     if (m_stopped) return;
-    m_invoking = std::this_thread::get_id();
     try {
       m_callback(key, body);
+      ++m_core->m_counters->delivered;
     } catch (const std::exception& error) {
-      log(LogLevel::error, component, "durable consumer '" + m_name + "' threw on " + key.str() + ": " + error.what());
+      m_errors.record(error.what());
     } catch (...) {
-      log(LogLevel::error, component, "durable consumer '" + m_name + "' threw on " + key.str());
+      m_errors.record("a non-standard exception");
     }
-    m_invoking = std::thread::id{};
   }
 
   void invoke_control(const ControlEvent& event) {
-    if (!m_on_control) return;
-    std::lock_guard lock(m_invoke_mutex);
-    if (m_stopped) return;
-    m_invoking = std::this_thread::get_id();
+    if (!m_on_control || m_stopped) return;
     try {
       m_on_control(event);
+    } catch (const std::exception& error) {
+      m_errors.record(error.what());
     } catch (...) {
-      log(LogLevel::error, component, "durable consumer '" + m_name + "': its control callback threw");
+      m_errors.record("a non-standard exception");
     }
-    m_invoking = std::thread::id{};
   }
 
   void acknowledge_soon() {
@@ -1005,17 +1197,15 @@ class DurableQueue final : public std::enable_shared_from_this<DurableQueue> {
   Filter m_filter;
   Callback m_callback;
   ControlCallback m_on_control;
-  std::unique_ptr<Consumer> m_live;
-  std::unique_ptr<Consumer> m_control;
+  Core::Subscription m_subscription;
   std::uint64_t m_expired = 0;
 
-  // m_dispatch_strand
+  // The subscriber's strand.
   bool m_catching_up = true;
   std::vector<Delivery> m_buffer;
   std::set<std::pair<std::string, std::uint64_t>> m_delivered_from_table;
+  CallbackErrors m_errors;
 
-  std::mutex m_invoke_mutex;
-  std::atomic<std::thread::id> m_invoking{};
   std::atomic<bool> m_stopped{false};
 
   std::mutex m_connection_mutex;  // the connection and the acknowledgements
@@ -1049,14 +1239,11 @@ std::unique_ptr<Consumer> Core::start_consuming(Callback callback, Filter filter
     }
     return std::make_unique<DurableConsumer>(std::move(queue));
   }
-  std::unique_ptr<Consumer> control;
-  if (options.on_control) {
-    control = m_control_router->start_consuming(
-        [on_control = options.on_control](const RoutingKey&, const Json& body) { on_control(control_event_of(body)); },
-        Filter{"control"});
-  }
-  auto messages = m_router->start_consuming(std::move(callback), std::move(filter));
-  return std::make_unique<PostgresConsumer>(std::move(messages), std::move(control));
+  if (!callback) throw std::invalid_argument("livestate::mq::PostgresConnector::start_consuming: empty callback");
+  const std::string name = "consumer of " + filter.str();
+  return std::make_unique<PostgresConsumer>(subscribe(
+      filter, name, [callback = std::move(callback)](const Delivery& delivery) { callback(delivery.key, delivery.body); },
+      options.on_control));
 }
 
 // Sends messages: each becomes an entry of a payload; a body too large for a

@@ -36,8 +36,11 @@ struct PostgresOptions {
   std::chrono::milliseconds probe_timeout{3000};
   /// produce() waits at most this long for a connection; then TransportError.
   std::chrono::seconds connect_timeout{5};
-  /// Messages received but not yet delivered (consumers behind): past this,
-  /// messages are dropped, counted, and consumers get an overflow event.
+  /// Messages received but not yet delivered, per consumer (each has a queue
+  /// of its own) and in the connector's queue before filters are matched:
+  /// past this, a consumer that fell behind loses messages, counted, and gets
+  /// an overflow event in their place; the others get theirs. A durable
+  /// consumer then reads what it lost from its queue's table.
   std::size_t max_buffered = 100000;
   /// How long bodies sent by reference stay in livestate_mq_bodies.
   std::chrono::seconds body_retention{600};
@@ -52,10 +55,12 @@ struct PostgresStats {
   std::uint64_t notifications = 0;      ///< payloads received on the channel
   std::uint64_t received = 0;           ///< valid messages decoded from them
   std::uint64_t delivered = 0;          ///< callback invocations that returned
+  std::uint64_t callback_errors = 0;    ///< callback invocations that threw (logged, rate-limited)
   std::uint64_t malformed = 0;          ///< payloads or entries refused (bad JSON, types, keys…)
   std::uint64_t by_reference = 0;       ///< bodies fetched from livestate_mq_bodies
   std::uint64_t missing_references = 0; ///< references to rows that were gone
-  std::uint64_t dropped_overflow = 0;   ///< messages dropped because consumers fell behind
+  std::uint64_t dropped_overflow = 0;   ///< messages dropped because consumers fell behind (per consumer)
+  std::uint64_t backlog_peak = 0;       ///< the most messages one consumer has had waiting
   std::uint64_t gaps = 0;               ///< sequence gaps seen (messages lost on the way)
   std::uint64_t reconnects = 0;         ///< times the listening connection was made again
   std::string last_reconnect_reason;    ///< why it was lost last
@@ -66,9 +71,16 @@ struct PostgresStats {
 /// and the guarantees.
 ///
 /// Thread safety: every function may be called from any thread. produce()
-/// runs in the calling thread, on a connection of its own. Callbacks and
-/// control events run on the executor, one at a time, in order; the socket of
-/// the listening connection is waited on there too.
+/// runs in the calling thread, on a connection of its own. Each consumer's
+/// callbacks and control events run on the executor, one at a time, in order,
+/// on a strand of its own: different consumers' callbacks may run at the same
+/// time when the executor has several threads. The socket of the listening
+/// connection is waited on there too, so a callback that blocks for long
+/// should have the executor's other threads to leave to the rest (a
+/// thread_pool, or an io_context run by several threads): then it delays
+/// nobody but itself, and when its queue reaches `max_buffered` it loses
+/// messages and is told so. A callback that throws is counted and logged;
+/// its consumer goes on.
 ///
 /// Object lifetimes: the executor must outlive the connector. Destroying the
 /// connector stops every consumer; it waits for a callback running in another
