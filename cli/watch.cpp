@@ -61,9 +61,9 @@ constexpr const char* watch_help =
     "  --timeout SECONDS  stop after that long (e.g. 2.5)\n"
     "  --stats            when it stops, print the connector's counters as a last\n"
     "                     line {\"stats\":{...}}: notifications, received,\n"
-    "                     delivered, malformed, by_reference,\n"
-    "                     missing_references, dropped_overflow, gaps, reconnects,\n"
-    "                     last_reconnect_reason, listening\n";
+    "                     delivered, callback_errors, malformed, by_reference,\n"
+    "                     missing_references, dropped_overflow, backlog_peak,\n"
+    "                     gaps, reconnects, last_reconnect_reason, listening\n";
 
 // How long watch gives the connector to listen for the first time: a few of
 // its connection attempts (each bounded by PostgresOptions::connect_timeout).
@@ -107,10 +107,12 @@ OrderedJson stats_json(const mq::PostgresStats& stats) {
   return {{"notifications", stats.notifications},
           {"received", stats.received},
           {"delivered", stats.delivered},
+          {"callback_errors", stats.callback_errors},
           {"malformed", stats.malformed},
           {"by_reference", stats.by_reference},
           {"missing_references", stats.missing_references},
           {"dropped_overflow", stats.dropped_overflow},
+          {"backlog_peak", stats.backlog_peak},
           {"gaps", stats.gaps},
           {"reconnects", stats.reconnects},
           {"last_reconnect_reason", stats.last_reconnect_reason},
