@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <map>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -133,6 +134,18 @@ TEST_CASE("a consumer that blocks for seconds delays nobody: the others get ever
   const std::shared_ptr<void> open_on_exit(nullptr, [&](void*) { gate.open(); });
 
   reconcile::LiveView view(*connector, *view_store, pool.get_executor(), {.type = "job"});
+  // Nothing is applied twice, nothing goes back: each change of an entry
+  // brings a newer revision than the last.
+  std::mutex revisions_mutex;
+  std::map<std::string, std::int64_t> revisions;
+  std::atomic<int> repeated{0};
+  view.on_change([&](const reconcile::Change& change) {
+    if (change.after.is_null()) return;
+    std::lock_guard lock(revisions_mutex);
+    auto& last = revisions[change.id];
+    if (change.after.at("_rev").get<std::int64_t>() <= last) ++repeated;
+    last = change.after.at("_rev").get<std::int64_t>();
+  });
   view.start();
 
   constexpr int total = 10'000;
@@ -149,6 +162,7 @@ TEST_CASE("a consumer that blocks for seconds delays nobody: the others get ever
   REQUIRE(messages.size() == total);
   for (int n = 0; n < total; ++n) CHECK(n_of(messages[static_cast<std::size_t>(n)].body) == n);
   CHECK(view.stats().stale_entries == 0);
+  CHECK(repeated.load() == 0);
 
   auto stats = connector->postgres_stats();
   CHECK(stats.callback_errors == static_cast<std::uint64_t>(total));
