@@ -110,7 +110,7 @@ watch_ends
 test "$(wc -l <"$work/out")" -eq 3 || { cat "$work/out" >&2; fail "watch printed other than 3 lines"; }
 line 1 '{"key":["builds","7","finished"],"body":{"buildid":7}}'
 line 2 '{"key":["builds","8","finished"],"body":{"buildid":8,"results":0}}'
-stats_has '"received":([3-9]|[1-9][0-9]+),"delivered":2,"malformed":0,'
+stats_has '"received":([3-9]|[1-9][0-9]+),"delivered":2,"callback_errors":0,"malformed":0,'
 stats_has '"listening":true\}\}$'
 
 # 2. A foreign producer's raw pg_notify after garbage on the channel, a body
@@ -142,7 +142,7 @@ sed -n 3p "$work/out" | grep -Eq '^\{"control":"reconnected","reason":"reconnect
   { cat "$work/out" >&2; fail "line 3 of watch's output is not a reconnected event"; }
 line 4 '{"key":["builds","10","finished"],"body":{"buildid":10}}'
 test "$(wc -l <"$work/out")" -eq 5 || { cat "$work/out" >&2; fail "watch printed other than 5 lines"; }
-stats_has '"notifications":4,"received":3,"delivered":3,"malformed":1,"by_reference":1,'
+stats_has '"notifications":4,"received":3,"delivered":3,"callback_errors":0,"malformed":1,"by_reference":1,'
 stats_has '"reconnects":1,'
 
 # 3. produce fails with one line and status 1 when the server refuses.

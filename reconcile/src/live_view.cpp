@@ -72,6 +72,7 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
         m_reload_store(options.reload_source != nullptr ? *options.reload_source
                        : m_owned_reload              ? *m_owned_reload
                                                      : source),
+        m_reload_may_lag(&m_reload_store != &m_store),
         m_strand(asio::make_strand(std::move(executor))),
         m_options(std::move(options)),
         m_lifecycle(m_options.lifecycle_rules ? detail::Lifecycle::of(m_options.type) : detail::Lifecycle::none()),
@@ -272,6 +273,7 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
       }
       lock.unlock();
       set(id, message.body, *revision);
+      confirmed(id, *revision);
       return;
     }
     lock.unlock();
@@ -285,6 +287,7 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
       return;
     }
     set(id, message.body, *revision);
+    confirmed(id, *revision);
   }
 
   void apply_deletion(const std::string& id, std::int64_t revision, bool replaying) {
@@ -299,6 +302,8 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
       m_changes.push_back({ChangeKind::removed, id, std::move(found->second.body), nullptr});
       m_entries.erase(found);
       ++m_stats.applied;
+      lock.unlock();
+      confirmed(id, revision);
       return;
     }
     lock.unlock();
@@ -375,7 +380,9 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
       }
       std::map<std::string, Json> rows;
       try {
-        rows = m_reload_store.read(m_options.type, m_options.where, ids);
+        // Not narrowed: a row that left the narrowing is told from one that
+        // a lagging copy lacks by its revision (take_reloaded()).
+        rows = m_reload_store.read(m_options.type, Json::object(), ids);
       } catch (...) {
         m_due.insert(ids.begin(), ids.end());  // nothing is lost: the resync retried later covers them
         throw;
@@ -402,15 +409,38 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
     }
   }
 
-  // A reloaded row (nullptr: none matches): applied when newer than the
-  // entry; retried when older than what was announced (a lagging replica).
-  void take_reloaded(const std::string& id, const Json* row) {
+  // The revision a read of `id` must reach to be trusted: what a message
+  // announced and, when reloads read a copy that may lag, also what the view
+  // holds (`held`, 0 for none): a lagging copy that lacks the entry, or has an
+  // older row, can't tell that it is gone or changed.
+  std::int64_t required(const std::string& id, std::int64_t held) const {
+    std::int64_t needed = m_reload_may_lag ? held : 0;
+    const auto announced = m_announced.find(id);
+    if (announced != m_announced.end()) needed = std::max(needed, announced->second);
+    return needed;
+  }
+
+  std::int64_t deleted_at(const std::string& id) const {
     const auto tombstone = m_tombstones.find(id);
-    const std::int64_t known_gone = tombstone != m_tombstones.end() ? tombstone->second : 0;
+    return tombstone != m_tombstones.end() ? tombstone->second : 0;
+  }
+
+  // The entry's revision (0: the view lacks it). Strand only: the entries
+  // change only there.
+  std::int64_t held(const std::string& id) const {
+    const auto entry = m_entries.find(id);
+    return entry != m_entries.end() ? entry->second.revision : 0;
+  }
+
+  // A reloaded row (nullptr: none): applied when newer than the entry (set()
+  // drops it when it no longer matches the narrowing); retried when older than
+  // what the read had to reach (a lagging replica), and then never taken as a
+  // deletion nor in place of a newer entry.
+  void take_reloaded(const std::string& id, const Json* row) {
+    const std::int64_t known_gone = deleted_at(id);
     if (row != nullptr && revision_of(*row).value_or(0) <= known_gone) row = nullptr;  // deleted since
     const std::int64_t revision = row != nullptr ? revision_of(*row).value_or(0) : 0;
-    const auto announced = m_announced.find(id);
-    if (announced != m_announced.end() && announced->second > std::max(revision, known_gone)) {
+    if (required(id, held(id)) > std::max(revision, known_gone)) {
       lagging(id);
       if (row == nullptr) return;
     } else {
@@ -430,21 +460,29 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
     set(id, *row, revision);
   }
 
+  // A read of `id` fell short: retried with backoff (one retry pending per
+  // entry), and flagged stale once it has lagged past the deadline. A stale
+  // entry keeps being retried, at the longest backoff, so that the flag clears
+  // as soon as the copy catches up.
   void lagging(const std::string& id) {
     count(Anomaly::stale_read);
-    auto [lag, first] = m_lag.try_emplace(id, Lag{Clock::now(), m_options.lag_retry_initial});
-    if (!first) lag->second.backoff = std::min(lag->second.backoff * 2, std::chrono::milliseconds(1000));
-    if (Clock::now() - lag->second.since > m_options.lag_deadline) {
+    const auto now = Clock::now();
+    auto& lag = m_lag.try_emplace(id, Lag{now, m_options.lag_retry_initial, 0}).first->second;
+    if (now - lag.since > m_options.lag_deadline) {
       std::lock_guard lock(m_mutex);
       if (m_stale.insert(id).second) {
         log(LogLevel::warning, component,
             "view of " + m_options.type + ": entry " + id + " is stale: reloads keep returning an older revision");
       }
-      // Tried again at the next resync or message about it.
-      m_lag.erase(lag);
-      return;
     }
-    after(lag->second.backoff, [id](Impl& self) {
+    if (lag.retry != 0) return;
+    lag.retry = ++m_retries;
+    const auto delay = lag.backoff;
+    lag.backoff = std::min(lag.backoff * 2, std::chrono::milliseconds(1000));
+    after(delay, [id, retry = lag.retry](Impl& self) {
+      const auto found = self.m_lag.find(id);
+      if (found == self.m_lag.end() || found->second.retry != retry) return;  // caught up meanwhile
+      found->second.retry = 0;
       self.reload(id);
       self.flush_reloads_soon();
     });
@@ -455,6 +493,13 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
     m_announced.erase(id);
     std::lock_guard lock(m_mutex);
     m_stale.erase(id);
+  }
+
+  // A message brought the entry to `revision` (or deleted it there): what a
+  // lagging read was waiting for, when it reaches what was announced.
+  void confirmed(const std::string& id, std::int64_t revision) {
+    const auto announced = m_announced.find(id);
+    if (announced == m_announced.end() ? m_lag.count(id) != 0 : announced->second <= revision) caught_up(id);
   }
 
   // --- resyncs (strand) -----------------------------------------------------
@@ -517,24 +562,33 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
     m_retry_backoff = std::chrono::milliseconds(50);
     std::map<std::string, const Json*> database;
     for (const auto& [id, row] : rows) database.emplace(id, &row);
+    const auto snapshot_revision = [&](const std::string& id) -> std::int64_t {
+      const auto row = database.find(id);
+      return row != database.end() ? revision_of(*row->second).value_or(0) : 0;
+    };
     const bool first = !m_loaded;
     std::vector<std::pair<std::string, const Json*>> updates;
+    // Entries the snapshot is older than (a lagging replica): kept as they are.
+    std::set<std::string> behind;
     {
       std::lock_guard lock(m_mutex);
       ++m_stats.resyncs;
       // A row at or below a known deletion's revision was read before the
       // deletion committed (the two reads are not one snapshot): it is gone.
       for (auto row = database.begin(); row != database.end();) {
-        const auto tombstone = m_tombstones.find(row->first);
-        if (tombstone != m_tombstones.end() && revision_of(*row->second).value_or(0) <= tombstone->second) {
+        if (revision_of(*row->second).value_or(0) <= deleted_at(row->first)) {
           row = database.erase(row);
         } else {
           ++row;
         }
       }
       for (auto entry = m_entries.begin(); entry != m_entries.end();) {
-        if (database.count(entry->first) == 0) {
-          m_changes.push_back({ChangeKind::removed, entry->first, std::move(entry->second.body), nullptr});
+        const auto& id = entry->first;
+        if (required(id, entry->second.revision) > std::max(snapshot_revision(id), deleted_at(id))) {
+          behind.insert(id);
+          ++entry;
+        } else if (database.count(id) == 0) {
+          m_changes.push_back({ChangeKind::removed, id, std::move(entry->second.body), nullptr});
           entry = m_entries.erase(entry);
           ++m_stats.resync_repairs;
         } else {
@@ -549,24 +603,30 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
           if (!first) ++m_stats.resync_repairs;
         }
       }
-      m_stale.clear();
-      m_verified_at = Clock::now();
     }
     for (const auto& [id, row] : updates) set(id, *row, revision_of(*row).value_or(0));
-    // What was due is covered, except where the read lags behind what was
-    // announced: those are reloaded again.
+    // What was due is covered, except where the snapshot lags behind what was
+    // announced or what the view holds: those are retried (and stay stale, or
+    // become so past the deadline); the others have caught up.
     m_due.clear();
-    m_lag.clear();
-    for (auto announced = m_announced.begin(); announced != m_announced.end();) {
-      const auto row = database.find(announced->first);
-      const std::int64_t revision = row != database.end() ? revision_of(*row->second).value_or(0) : 0;
-      const auto tombstone = m_tombstones.find(announced->first);
-      if (announced->second > std::max(revision, tombstone != m_tombstones.end() ? tombstone->second : 0)) {
-        reload(announced->first);
-        ++announced;
+    for (const auto& [id, announced] : m_announced) behind.insert(id);
+    for (const auto& [id, lag] : m_lag) behind.insert(id);
+    {
+      std::lock_guard lock(m_mutex);
+      behind.insert(m_stale.begin(), m_stale.end());
+    }
+    bool lags = false;
+    for (const auto& id : behind) {
+      if (required(id, held(id)) > std::max(snapshot_revision(id), deleted_at(id))) {
+        lagging(id);
+        lags = true;
       } else {
-        announced = m_announced.erase(announced);
+        caught_up(id);
       }
+    }
+    if (!lags) {
+      std::lock_guard lock(m_mutex);
+      m_verified_at = Clock::now();
     }
     if (first) {
       m_loaded = true;
@@ -612,6 +672,7 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
   struct Lag {
     Clock::time_point since;
     std::chrono::milliseconds backoff;
+    std::uint64_t retry = 0;  ///< the pending retry's number (0: none)
   };
 
   mq::Connector& m_connector;
@@ -619,6 +680,8 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
   std::unique_ptr<Source> m_owned_reload;
   Source& m_store;
   Source& m_reload_store;
+  // Reloads read another copy (a replica), which may lag behind the messages.
+  const bool m_reload_may_lag;
   asio::strand<asio::any_io_executor> m_strand;
   ViewOptions m_options;
   detail::Lifecycle m_lifecycle;
@@ -648,6 +711,7 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
   std::map<std::string, std::int64_t> m_announced;
   std::map<std::string, std::int64_t> m_tombstones;
   std::map<std::string, Lag> m_lag;
+  std::uint64_t m_retries = 0;
   std::vector<Change> m_changes;
 };
 

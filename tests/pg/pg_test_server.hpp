@@ -60,9 +60,7 @@ class FreshSchema {
  public:
   FreshSchema() : m_name(random_name("t")) {
     run_on_server("CREATE SCHEMA " + m_name);
-    m_url = with_connection_parameters(test_server_url(),
-                                       "options=-csearch_path%3D" + m_name + "&application_name=" + m_name,
-                                       "options='-csearch_path=" + m_name + "' application_name=" + m_name);
+    m_url = url_on(test_server_url());
   }
   FreshSchema(const FreshSchema&) = delete;
   FreshSchema& operator=(const FreshSchema&) = delete;
@@ -76,6 +74,11 @@ class FreshSchema {
   }
 
   [[nodiscard]] const std::string& url() const noexcept { return m_url; }
+  /// The same on another server (a replica of the test server, say).
+  [[nodiscard]] std::string url_on(const std::string& server_url) const {
+    return with_connection_parameters(server_url, "options=-csearch_path%3D" + m_name + "&application_name=" + m_name,
+                                      "options='-csearch_path=" + m_name + "' application_name=" + m_name);
+  }
   /// The schema's name ("t_" and 16 hex digits), also the connections' application_name.
   [[nodiscard]] const std::string& name() const noexcept { return m_name; }
 

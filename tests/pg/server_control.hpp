@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "pg_test_server.hpp"
@@ -40,22 +41,37 @@ inline constexpr char skip_reason[] =
     "and start it; run it through tests/pg/with-test-postgres.sh without LIVESTATE_TEST_PG, so that it starts a "
     "throwaway server of its own";
 
+// Runs `words` (a program, found on PATH, and its arguments) in `directory`
+// (empty: this one) and waits for it; returns its exit status, -1 when it
+// could not run or was killed.
+inline int run_program(std::vector<std::string> words, const std::string& directory = {}) {
+  std::vector<char*> argv;
+  for (auto& word : words) argv.push_back(word.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  if (posix_spawn_file_actions_init(&actions) != 0) return -1;
+  if (!directory.empty() && posix_spawn_file_actions_addchdir_np(&actions, directory.c_str()) != 0) {
+    posix_spawn_file_actions_destroy(&actions);
+    return -1;
+  }
+  pid_t pid = 0;
+  const int spawned = posix_spawnp(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (spawned != 0) return -1;
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) return -1;
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
 // Runs the harness's pg_ctl (as the server's user, with its data directory and
 // log file) with `args`; returns its exit status, -1 when it could not run.
 // pg_ctl bounds its own waits (-t).
 inline int pg_ctl(const std::string& ctl, const std::vector<std::string>& args) {
   std::vector<std::string> words{ctl};
   words.insert(words.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& word : words) argv.push_back(word.data());
-  argv.push_back(nullptr);
-  pid_t pid = 0;
-  if (posix_spawn(&pid, ctl.c_str(), nullptr, nullptr, argv.data(), environ) != 0) return -1;
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) return -1;
-  }
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return run_program(std::move(words));
 }
 
 // The harness's server, stopped and started by the test; running again when

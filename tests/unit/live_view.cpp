@@ -501,21 +501,34 @@ void copy_database(const std::filesystem::path& from, const std::filesystem::pat
   sqlite3_close(target);
 }
 
+// A copy of the fixture's database that a view reloads through, updated only
+// by catch_up(): a lagging replica.
+struct Replica {
+  explicit Replica(Fixture& f) : fixture(f) {}
+  void catch_up() { copy_database(fixture.database.path(), path); }
+  /// Options for a view of `type` that reloads through it, with a short deadline.
+  reconcile::ViewOptions options(std::string type, Json where = Json::object()) {
+    auto result = of_type(std::move(type), std::move(where));
+    result.reload_from = store.get();
+    result.lag_retry_initial = std::chrono::milliseconds(5);
+    result.lag_deadline = std::chrono::milliseconds(300);
+    return result;
+  }
+
+  Fixture& fixture;
+  std::filesystem::path path = fixture.database.directory() / "replica.db";
+  std::unique_ptr<mq::Connector> mq = mq::make_simple_mq();
+  // A copy of the database as it is now, before the store opens it.
+  std::unique_ptr<db::Store> store = (catch_up(), db::Store::open("sqlite:" + path.string(), *mq));
+};
+
 }  // namespace
 
 TEST_CASE("reloads from a lagging replica are retried until it catches up, and flag the entry stale past the deadline") {
   Fixture f;
   f.store->upsert_resource("widgets", "a", {{"size", 1}});
-  const auto replica_path = f.database.directory() / "replica.db";
-  copy_database(f.database.path(), replica_path);
-  auto replica_mq = mq::make_simple_mq();
-  auto replica = db::Store::open("sqlite:" + replica_path.string(), *replica_mq);
-
-  auto options = of_type("widgets");
-  options.reload_from = replica.get();
-  options.lag_retry_initial = std::chrono::milliseconds(5);
-  options.lag_deadline = std::chrono::milliseconds(300);
-  reconcile::LiveView view(*f.view_mq, *f.store, f.io.get_executor(), options);
+  Replica replica(f);
+  reconcile::LiveView view(*f.view_mq, *f.store, f.io.get_executor(), replica.options("widgets"));
   view.start();
   f.settle();
 
@@ -542,11 +555,93 @@ TEST_CASE("reloads from a lagging replica are retried until it catches up, and f
   f.settle_for(std::chrono::milliseconds(600));
   CHECK(view.stats().stale_entries == 1);  // past the deadline
 
-  copy_database(f.database.path(), replica_path);  // caught up
+  replica.catch_up();
   view.resync();
   f.settle();
   CHECK(view.stats().stale_entries == 0);
   CHECK(view.get("a") == f.store->get_resource("widgets", "a"));
+  CHECK(view.verify().empty());
+}
+
+TEST_CASE("a resync through a lagging replica neither drops nor rolls back what the view holds, and stays stale until it catches up") {
+  Fixture f;
+  f.store->upsert_resource("widgets", "a", {{"size", 1}});
+  f.store->upsert_resource("widgets", "gone", {{"size", 1}});
+  Replica replica(f);
+  reconcile::LiveView view(*f.view_mq, *f.store, f.io.get_executor(), replica.options("widgets"));
+  Recorder recorder;
+  view.on_change(recorder.callback());
+  view.start();
+  f.settle();
+  recorder.changes.clear();
+
+  // Applied from the messages; the replica has none of it yet.
+  f.store->upsert_resource("widgets", "a", {{"size", 2}});
+  f.store->upsert_resource("widgets", "b", {{"size", 1}});
+  f.store->delete_resource("widgets", "gone");
+  f.settle();
+  REQUIRE(recorder.changes.size() == 3);
+
+  view.resync();  // as after a reconnect: through the replica, which lacks b and still has a at size 1
+  f.settle_for(std::chrono::milliseconds(100));
+  CHECK(view.get("a") == f.store->get_resource("widgets", "a"));
+  CHECK(view.get("b") == f.store->get_resource("widgets", "b"));
+  CHECK_FALSE(view.get("gone").has_value());
+  CHECK(recorder.changes.size() == 3);  // nothing removed, rolled back or brought back
+  auto stats = view.stats();
+  CHECK(stats.count(Anomaly::stale_read) >= 2);
+  CHECK(stats.stale_entries == 0);
+
+  f.settle_for(std::chrono::milliseconds(600));
+  CHECK(view.stats().stale_entries == 2);  // a and b, past the deadline
+  view.resync();  // the replica still lags: they stay stale
+  f.settle();
+  CHECK(view.stats().stale_entries == 2);
+  CHECK(recorder.changes.size() == 3);
+
+  // Caught up: the retries that go on find it, without a resync.
+  replica.catch_up();
+  f.settle_for(std::chrono::milliseconds(1500));
+  CHECK(view.stats().stale_entries == 0);
+  CHECK(recorder.changes.size() == 3);
+  CHECK(view.verify().empty());
+}
+
+TEST_CASE("a reload through a lagging replica of an entry that left the narrowing removes it once the replica has the change") {
+  Fixture f;
+  const auto master = f.store->master_active("m1");
+  const auto builder = f.store->builder_started("b1", master);
+  db::NewBuildset buildset;
+  buildset.builderids = {builder};
+  const auto request = f.store->add_buildset(buildset).buildrequestids.at(builder);
+  const auto id = std::to_string(request);
+  Replica replica(f);
+  reconcile::LiveView view(*f.view_mq, *f.store, f.io.get_executor(),
+                           replica.options("buildrequests", {{"complete", false}}));
+  Recorder recorder;
+  view.on_change(recorder.callback());
+  view.start();
+  f.settle();
+  REQUIRE(view.get(id).has_value());
+
+  // The claim is lost: the completion breaks the lifecycle and needs a
+  // reload, which the replica can't serve yet.
+  f.relay.hold();
+  f.store->claim_buildrequests(std::vector<std::int64_t>{request}, master);
+  f.store->complete_buildrequests(std::vector<std::int64_t>{request}, 0, master);
+  f.relay.deliver("buildrequests." + id + ".complete");
+  f.settle_for(std::chrono::milliseconds(50));
+  CHECK(view.stats().count(Anomaly::lifecycle_violation) == 1);
+  CHECK(view.stats().count(Anomaly::stale_read) >= 1);
+  CHECK(view.get(id).has_value());  // the replica's unclaimed row is older than what was announced
+  CHECK(recorder.changes.size() == 1);
+
+  // Caught up: the request is complete, out of the narrowing, and goes.
+  replica.catch_up();
+  f.settle_for(std::chrono::milliseconds(1500));
+  CHECK_FALSE(view.get(id).has_value());
+  CHECK(recorder.count(ChangeKind::removed, id) == 1);
+  CHECK(view.stats().stale_entries == 0);
   CHECK(view.verify().empty());
 }
 

@@ -57,9 +57,15 @@ struct ViewOptions {
   /// (a replayed trace's logs, workers, changes…).
   bool lifecycle_rules = true;
   /// A reload that returns an older revision than a message already announced
-  /// (a lagging replica) is retried, with backoff from `lag_retry_initial`,
-  /// until `lag_deadline`; then the entry is flagged stale (counted in
-  /// ViewStats::stale_entries) and tried again at the next resync.
+  /// (a lagging replica) is retried, with backoff from `lag_retry_initial`
+  /// (doubling, at most 1 s). Past `lag_deadline` the entry is flagged stale
+  /// (counted in ViewStats::stale_entries) and still retried; the flag clears
+  /// when a read or a message reaches the announced revision, and only then:
+  /// a resync through a copy that still lags keeps it.
+  /// With reload_from or reload_source (a copy that may lag), a read must
+  /// also reach the revision the view holds: a resync or reload that lacks
+  /// an entry, or has an older row of it, neither removes nor replaces it; the
+  /// entry is retried and flagged the same way.
   std::chrono::milliseconds lag_retry_initial{20};
   std::chrono::milliseconds lag_deadline{5000};
   /// Resync (reload everything and compare) this often even without a reason,
