@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <deque>
 #include <mutex>
 #include <set>
 #include <stdexcept>
@@ -150,6 +151,7 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
     std::lock_guard lock(m_mutex);
     ViewStats stats = m_stats;
     stats.stale_entries = m_stale.size();
+    stats.remembered_ids = m_remembered;
     stats.since_verified = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - m_verified_at);
     return stats;
   }
@@ -207,6 +209,7 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
           "view of " + m_options.type + ": " + error.what() + "; retrying by a resync");
       retry_resync_later();
     }
+    m_remembered = m_departed.size() + m_tombstones.size() + m_announced.size() + m_lag.size();
     fire_changes();
   }
 
@@ -214,6 +217,7 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
 
   void on_message(Incoming message) {
     if (message.key.size() != 3) return;
+    forget_old_departures();
     if (!m_loaded) {
       m_buffer.push_back(std::move(message));
       return;
@@ -250,8 +254,8 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
       apply_deletion(id, *revision, replaying);
       return;
     }
-    const auto tombstone = m_tombstones.find(id);
-    if (tombstone != m_tombstones.end() && *revision <= tombstone->second) {
+    // About an entry deleted, or gone from a narrowed view, since: late.
+    if (*revision <= gone_at(id)) {
       if (!replaying) count(Anomaly::stale_or_duplicate);
       return;
     }
@@ -275,8 +279,12 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
       return;
     }
     lock.unlock();
-    // Not the view's (another builder's request, say): nothing to do.
-    if (!matches(message.body)) return;
+    // Not the view's (another builder's request, or one that left it): nothing
+    // to do but remember, so that an older message doesn't bring it in.
+    if (!matches(message.body)) {
+      departed(id, *revision);
+      return;
+    }
     if (!m_lifecycle.creates(event)) {
       // Is it an event this type has at all?
       const auto verdict = m_lifecycle.check(Json::object(), event);
@@ -319,12 +327,14 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
     std::lock_guard lock(m_mutex);
     const auto found = m_entries.find(id);
     if (!matches(body)) {
+      departed(id, revision);
       if (found == m_entries.end()) return;
       m_changes.push_back({ChangeKind::removed, id, std::move(found->second.body), nullptr});
       m_entries.erase(found);
       ++m_stats.applied;
       return;
     }
+    m_departed.erase(id);  // back in the view (its departure record expires on its own)
     if (found == m_entries.end()) {
       m_entries.emplace(id, Entry{body, revision});
       m_changes.push_back({ChangeKind::added, id, nullptr, body});
@@ -340,6 +350,43 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
   void count(Anomaly anomaly) {
     std::lock_guard lock(m_mutex);
     ++m_stats.anomalies[static_cast<std::size_t>(anomaly)];
+  }
+
+  // --- what the view knows of entries it doesn't hold (strand) ---------------
+
+  bool narrowed() const { return !m_options.where.empty(); }
+
+  // The revision at or below which a message about `id` is late: it was
+  // deleted, or left this narrowed view, at that revision (0: neither known).
+  std::int64_t gone_at(const std::string& id) const {
+    const auto tombstone = m_tombstones.find(id);
+    const auto departure = m_departed.find(id);
+    return std::max(tombstone != m_tombstones.end() ? tombstone->second : 0,
+                    departure != m_departed.end() ? departure->second : 0);
+  }
+
+  // `id` does not match the narrowing at `revision`.
+  void departed(const std::string& id, std::int64_t revision) {
+    if (!narrowed() || revision <= 0) return;
+    const auto [departure, first] = m_departed.try_emplace(id, revision);
+    if (!first) {
+      if (revision <= departure->second) return;
+      departure->second = revision;
+    }
+    m_departures.push_back({Clock::now(), id, revision});
+  }
+
+  // Departures older than forget_departed_after are forgotten: the memory is
+  // as large as the recent departures, however long the view lives.
+  void forget_old_departures() {
+    const auto horizon = Clock::now() - m_options.forget_departed_after;
+    while (!m_departures.empty() && m_departures.front().at <= horizon) {
+      const auto departure = m_departed.find(m_departures.front().id);
+      if (departure != m_departed.end() && departure->second == m_departures.front().revision) {
+        m_departed.erase(departure);
+      }
+      m_departures.pop_front();
+    }
   }
 
   // --- reloads (strand) -----------------------------------------------------
@@ -393,6 +440,13 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
         for (const auto& id : ids) {
           if (found.count(id) == 0) missing.push_back(id);
         }
+        if (narrowed()) {
+          // A row that exists but no longer matches left the view: its
+          // revision tells whether the read caught up with what was announced.
+          for (const auto& [id, row] : m_reload_store.read(m_options.type, Json::object(), missing)) {
+            if (!matches(row)) departed(id, revision_of(row).value_or(0));
+          }
+        }
         learn_deletions(m_reload_store.deletions(m_options.type, std::move(missing)));
       }
       for (const auto& id : ids) {
@@ -405,8 +459,7 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
   // A reloaded row (nullptr: none matches): applied when newer than the
   // entry; retried when older than what was announced (a lagging replica).
   void take_reloaded(const std::string& id, const Json* row) {
-    const auto tombstone = m_tombstones.find(id);
-    const std::int64_t known_gone = tombstone != m_tombstones.end() ? tombstone->second : 0;
+    const std::int64_t known_gone = gone_at(id);
     if (row != nullptr && revision_of(*row).value_or(0) <= known_gone) row = nullptr;  // deleted since
     const std::int64_t revision = row != nullptr ? revision_of(*row).value_or(0) : 0;
     const auto announced = m_announced.find(id);
@@ -510,6 +563,7 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
   }
 
   void resync_now() {
+    forget_old_departures();
     const auto rows = m_reload_store.read(m_options.type, m_options.where, std::nullopt);
     // A message older than this snapshot about an entry deleted before it
     // must not bring the entry back: the deletions' revisions keep it out.
@@ -525,8 +579,7 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
       // A row at or below a known deletion's revision was read before the
       // deletion committed (the two reads are not one snapshot): it is gone.
       for (auto row = database.begin(); row != database.end();) {
-        const auto tombstone = m_tombstones.find(row->first);
-        if (tombstone != m_tombstones.end() && revision_of(*row->second).value_or(0) <= tombstone->second) {
+        if (revision_of(*row->second).value_or(0) <= gone_at(row->first)) {
           row = database.erase(row);
         } else {
           ++row;
@@ -534,6 +587,7 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
       }
       for (auto entry = m_entries.begin(); entry != m_entries.end();) {
         if (database.count(entry->first) == 0) {
+          departed(entry->first, entry->second.revision);
           m_changes.push_back({ChangeKind::removed, entry->first, std::move(entry->second.body), nullptr});
           entry = m_entries.erase(entry);
           ++m_stats.resync_repairs;
@@ -560,8 +614,7 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
     for (auto announced = m_announced.begin(); announced != m_announced.end();) {
       const auto row = database.find(announced->first);
       const std::int64_t revision = row != database.end() ? revision_of(*row->second).value_or(0) : 0;
-      const auto tombstone = m_tombstones.find(announced->first);
-      if (announced->second > std::max(revision, tombstone != m_tombstones.end() ? tombstone->second : 0)) {
+      if (announced->second > std::max(revision, gone_at(announced->first))) {
         reload(announced->first);
         ++announced;
       } else {
@@ -613,6 +666,11 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
     Clock::time_point since;
     std::chrono::milliseconds backoff;
   };
+  struct Departure {
+    Clock::time_point at;
+    std::string id;
+    std::int64_t revision;
+  };
 
   mq::Connector& m_connector;
   std::unique_ptr<Source> m_owned_source;
@@ -628,6 +686,7 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
   std::unique_ptr<mq::Consumer> m_messages;
   std::unique_ptr<mq::Consumer> m_schema;
   std::mutex m_step_mutex;
+  std::atomic<std::size_t> m_remembered{0};  // set by each step
 
   // Read from any thread: m_mutex.
   mutable std::mutex m_mutex;
@@ -648,6 +707,8 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
   std::map<std::string, std::int64_t> m_announced;
   std::map<std::string, std::int64_t> m_tombstones;
   std::map<std::string, Lag> m_lag;
+  std::map<std::string, std::int64_t> m_departed;  // id -> the revision it left the view at
+  std::deque<Departure> m_departures;              // oldest first, to forget them
   std::vector<Change> m_changes;
 };
 
