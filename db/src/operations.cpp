@@ -303,8 +303,19 @@ std::int64_t parse_id(const std::string& id, std::string_view type) {
 // the worst of their results in Buildbot's order of severity (skipped <
 // success < warnings < failure < exception < retry < cancelled). One
 // statement: it finds, decides and changes.
+//
+// On PostgreSQL the buildsets are locked first: two transactions completing
+// the last two requests of one buildset would otherwise each see the other's
+// request incomplete (READ COMMITTED), and neither would complete the
+// buildset. Locked, the second waits for the first to commit, and its UPDATE
+// then sees both requests complete. (SQLite has one writer at a time.)
 void complete_finished_buildsets(Context& context, const std::set<std::int64_t>& bsids) {
   if (bsids.empty()) return;
+  if (context.backend() == Backend::postgresql) {
+    const std::vector<Value> ids(bsids.begin(), bsids.end());
+    context.query("SELECT id FROM buildsets WHERE id IN " + placeholders(bsids.size()) + " ORDER BY id FOR UPDATE",
+                  ids);
+  }
   std::vector<Value> params{true, context.now()};
   params.insert(params.end(), bsids.begin(), bsids.end());
   params.emplace_back(false);

@@ -208,6 +208,33 @@ TEST_CASE("a connection terminated inside a transaction fails it, leaves nothing
   CHECK(f.messages() == std::vector<std::string>{"widgets.3.new"});
 }
 
+TEST_CASE("the last two requests of a buildset completed at once, by two connections, complete the buildset") {
+  Fixture f;
+  auto other = f.open();
+  const auto master = f.store->master_active("m1");
+  const auto b1 = f.store->builder_started("b1", master);
+  const auto b2 = f.store->builder_started("b2", master);
+  db::NewBuildset buildset;
+  buildset.builderids = {b1, b2};
+  const auto added = f.store->add_buildset(buildset);
+  const std::int64_t first = added.buildrequestids.at(b1);
+  const std::int64_t second = added.buildrequestids.at(b2);
+  f.store->claim_buildrequests(std::vector<std::int64_t>{first, second}, master);
+
+  // The first is completed in a transaction left open while the second is
+  // completed on another connection; then the first commits.
+  auto transaction = f.store->begin();
+  transaction.complete_buildrequests(std::vector<std::int64_t>{first}, 0, master);
+  std::thread concurrent([&] { other->complete_buildrequests(std::vector<std::int64_t>{second}, 0, master); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  transaction.commit();
+  concurrent.join();
+
+  const auto complete = f.store->get_buildset(added.bsid).value();
+  CHECK(complete.at("complete") == true);
+  CHECK(complete.at("results") == 0);
+}
+
 TEST_CASE("a connection terminated just before COMMIT fails the commit without committing anything") {
   Fixture f;
   auto transaction = f.store->begin();
