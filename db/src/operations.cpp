@@ -620,6 +620,13 @@ AddedBuild Operations::add_build(std::int64_t builderid, std::int64_t buildreque
     if (context.query("SELECT id FROM buildrequests WHERE id = ?", {buildrequestid}).empty()) {
       throw NotFound("no build request with id " + std::to_string(buildrequestid));
     }
+    if (context.backend() == Backend::postgresql) {
+      // One build number at a time per builder: the next transaction waits,
+      // then its MAX(number) sees this one's build (READ COMMITTED). Without
+      // the lock, masters racing for a builder's numbers could collide more
+      // often than the retries below allow.
+      context.query("SELECT id FROM builders WHERE id = ? FOR UPDATE", {builderid});
+    }
     Rows rows;
     try {
       rows = context.query(
@@ -629,8 +636,8 @@ AddedBuild Operations::add_build(std::int64_t builderid, std::int64_t buildreque
           {builderid, builderid, buildrequestid, workerid ? Value(*workerid) : Value(std::monostate{}),
            masterid, context.now(), std::string(state_string)});
     } catch (const detail::SessionFailure& failure) {
-      // Two masters numbered a build of this builder at once: retrying the
-      // transaction takes the next number.
+      // Should two transactions still number a build of this builder at
+      // once, retrying takes the next number.
       if (failure.kind() != detail::FailureKind::unique_violation) throw;
       throw detail::SessionFailure(detail::FailureKind::serialization, failure.what());
     }

@@ -9,10 +9,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <limits>
 #include <memory>
 #include <mutex>
+#include <numeric>
 #include <optional>
 #include <string>
 #include <thread>
@@ -233,6 +235,44 @@ TEST_CASE("the last two requests of a buildset completed at once, by two connect
   const auto complete = f.store->get_buildset(added.bsid).value();
   CHECK(complete.at("complete") == true);
   CHECK(complete.at("results") == 0);
+}
+
+TEST_CASE("builds of one builder added at once by four connections all get numbers, each once") {
+  Fixture f;
+  const auto master = f.store->master_active("m1");
+  const auto builder = f.store->builder_started("b1", master);
+  db::NewBuildset buildset;
+  buildset.builderids = {builder};
+  const auto request = f.store->add_buildset(buildset).buildrequestids.at(builder);
+  constexpr int threads = 4;
+  constexpr int each = 50;
+  std::vector<std::unique_ptr<db::Store>> stores;
+  for (int i = 0; i < threads; ++i) stores.push_back(f.open());
+  std::mutex mutex;
+  std::vector<int> numbers;
+  std::vector<std::string> failures;
+  std::vector<std::thread> running;
+  for (auto& store : stores) {
+    running.emplace_back([&, store = store.get()] {
+      for (int i = 0; i < each; ++i) {
+        try {
+          const auto added = store->add_build(builder, request, std::nullopt, master, "starting");
+          std::lock_guard lock(mutex);
+          numbers.push_back(added.number);
+        } catch (const std::exception& error) {
+          std::lock_guard lock(mutex);
+          failures.emplace_back(error.what());
+        }
+      }
+    });
+  }
+  for (auto& thread : running) thread.join();
+  CHECK_MESSAGE(failures.empty(), (failures.empty() ? "" : failures.front()));
+  std::sort(numbers.begin(), numbers.end());
+  std::vector<int> expected(numbers.size());
+  std::iota(expected.begin(), expected.end(), 1);
+  CHECK(numbers == expected);
+  CHECK(numbers.size() == threads * each);
 }
 
 TEST_CASE("a connection terminated just before COMMIT fails the commit without committing anything") {
