@@ -207,7 +207,8 @@ struct Work {
 class Master {
  public:
   Master(const ChaosOptions& options, mq::Connector& bus, boost::asio::any_io_executor executor, int index)
-      : m_index(index), m_random(options.faults.seed * 1'000'003 + static_cast<std::uint64_t>(options.first_master + index)) {
+      : m_index(index),
+        m_random(options.faults.seed * 1'000'003 + static_cast<std::uint64_t>(options.first_master + index)) {
     if (is_postgres(options.url)) {
       m_own_bus = mq::connect(options.url, std::move(executor));
       m_store = db::Store::open(options.url, *m_own_bus);
@@ -261,8 +262,8 @@ class Master {
     db::BuildRequestFilter unclaimed;
     unclaimed.claimed = false;
     unclaimed.complete = false;
-    const bool room =
-        options.backlog == 0 || retrying([&] { return m_store->list_buildrequests(unclaimed); }).size() < options.backlog;
+    const bool room = options.backlog == 0 ||
+                      retrying([&] { return m_store->list_buildrequests(unclaimed); }).size() < options.backlog;
     if (!room || !work.adding) {
       // The others have enough to do, or the work is winding down.
     } else if (work.buildsets.fetch_add(1) < options.buildsets) {

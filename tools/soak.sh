@@ -192,6 +192,7 @@ printf '  %-44s %s\n' \
   "worker restarts" "$restarts" \
   "worker failures" "$worker_failures" \
   "backends ended (pg_terminate_backend)" "$terminations" \
+  "main: master restarts (lost connections)" "$(field .master_restarts_after_lost_connections)" \
   "main: messages produced by its masters" "$(field .messages_produced)" \
   "main: messages seen by its views" "$(field .messages_seen_by_views)" \
   "main: faults injected" "$(field '[.faults[]] | add')" \

@@ -474,7 +474,8 @@ class Core final : public std::enable_shared_from_this<Core> {
 
   // At most every tenth of forget_origins_after: the silent origins go.
   void forget_silent_origins(std::chrono::steady_clock::time_point now) {
-    const auto horizon = std::chrono::duration_cast<std::chrono::steady_clock::duration>(m_options.forget_origins_after);
+    const auto horizon =
+        std::chrono::duration_cast<std::chrono::steady_clock::duration>(m_options.forget_origins_after);
     if (now - m_origins_swept < horizon / 10) return;
     m_origins_swept = now;
     std::erase_if(m_next_sequence, [&](const auto& entry) { return now - entry.second.heard > horizon; });
