@@ -81,7 +81,9 @@ cleanup() {
   local status=$? pid
   trap - EXIT INT TERM
   for pid in "${worker_pids[@]}" $main_pid; do
-    [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+    if [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null; then
+      wait "$pid" 2>/dev/null || true
+    fi
   done
   if [ $keep_logs -eq 1 ] || [ $status -ne 0 ]; then
     echo "$me: logs kept in $logs" >&2
