@@ -14,10 +14,11 @@
 # database once the faults stop) AND its resident memory at the end is at most
 # 10% above the one after the warm-up (half the duration, at most 60 s).
 #
-# It builds nothing: the livestate binary is --livestate PATH, else
-# $LIVESTATE_BIN, else build/cli/livestate. The database is $LIVESTATE_TEST_PG
-# when set; otherwise a throwaway server (tests/pg/with-test-postgres.sh) for
-# the run. The processes' logs go to a temporary directory, kept and named
+# Needs jq (and psql for pg_terminate_backend). It builds nothing: the
+# livestate binary is --livestate PATH, else $LIVESTATE_BIN, else
+# build/cli/livestate. The database is $LIVESTATE_TEST_PG when set;
+# otherwise a throwaway server (tests/pg/with-test-postgres.sh) for the run.
+# The processes' logs go to a temporary directory, kept and named
 # when the soak fails. Only the processes this script started are signalled,
 # by pid; they are all ended when it exits or is interrupted.
 set -euo pipefail
@@ -42,7 +43,7 @@ while [ $# -gt 0 ]; do
     --seed) [ $# -ge 2 ] || usage; seed=$2; shift 2 ;;
     --no-terminate) terminate=0; shift ;;
     --livestate) [ $# -ge 2 ] || usage; livestate=$2; shift 2 ;;
-    -h | --help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) usage ;;
   esac
 done
@@ -60,6 +61,7 @@ seconds_of() {
 total=$(seconds_of "$duration")
 [ "$total" -ge 20 ] || { echo "$me: --duration: at least 20s" >&2; exit 2; }
 [ -x "$livestate" ] || { echo "$me: no livestate binary at $livestate (build first, or --livestate PATH)" >&2; exit 2; }
+command -v jq >/dev/null || { echo "$me: needs jq to read the summary (apt-get install jq)" >&2; exit 2; }
 
 if [ -z "${LIVESTATE_TEST_PG:-}" ]; then
   exec "$root/tests/pg/with-test-postgres.sh" "$0" "${arguments[@]}"
