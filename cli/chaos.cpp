@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <iomanip>
 #include <iostream>
@@ -46,6 +47,8 @@ constexpr const char* chaos_help =
     "usage: livestate chaos [--db URL] [--masters N] [--builders N] [--buildsets N]\n"
     "                       [--seed N] [--reorder P] [--drop P] [--duplicate P]\n"
     "                       [--delay-ms N] [--partition-every-ms N] [--duration D]\n"
+    "                       [--views all|pending|none] [--first-master N]\n"
+    "                       [--backlog N] [--rss-warmup D] [--resync-every D]\n"
     "                       [--json]\n"
     "\n"
     "Runs Buildbot's build-request lifecycle for real on one database: masters\n"
@@ -71,14 +74,39 @@ constexpr const char* chaos_help =
     "  --builders N           builders (default 4)\n"
     "  --buildsets N          buildsets to add in all (default 1000)\n"
     "  --duration D           stop adding work after D (e.g. 30s, 10m; default:\n"
-    "                         when the buildsets are done)\n"
+    "                         when the buildsets are done); the masters then\n"
+    "                         finish the requests already added\n"
+    "  --views all|pending|none\n"
+    "                         what the views hold: every row (default), only the\n"
+    "                         unfinished ones (complete = false: a row leaves its\n"
+    "                         view when it completes, so the views stay as small\n"
+    "                         as the work in progress), or no views at all (a\n"
+    "                         worker process that only runs masters)\n"
+    "  --backlog N            add a buildset only while fewer than N requests wait\n"
+    "                         unclaimed (default: always), so that a long run's\n"
+    "                         unfinished work stays as large as N, not growing\n"
+    "  --first-master N       the masters are chaos-master-N, N+1, ... (default 0).\n"
+    "                         A master starting under a name that was active\n"
+    "                         before does what Buildbot's housekeeping does for a\n"
+    "                         master that died: releases its claims and finishes\n"
+    "                         its unfinished builds and steps as RETRY\n"
+    "  --rss-warmup D         measure the process's resident memory (VmRSS) after\n"
+    "                         D of work and again at the end (default 10s)\n"
+    "  --resync-every D       the views also resync every D (default: never)\n"
     "  --json                 print the summary as one JSON object (with\n"
     "                         \"converged\" and \"views\": type -> entries)\n"
     "Faults:\n";
 
+enum class ViewMode { all, pending, none };
+
 struct ChaosOptions {
   std::string url;
   int masters = 3;
+  int first_master = 0;
+  std::size_t backlog = 0;  // 0: no limit
+  ViewMode views = ViewMode::all;
+  std::chrono::milliseconds rss_warmup{10'000};
+  std::chrono::milliseconds resync_every{0};
   int builders = 4;
   int buildsets = 1000;
   FaultFlags faults;
@@ -86,7 +114,7 @@ struct ChaosOptions {
   bool json = false;
 };
 
-std::chrono::milliseconds duration_of(const std::string& value) {
+std::chrono::milliseconds duration_of(const std::string& flag, const std::string& value) {
   std::size_t used = 0;
   double number = 0;
   try {
@@ -101,7 +129,7 @@ std::chrono::milliseconds duration_of(const std::string& value) {
   if (unit == "m") factor = 60'000;
   if (unit == "h") factor = 3'600'000;
   if (used == 0 || factor == 0 || !(number > 0) || !std::isfinite(number)) {
-    throw UsageError{"--duration needs a positive duration such as 30s, 10m or 1h, not '" + value + "'"};
+    throw UsageError{flag + " needs a positive duration such as 30s, 10m or 1h, not '" + value + "'"};
   }
   return std::chrono::milliseconds(static_cast<long long>(number * factor));
 }
@@ -115,7 +143,25 @@ ChaosOptions parse(const std::vector<std::string>& args) {
        [&](const std::string& v) { options.builders = static_cast<int>(whole_number("--builders", v, 1)); }},
       {"--buildsets",
        [&](const std::string& v) { options.buildsets = static_cast<int>(whole_number("--buildsets", v, 0)); }},
-      {"--duration", [&](const std::string& v) { options.duration = duration_of(v); }},
+      {"--duration", [&](const std::string& v) { options.duration = duration_of("--duration", v); }},
+      {"--backlog",
+       [&](const std::string& v) { options.backlog = static_cast<std::size_t>(whole_number("--backlog", v, 1)); }},
+      {"--first-master",
+       [&](const std::string& v) { options.first_master = static_cast<int>(whole_number("--first-master", v, 0)); }},
+      {"--rss-warmup", [&](const std::string& v) { options.rss_warmup = duration_of("--rss-warmup", v); }},
+      {"--resync-every", [&](const std::string& v) { options.resync_every = duration_of("--resync-every", v); }},
+      {"--views",
+       [&](const std::string& v) {
+         if (v == "all") {
+           options.views = ViewMode::all;
+         } else if (v == "pending") {
+           options.views = ViewMode::pending;
+         } else if (v == "none") {
+           options.views = ViewMode::none;
+         } else {
+           throw UsageError{"--views needs all, pending or none, not '" + v + "'"};
+         }
+       }},
   };
   for (std::size_t i = 0; i < args.size(); ++i) {
     if (args[i] == "--json") {
@@ -134,6 +180,7 @@ ChaosOptions parse(const std::vector<std::string>& args) {
     if (!known) throw UsageError{"unknown option '" + args[i] + "'; run 'livestate chaos --help'"};
   }
   if (options.masters > 64) throw UsageError{"--masters: at most 64"};
+  if (options.first_master > 1'000'000) throw UsageError{"--first-master: at most 1000000"};
   if (options.builders > 1000) throw UsageError{"--builders: at most 1000"};
   return options;
 }
@@ -151,6 +198,8 @@ struct Work {
   std::atomic<int> cancelled{0};
   std::atomic<int> crashes{0};
   std::atomic<int> retried{0};  // transactions that failed (busy, serialization) and were retried
+  std::atomic<int> restarts{0};  // masters restarted after losing their connection
+  std::atomic<bool> adding{true};  // false once --duration is over: the masters finish what was added
 };
 
 // One master: its own store and connector (the transport on PostgreSQL), and
@@ -158,7 +207,8 @@ struct Work {
 class Master {
  public:
   Master(const ChaosOptions& options, mq::Connector& bus, boost::asio::any_io_executor executor, int index)
-      : m_index(index), m_random(options.faults.seed * 1'000'003 + static_cast<std::uint64_t>(index)) {
+      : m_index(index),
+        m_random(options.faults.seed * 1'000'003 + static_cast<std::uint64_t>(options.first_master + index)) {
     if (is_postgres(options.url)) {
       m_own_bus = mq::connect(options.url, std::move(executor));
       m_store = db::Store::open(options.url, *m_own_bus);
@@ -167,8 +217,14 @@ class Master {
     }
     m_silent_bus = mq::make_simple_mq();
     m_silent = db::Store::open(options.url, *m_silent_bus);
-    m_id = retrying([&] { return m_store->master_active("chaos-master-" + std::to_string(index)); });
+    m_name = "chaos-master-" + std::to_string(options.first_master + index);
+    m_id = retrying([&] { return m_store->master_active(m_name); });
+    clean_up_after();
   }
+
+  /// After a lost connection (a commit in doubt, say) the master restarts as
+  /// a Buildbot master would: what it held is released (clean_up_after).
+  void restart() { clean_up_after(); }
 
   void set_builders(std::vector<std::int64_t> builders) { m_builders = std::move(builders); }
   [[nodiscard]] std::int64_t id() const noexcept { return m_id; }
@@ -176,10 +232,41 @@ class Master {
   /// where the masters share the bus).
   [[nodiscard]] std::uint64_t produced() const { return m_own_bus ? m_own_bus->stats().produced : 0; }
 
+  // What a previous master of this name (a process killed at random) left:
+  // its claims are released and its unfinished builds and steps finished as
+  // RETRY, as Buildbot's housekeeping does for a master that died, each
+  // announced. Without it a killed master's requests would stay claimed, and
+  // its builds unfinished, for ever.
+  void clean_up_after() {
+    db::BuildRequestFilter held;
+    held.claimed_by_masterid = m_id;
+    held.complete = false;
+    if (!retrying([&] { return m_store->list_buildrequests(held); }).empty()) {
+      retrying([&] { m_store->master_stopped(m_id); });
+      m_id = retrying([&] { return m_store->master_active(m_name); });
+    }
+    const Json unfinished_builds = {{"masterid", m_id}, {"complete", false}};
+    for (const auto& build : retrying([&] { return m_store->list("builds", unfinished_builds); })) {
+      const auto buildid = build.at("buildid").get<std::int64_t>();
+      const Json unfinished_steps = {{"buildid", buildid}, {"complete", false}};
+      for (const auto& step : retrying([&] { return m_store->list("steps", unfinished_steps); })) {
+        retrying([&] { m_store->finish_step(step.at("stepid").get<std::int64_t>(), retry_results); });
+      }
+      retrying([&] { m_store->finish_build(buildid, retry_results); });
+    }
+  }
+
   // One step of the lifecycle; false when there was nothing left to do.
   bool step(const ChaosOptions& options, Work& work) {
     bool did = false;
-    if (work.buildsets.fetch_add(1) < options.buildsets) {
+    db::BuildRequestFilter unclaimed;
+    unclaimed.claimed = false;
+    unclaimed.complete = false;
+    const bool room = options.backlog == 0 ||
+                      retrying([&] { return m_store->list_buildrequests(unclaimed); }).size() < options.backlog;
+    if (!room || !work.adding) {
+      // The others have enough to do, or the work is winding down.
+    } else if (work.buildsets.fetch_add(1) < options.buildsets) {
       db::NewBuildset buildset;
       const auto first = pick(m_builders.size());
       buildset.builderids = {m_builders[first]};
@@ -190,9 +277,6 @@ class Master {
     } else {
       work.buildsets.fetch_sub(1);
     }
-    db::BuildRequestFilter unclaimed;
-    unclaimed.claimed = false;
-    unclaimed.complete = false;
     const auto candidates = retrying([&] { return m_store->list_buildrequests(unclaimed); });
     if (candidates.empty()) return did;
     const auto& request = candidates[pick(std::min<std::size_t>(candidates.size(), 4))];
@@ -228,8 +312,9 @@ class Master {
     }
     if (roll < 0.08) {
       // The master dies holding the claim; its restart releases it without a
-      // message. Its build is left unfinished, as a dead master leaves it.
+      // message, and finishes the build it left as RETRY (announced).
       retrying([&] { m_silent->unclaim_buildrequests(std::vector<std::int64_t>{request}, m_id); });
+      retrying([&] { m_store->finish_build(build.buildid, retry_results); });
       ++work.crashes;
       return;
     }
@@ -256,17 +341,36 @@ class Master {
   double uniform() { return std::uniform_real_distribution<double>(0, 1)(m_random); }
   bool chance(double p) { return uniform() < p; }
 
+  static constexpr int retry_results = 4;  // Buildbot's RETRY
+
   int m_index;
   std::mt19937_64 m_random;
   std::unique_ptr<mq::Connector> m_own_bus;
   std::unique_ptr<db::Store> m_store;
   std::unique_ptr<mq::Connector> m_silent_bus;
   std::unique_ptr<db::Store> m_silent;
+  std::string m_name;
   std::int64_t m_id = 0;
   std::vector<std::int64_t> m_builders;
 };
 
 constexpr const char* view_types[] = {"buildsets", "buildrequests", "builds", "steps"};
+
+// This process's resident memory in kB (VmRSS), 0 when unknown.
+long long resident_kb() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) {
+      try {
+        return std::stoll(line.substr(6));
+      } catch (const std::exception&) {
+        return 0;
+      }
+    }
+  }
+  return 0;
+}
 
 }  // namespace
 
@@ -307,8 +411,11 @@ int run_chaos(const std::vector<std::string>& args, std::ostream& out) {
   auto source = reconcile::source_of(*view_store);
   ViewSet views(*bus, executor.get(), options.faults);
   for (const char* type : view_types) {
+    if (options.views == ViewMode::none) break;
     reconcile::ViewOptions view_options;
     view_options.type = type;
+    if (options.views == ViewMode::pending) view_options.where = {{"complete", false}};
+    view_options.resync_every = options.resync_every;
     views.add(*source, view_options);
   }
   const auto produced = [&] {
@@ -335,12 +442,19 @@ int run_chaos(const std::vector<std::string>& args, std::ostream& out) {
           ~Done() { ++finished; }
         } done{finished};
         while (!stop) {
-          if (master->step(options, work)) {
-            idle = 0;
-          } else if (++idle > 20) {
-            break;  // nothing left to claim, all buildsets added
-          } else {
-            std::this_thread::sleep_for(5ms);
+          try {
+            if (master->step(options, work)) {
+              idle = 0;
+            } else if (++idle > 20) {
+              break;  // nothing left to claim, all buildsets added
+            } else {
+              std::this_thread::sleep_for(5ms);
+            }
+          } catch (const db::ConnectionFailed& error) {
+            // Its connection was ended (pg_terminate_backend), maybe during a
+            // commit: the master restarts.
+            ++work.restarts;
+            master->restart();
           }
         }
       } catch (const std::exception& error) {
@@ -351,9 +465,14 @@ int run_chaos(const std::vector<std::string>& args, std::ostream& out) {
     });
   }
   auto last_progress = Clock::now();
+  std::optional<long long> rss_warmup;
   while (finished < options.masters) {
     std::this_thread::sleep_for(50ms);
-    if (options.duration && Clock::now() - started > *options.duration) stop = true;
+    if (!rss_warmup && Clock::now() - started >= options.rss_warmup) {
+      rss_warmup = resident_kb();
+      progress << "chaos: resident memory after the warm-up: " << *rss_warmup << " kB\n" << std::flush;
+    }
+    if (options.duration && Clock::now() - started > *options.duration) work.adding = false;
     if (Clock::now() - last_progress >= 1s) {
       last_progress = Clock::now();
       progress << "chaos: " << seconds_text(Clock::now() - started) << ": "
@@ -372,6 +491,7 @@ int run_chaos(const std::vector<std::string>& args, std::ostream& out) {
   // Quiescence: no new faults, everything held is delivered; the views must
   // now converge.
   const auto outcome = views.settle(std::chrono::seconds(30));
+  const long long rss_end = resident_kb();
   const std::vector<std::pair<std::string, Json>> rows = {
       {"buildsets_added", std::min(work.buildsets.load(), options.buildsets)},
       {"requests_claimed", work.claims.load()},
@@ -380,7 +500,11 @@ int run_chaos(const std::vector<std::string>& args, std::ostream& out) {
       {"requests_completed", work.completed.load()},
       {"requests_cancelled", work.cancelled.load()},
       {"master_crashes", work.crashes.load()},
-      {"messages_produced", produced() - produced_before}};
+      {"master_restarts_after_lost_connections", work.restarts.load()},
+      {"messages_produced", produced() - produced_before},
+      // null when the work ended before the warm-up
+      {"rss_warmup_kb", rss_warmup ? Json(*rss_warmup) : Json(nullptr)},
+      {"rss_end_kb", rss_end}};
   std::ostringstream title;
   title << "livestate chaos: " << options.masters << " masters on " << (postgres ? "PostgreSQL" : "SQLite")
         << ", seed " << options.faults.seed << ", worked " << seconds_text(worked);
@@ -388,6 +512,9 @@ int run_chaos(const std::vector<std::string>& args, std::ostream& out) {
                {{"seed", options.faults.seed},
                 {"database", postgres ? "postgresql" : "sqlite"},
                 {"masters", options.masters},
+                {"views_of", options.views == ViewMode::all       ? "all"
+                             : options.views == ViewMode::pending ? "pending"
+                                                                  : "none"},
                 {"work_seconds", std::chrono::duration<double>(worked).count()}});
   return outcome.converged ? 0 : 1;
 }

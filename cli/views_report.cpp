@@ -229,6 +229,15 @@ void ViewSet::report(std::ostream& out, bool json, const std::string& title,
     for (const auto& [name, value] : repairs) summary[name] = value;
     summary["convergence_seconds"] = std::chrono::duration<double>(outcome.convergence).count();
     summary["differences"] = outcome.differences.size();
+    summary["first_differences"] = Json::array();
+    for (std::size_t i = 0; i < std::min<std::size_t>(outcome.differences.size(), 10); ++i) {
+      const auto& [type, difference] = outcome.differences[i];
+      const auto or_null = [](const std::optional<Json>& value) { return value ? *value : Json(nullptr); };
+      summary["first_differences"].push_back({{"type", type},
+                                              {"id", difference.id},
+                                              {"view", or_null(difference.in_view)},
+                                              {"database", or_null(difference.in_database)}});
+    }
     summary["views"] = Json::object();
     for (std::size_t i = 0; i < m_views.size(); ++i) {
       Json entries = Json::object();

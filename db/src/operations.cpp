@@ -303,8 +303,19 @@ std::int64_t parse_id(const std::string& id, std::string_view type) {
 // the worst of their results in Buildbot's order of severity (skipped <
 // success < warnings < failure < exception < retry < cancelled). One
 // statement: it finds, decides and changes.
+//
+// On PostgreSQL the buildsets are locked first: two transactions completing
+// the last two requests of one buildset would otherwise each see the other's
+// request incomplete (READ COMMITTED), and neither would complete the
+// buildset. Locked, the second waits for the first to commit, and its UPDATE
+// then sees both requests complete. (SQLite has one writer at a time.)
 void complete_finished_buildsets(Context& context, const std::set<std::int64_t>& bsids) {
   if (bsids.empty()) return;
+  if (context.backend() == Backend::postgresql) {
+    const std::vector<Value> ids(bsids.begin(), bsids.end());
+    context.query("SELECT id FROM buildsets WHERE id IN " + placeholders(bsids.size()) + " ORDER BY id FOR UPDATE",
+                  ids);
+  }
   std::vector<Value> params{true, context.now()};
   params.insert(params.end(), bsids.begin(), bsids.end());
   params.emplace_back(false);
@@ -609,6 +620,13 @@ AddedBuild Operations::add_build(std::int64_t builderid, std::int64_t buildreque
     if (context.query("SELECT id FROM buildrequests WHERE id = ?", {buildrequestid}).empty()) {
       throw NotFound("no build request with id " + std::to_string(buildrequestid));
     }
+    if (context.backend() == Backend::postgresql) {
+      // One build number at a time per builder: the next transaction waits,
+      // then its MAX(number) sees this one's build (READ COMMITTED). Without
+      // the lock, masters racing for a builder's numbers could collide more
+      // often than the retries below allow.
+      context.query("SELECT id FROM builders WHERE id = ? FOR UPDATE", {builderid});
+    }
     Rows rows;
     try {
       rows = context.query(
@@ -618,8 +636,8 @@ AddedBuild Operations::add_build(std::int64_t builderid, std::int64_t buildreque
           {builderid, builderid, buildrequestid, workerid ? Value(*workerid) : Value(std::monostate{}),
            masterid, context.now(), std::string(state_string)});
     } catch (const detail::SessionFailure& failure) {
-      // Two masters numbered a build of this builder at once: retrying the
-      // transaction takes the next number.
+      // Should two transactions still number a build of this builder at
+      // once, retrying takes the next number.
       if (failure.kind() != detail::FailureKind::unique_violation) throw;
       throw detail::SessionFailure(detail::FailureKind::serialization, failure.what());
     }

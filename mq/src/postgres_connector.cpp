@@ -518,6 +518,7 @@ class Core final : public std::enable_shared_from_this<Core> {
     {
       std::lock_guard lock(m_state_mutex);
       m_listening = true;
+      m_listening_since = std::chrono::steady_clock::now();
       reconnected = m_ever_listened;
       m_ever_listened = true;
       if (reconnected) {
@@ -530,6 +531,7 @@ class Core final : public std::enable_shared_from_this<Core> {
       // Whatever was produced while we were away is lost to us: the sequences
       // we knew mean nothing any more, and every consumer must know.
       m_next_sequence.clear();
+      count_origins();
       log(LogLevel::warning, component, "listening again on " + m_name + " after: " + reason);
       enqueue(ControlEvent{ControlKind::reconnected, "reconnected after: " + reason, std::nullopt, 0});
     }
@@ -661,18 +663,43 @@ class Core final : public std::enable_shared_from_this<Core> {
   }
 
   void check_sequence(const std::string& origin, std::uint64_t sequence) {
-    auto [next, first] = m_next_sequence.try_emplace(origin, sequence);
-    if (!first && sequence > next->second) {
-      const std::uint64_t missed = sequence - next->second;
+    const auto now = std::chrono::steady_clock::now();
+    forget_silent_origins(now);
+    auto [next, first] = m_next_sequence.try_emplace(origin, Sequence{sequence, now});
+    // An unknown origin past its first message: it may be one forgotten, so
+    // what it sent meanwhile may be lost, unless we have not been listening
+    // long enough to know.
+    const bool maybe_forgotten = first && sequence > 1 && now - m_listening_since > m_options.forget_origins_after;
+    if (maybe_forgotten || (!first && sequence > next->second.next)) {
+      const std::uint64_t missed = maybe_forgotten ? sequence - 1 : sequence - next->second.next;
       {
         std::lock_guard lock(m_state_mutex);
         ++m_stats.gaps;
       }
       m_pending.push_back(ControlEvent{ControlKind::gap,
-                                       std::to_string(missed) + " message(s) of origin " + origin + " missing",
+                                       std::to_string(missed) + " message(s) of origin " + origin +
+                                           (maybe_forgotten ? " unknown (not heard for a long time, or lost)"
+                                                            : " missing"),
                                        origin, missed});
     }
-    next->second = std::max(next->second, sequence + 1);
+    next->second.next = std::max(next->second.next, sequence + 1);
+    next->second.heard = now;
+    if (first) count_origins();
+  }
+
+  // At most every tenth of forget_origins_after: the silent origins go.
+  void forget_silent_origins(std::chrono::steady_clock::time_point now) {
+    const auto horizon =
+        std::chrono::duration_cast<std::chrono::steady_clock::duration>(m_options.forget_origins_after);
+    if (now - m_origins_swept < horizon / 10) return;
+    m_origins_swept = now;
+    std::erase_if(m_next_sequence, [&](const auto& entry) { return now - entry.second.heard > horizon; });
+    count_origins();
+  }
+
+  void count_origins() {
+    std::lock_guard lock(m_state_mutex);
+    m_stats.origins = m_next_sequence.size();
   }
 
   // Moves decoded messages to the dispatcher, in order; a body sent by
@@ -883,7 +910,13 @@ class Core final : public std::enable_shared_from_this<Core> {
   std::deque<Query> m_queries;
   Result m_last_result;
   std::deque<std::variant<Received, ControlEvent>> m_pending;
-  std::map<std::string, std::uint64_t> m_next_sequence;
+  struct Sequence {
+    std::uint64_t next;  // the sequence expected next
+    std::chrono::steady_clock::time_point heard;
+  };
+  std::map<std::string, Sequence> m_next_sequence;  // by origin
+  std::chrono::steady_clock::time_point m_origins_swept{};
+  std::chrono::steady_clock::time_point m_listening_since{};
   std::map<wire::ProblemKind, std::chrono::steady_clock::time_point> m_problem_logged;
 
   // Shared with other threads.

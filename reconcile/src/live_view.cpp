@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <deque>
 #include <mutex>
 #include <set>
 #include <stdexcept>
@@ -151,6 +152,7 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
     std::lock_guard lock(m_mutex);
     ViewStats stats = m_stats;
     stats.stale_entries = m_stale.size();
+    stats.remembered_ids = m_remembered;
     stats.since_verified = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - m_verified_at);
     return stats;
   }
@@ -208,6 +210,7 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
           "view of " + m_options.type + ": " + error.what() + "; retrying by a resync");
       retry_resync_later();
     }
+    m_remembered = m_departed.size() + m_tombstones.size() + m_announced.size() + m_lag.size();
     fire_changes();
   }
 
@@ -215,6 +218,7 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
 
   void on_message(Incoming message) {
     if (message.key.size() != 3) return;
+    forget_old_departures();
     if (!m_loaded) {
       m_buffer.push_back(std::move(message));
       return;
@@ -251,8 +255,8 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
       apply_deletion(id, *revision, replaying);
       return;
     }
-    const auto tombstone = m_tombstones.find(id);
-    if (tombstone != m_tombstones.end() && *revision <= tombstone->second) {
+    // About an entry deleted, or gone from a narrowed view, since: late.
+    if (*revision <= gone_at(id)) {
       if (!replaying) count(Anomaly::stale_or_duplicate);
       return;
     }
@@ -277,8 +281,12 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
       return;
     }
     lock.unlock();
-    // Not the view's (another builder's request, say): nothing to do.
-    if (!matches(message.body)) return;
+    // Not the view's (another builder's request, or one that left it): nothing
+    // to do but remember, so that an older message doesn't bring it in.
+    if (!matches(message.body)) {
+      departed(id, *revision);
+      return;
+    }
     if (!m_lifecycle.creates(event)) {
       // Is it an event this type has at all?
       const auto verdict = m_lifecycle.check(Json::object(), event);
@@ -324,12 +332,14 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
     std::lock_guard lock(m_mutex);
     const auto found = m_entries.find(id);
     if (!matches(body)) {
+      departed(id, revision);
       if (found == m_entries.end()) return;
       m_changes.push_back({ChangeKind::removed, id, std::move(found->second.body), nullptr});
       m_entries.erase(found);
       ++m_stats.applied;
       return;
     }
+    m_departed.erase(id);  // back in the view (its departure record expires on its own)
     if (found == m_entries.end()) {
       m_entries.emplace(id, Entry{body, revision});
       m_changes.push_back({ChangeKind::added, id, nullptr, body});
@@ -345,6 +355,43 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
   void count(Anomaly anomaly) {
     std::lock_guard lock(m_mutex);
     ++m_stats.anomalies[static_cast<std::size_t>(anomaly)];
+  }
+
+  // --- what the view knows of entries it doesn't hold (strand) ---------------
+
+  bool narrowed() const { return !m_options.where.empty(); }
+
+  // The revision at or below which a message about `id` is late: it was
+  // deleted, or left this narrowed view, at that revision (0: neither known).
+  std::int64_t gone_at(const std::string& id) const {
+    const auto tombstone = m_tombstones.find(id);
+    const auto departure = m_departed.find(id);
+    return std::max(tombstone != m_tombstones.end() ? tombstone->second : 0,
+                    departure != m_departed.end() ? departure->second : 0);
+  }
+
+  // `id` does not match the narrowing at `revision`.
+  void departed(const std::string& id, std::int64_t revision) {
+    if (!narrowed() || revision <= 0) return;
+    const auto [departure, first] = m_departed.try_emplace(id, revision);
+    if (!first) {
+      if (revision <= departure->second) return;
+      departure->second = revision;
+    }
+    m_departures.push_back({Clock::now(), id, revision});
+  }
+
+  // Departures older than forget_departed_after are forgotten: the memory is
+  // as large as the recent departures, however long the view lives.
+  void forget_old_departures() {
+    const auto horizon = Clock::now() - m_options.forget_departed_after;
+    while (!m_departures.empty() && m_departures.front().at <= horizon) {
+      const auto departure = m_departed.find(m_departures.front().id);
+      if (departure != m_departed.end() && departure->second == m_departures.front().revision) {
+        m_departed.erase(departure);
+      }
+      m_departures.pop_front();
+    }
   }
 
   // --- reloads (strand) -----------------------------------------------------
@@ -420,11 +467,6 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
     return needed;
   }
 
-  std::int64_t deleted_at(const std::string& id) const {
-    const auto tombstone = m_tombstones.find(id);
-    return tombstone != m_tombstones.end() ? tombstone->second : 0;
-  }
-
   // The entry's revision (0: the view lacks it). Strand only: the entries
   // change only there.
   std::int64_t held(const std::string& id) const {
@@ -437,7 +479,7 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
   // what the read had to reach (a lagging replica), and then never taken as a
   // deletion nor in place of a newer entry.
   void take_reloaded(const std::string& id, const Json* row) {
-    const std::int64_t known_gone = deleted_at(id);
+    const std::int64_t known_gone = gone_at(id);
     if (row != nullptr && revision_of(*row).value_or(0) <= known_gone) row = nullptr;  // deleted since
     const std::int64_t revision = row != nullptr ? revision_of(*row).value_or(0) : 0;
     if (required(id, held(id)) > std::max(revision, known_gone)) {
@@ -555,6 +597,7 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
   }
 
   void resync_now() {
+    forget_old_departures();
     const auto rows = m_reload_store.read(m_options.type, m_options.where, std::nullopt);
     // A message older than this snapshot about an entry deleted before it
     // must not bring the entry back: the deletions' revisions keep it out.
@@ -576,7 +619,7 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
       // A row at or below a known deletion's revision was read before the
       // deletion committed (the two reads are not one snapshot): it is gone.
       for (auto row = database.begin(); row != database.end();) {
-        if (revision_of(*row->second).value_or(0) <= deleted_at(row->first)) {
+        if (revision_of(*row->second).value_or(0) <= gone_at(row->first)) {
           row = database.erase(row);
         } else {
           ++row;
@@ -584,10 +627,11 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
       }
       for (auto entry = m_entries.begin(); entry != m_entries.end();) {
         const auto& id = entry->first;
-        if (required(id, entry->second.revision) > std::max(snapshot_revision(id), deleted_at(id))) {
+        if (required(id, entry->second.revision) > std::max(snapshot_revision(id), gone_at(id))) {
           behind.insert(id);
           ++entry;
         } else if (database.count(id) == 0) {
+          departed(id, entry->second.revision);
           m_changes.push_back({ChangeKind::removed, id, std::move(entry->second.body), nullptr});
           entry = m_entries.erase(entry);
           ++m_stats.resync_repairs;
@@ -617,7 +661,7 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
     }
     bool lags = false;
     for (const auto& id : behind) {
-      if (required(id, held(id)) > std::max(snapshot_revision(id), deleted_at(id))) {
+      if (required(id, held(id)) > std::max(snapshot_revision(id), gone_at(id))) {
         lagging(id);
         lags = true;
       } else {
@@ -674,6 +718,11 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
     std::chrono::milliseconds backoff;
     std::uint64_t retry = 0;  ///< the pending retry's number (0: none)
   };
+  struct Departure {
+    Clock::time_point at;
+    std::string id;
+    std::int64_t revision;
+  };
 
   mq::Connector& m_connector;
   std::unique_ptr<Source> m_owned_source;
@@ -691,6 +740,7 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
   std::unique_ptr<mq::Consumer> m_messages;
   std::unique_ptr<mq::Consumer> m_schema;
   std::mutex m_step_mutex;
+  std::atomic<std::size_t> m_remembered{0};  // set by each step
 
   // Read from any thread: m_mutex.
   mutable std::mutex m_mutex;
@@ -712,6 +762,8 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
   std::map<std::string, std::int64_t> m_tombstones;
   std::map<std::string, Lag> m_lag;
   std::uint64_t m_retries = 0;
+  std::map<std::string, std::int64_t> m_departed;  // id -> the revision it left the view at
+  std::deque<Departure> m_departures;              // oldest first, to forget them
   std::vector<Change> m_changes;
 };
 

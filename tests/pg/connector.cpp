@@ -51,6 +51,17 @@ void notify_raw(const std::string& channel, const std::string& payload) {
   work.exec_params("SELECT pg_notify($1, $2)", channel, payload);
 }
 
+// The one control event so far is a gap of `missed` messages of `origin`.
+void check_one_gap(Inbox& inbox, const mq::PostgresConnector& connector, const std::string& origin,
+                   std::uint64_t missed) {
+  REQUIRE(inbox.wait_for_event(mq::ControlKind::gap));
+  const auto events = inbox.events();
+  REQUIRE(events.size() == 1);
+  CHECK(events[0].origin == origin);
+  CHECK(events[0].missed == missed);
+  CHECK(connector.postgres_stats().gaps == 1);
+}
+
 }  // namespace
 
 TEST_CASE("two connectors exchange messages through the server, each consumer by its filter") {
@@ -308,12 +319,35 @@ TEST_CASE("a hole in a producer's sequence reaches consumers as a gap event, in 
   notify_raw(options.channel, R"({"v":1,"o":"master-x","m":[{"s":1,"k":["a"],"b":{}},{"s":2,"k":["b"],"b":{}}]})");
   notify_raw(options.channel, R"({"v":1,"o":"master-x","m":[{"s":5,"k":["c"],"b":{}}]})");
   REQUIRE(inbox.wait_for(3));
-  REQUIRE(inbox.wait_for_event(mq::ControlKind::gap));
-  const auto events = inbox.events();
-  REQUIRE(events.size() == 1);
-  CHECK(events[0].origin == "master-x");
-  CHECK(events[0].missed == 2);
-  CHECK(connector->postgres_stats().gaps == 1);
+  check_one_gap(inbox, *connector, "master-x", 2);
+}
+
+TEST_CASE("origins silent for forget_origins_after are forgotten; one that comes back counts as a gap") {
+  Executor executor;
+  auto options = fresh_channel();
+  options.forget_origins_after = 1s;
+  auto connector = listening(executor.get(), options);
+  Inbox inbox;
+  mq::ConsumeOptions consume;
+  consume.on_control = inbox.control();
+  auto consumer = connector->start_consuming(inbox.callback(), Filter::parse("#"), consume);
+  // Just after LISTEN, an origin past its first message started before us.
+  notify_raw(options.channel, R"({"v":1,"o":"early","m":[{"s":5,"k":["a"],"b":{}}]})");
+  notify_raw(options.channel, R"({"v":1,"o":"master-x","m":[{"s":1,"k":["b"],"b":{}},{"s":2,"k":["c"],"b":{}}]})");
+  REQUIRE(inbox.wait_for(3));
+  CHECK(connector->postgres_stats().origins == 2);
+
+  std::this_thread::sleep_for(1200ms);
+  notify_raw(options.channel, R"({"v":1,"o":"master-y","m":[{"s":1,"k":["d"],"b":{}}]})");
+  REQUIRE(inbox.wait_for(4));
+  CHECK(connector->postgres_stats().origins == 1);  // early and master-x forgotten
+  CHECK(inbox.events().empty());
+
+  notify_raw(options.channel, R"({"v":1,"o":"master-x","m":[{"s":3,"k":["e"],"b":{}}]})");
+  notify_raw(options.channel, R"({"v":1,"o":"master-z","m":[{"s":1,"k":["f"],"b":{}}]})");
+  REQUIRE(inbox.wait_for(6));
+  check_one_gap(inbox, *connector, "master-x", 2);
+  CHECK(connector->postgres_stats().origins == 3);
 }
 
 TEST_CASE("consumers that fall behind lose messages past the bound, counted, and are told so; the listener keeps reading") {

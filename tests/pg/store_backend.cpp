@@ -9,10 +9,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <limits>
 #include <memory>
 #include <mutex>
+#include <numeric>
 #include <optional>
 #include <string>
 #include <thread>
@@ -206,6 +208,71 @@ TEST_CASE("a connection terminated inside a transaction fails it, leaves nothing
   CHECK(f.store->get_resource("widgets", "3").value()["state"] == Json{{"size", 3}});
   CHECK(f.count_resources() == 1);
   CHECK(f.messages() == std::vector<std::string>{"widgets.3.new"});
+}
+
+TEST_CASE("the last two requests of a buildset completed at once, by two connections, complete the buildset") {
+  Fixture f;
+  auto other = f.open();
+  const auto master = f.store->master_active("m1");
+  const auto b1 = f.store->builder_started("b1", master);
+  const auto b2 = f.store->builder_started("b2", master);
+  db::NewBuildset buildset;
+  buildset.builderids = {b1, b2};
+  const auto added = f.store->add_buildset(buildset);
+  const std::int64_t first = added.buildrequestids.at(b1);
+  const std::int64_t second = added.buildrequestids.at(b2);
+  f.store->claim_buildrequests(std::vector<std::int64_t>{first, second}, master);
+
+  // The first is completed in a transaction left open while the second is
+  // completed on another connection; then the first commits.
+  auto transaction = f.store->begin();
+  transaction.complete_buildrequests(std::vector<std::int64_t>{first}, 0, master);
+  std::thread concurrent([&] { other->complete_buildrequests(std::vector<std::int64_t>{second}, 0, master); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  transaction.commit();
+  concurrent.join();
+
+  const auto complete = f.store->get_buildset(added.bsid).value();
+  CHECK(complete.at("complete") == true);
+  CHECK(complete.at("results") == 0);
+}
+
+TEST_CASE("builds of one builder added at once by four connections all get numbers, each once") {
+  Fixture f;
+  const auto master = f.store->master_active("m1");
+  const auto builder = f.store->builder_started("b1", master);
+  db::NewBuildset buildset;
+  buildset.builderids = {builder};
+  const auto request = f.store->add_buildset(buildset).buildrequestids.at(builder);
+  constexpr int threads = 4;
+  constexpr int each = 50;
+  std::vector<std::unique_ptr<db::Store>> stores;
+  for (int i = 0; i < threads; ++i) stores.push_back(f.open());
+  std::mutex mutex;
+  std::vector<int> numbers;
+  std::vector<std::string> failures;
+  std::vector<std::thread> running;
+  for (auto& store : stores) {
+    running.emplace_back([&, store = store.get()] {
+      for (int i = 0; i < each; ++i) {
+        try {
+          const auto added = store->add_build(builder, request, std::nullopt, master, "starting");
+          std::lock_guard lock(mutex);
+          numbers.push_back(added.number);
+        } catch (const std::exception& error) {
+          std::lock_guard lock(mutex);
+          failures.emplace_back(error.what());
+        }
+      }
+    });
+  }
+  for (auto& thread : running) thread.join();
+  CHECK_MESSAGE(failures.empty(), (failures.empty() ? "" : failures.front()));
+  std::sort(numbers.begin(), numbers.end());
+  std::vector<int> expected(numbers.size());
+  std::iota(expected.begin(), expected.end(), 1);
+  CHECK(numbers == expected);
+  CHECK(numbers.size() == threads * each);
 }
 
 TEST_CASE("a connection terminated just before COMMIT fails the commit without committing anything") {

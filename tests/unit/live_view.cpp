@@ -87,6 +87,25 @@ struct Fixture {
       if (io.poll() == 0) return;
     }
   }
+  /// A new build request of a new builder of master m1 (`master`, `builder`).
+  std::int64_t master = 0;
+  std::int64_t builder = 0;
+  std::int64_t new_request() {
+    if (master == 0) {
+      master = store->master_active("m1");
+      builder = store->builder_started("b1", master);
+    }
+    db::NewBuildset buildset;
+    buildset.builderids = {builder};
+    return store->add_buildset(buildset).buildrequestids.at(builder);
+  }
+  /// The same, claimed and completed.
+  std::int64_t completed_request() {
+    const auto id = new_request();
+    store->claim_buildrequests(std::vector<std::int64_t>{id}, master);
+    store->complete_buildrequests(std::vector<std::int64_t>{id}, 0, master);
+    return id;
+  }
   /// Also waits for timers (the lagging reload's retries) for up to `limit`.
   void settle_for(std::chrono::milliseconds limit) {
     io.restart();
@@ -426,6 +445,89 @@ TEST_CASE("a narrowed view ignores other builders' requests without a query and 
   CHECK(recorder.count(ChangeKind::removed, std::to_string(mine)) == 1);
   CHECK(view.verify().empty());
   CHECK(anomalies(view.stats()) == 0);
+}
+
+TEST_CASE("late messages do not bring back a request that left a narrowed view, and cost no reload") {
+  Fixture f;
+  reconcile::LiveView view(*f.view_mq, *f.store, f.io.get_executor(), of_type("buildrequests", {{"complete", false}}));
+  view.start();
+  f.settle();
+
+  f.relay.hold();
+  const auto seen = f.completed_request();
+  const auto unseen = f.completed_request();
+  const auto key = [](std::int64_t id, const std::string& event) {
+    return "buildrequests." + std::to_string(id) + "." + event;
+  };
+  // `seen` in order, then its new and claimed again (duplicated late);
+  // `unseen`'s complete first, then its new and claimed (reordered).
+  for (const char* event : {"new", "claimed", "complete", "new", "claimed"}) f.relay.deliver(key(seen, event));
+  for (const char* event : {"complete", "new", "claimed"}) f.relay.deliver(key(unseen, event));
+  f.settle();
+  CHECK(view.entries().empty());
+  CHECK(view.verify().empty());
+  const auto stats = view.stats();
+  CHECK(stats.count(Anomaly::stale_or_duplicate) == 4);
+  CHECK(stats.reload_queries == 0);
+  CHECK(stats.remembered_ids == 2);  // both departures
+}
+
+TEST_CASE("a reload for a request that no longer matches a narrowed view is caught up, not lagging") {
+  Fixture f;
+  auto options = of_type("buildrequests", {{"complete", false}});
+  options.lag_retry_initial = std::chrono::milliseconds(1);
+  options.lag_deadline = std::chrono::milliseconds(20);
+  reconcile::LiveView view(*f.view_mq, *f.store, f.io.get_executor(), options);
+  view.start();
+  f.settle();
+
+  f.relay.hold();
+  const auto id = f.completed_request();
+  // Only the claim arrives (its new and complete are lost): the view reloads
+  // the request, which no longer matches. The row's revision shows the read
+  // is not behind the claim, so nothing is retried or flagged stale.
+  f.relay.deliver("buildrequests." + std::to_string(id) + ".claimed");
+  f.settle_for(std::chrono::milliseconds(100));
+  CHECK(view.entries().empty());
+  auto stats = view.stats();
+  CHECK(stats.count(Anomaly::unknown_entry) == 1);
+  CHECK(stats.count(Anomaly::stale_read) == 0);
+  CHECK(stats.stale_entries == 0);
+  CHECK(stats.remembered_ids == 1);  // the departure, nothing announced
+
+  // A resync after it keeps nothing announced either.
+  view.resync();
+  f.settle_for(std::chrono::milliseconds(50));
+  stats = view.stats();
+  CHECK(stats.count(Anomaly::stale_read) == 0);
+  CHECK(stats.remembered_ids == 1);
+  CHECK(view.verify().empty());
+}
+
+TEST_CASE("a narrowed view forgets departures after forget_departed_after; a view of everything remembers none") {
+  Fixture f;
+  auto options = of_type("buildrequests", {{"complete", false}});
+  options.forget_departed_after = std::chrono::milliseconds(300);
+  reconcile::LiveView pending(*f.view_mq, *f.store, f.io.get_executor(), options);
+  reconcile::LiveView all(*f.view_mq, *f.store, f.io.get_executor(), of_type("buildrequests"));
+  pending.start();
+  all.start();
+  f.settle();
+
+  for (int i = 0; i < 20; ++i) f.completed_request();
+  const auto open = f.new_request();
+  f.settle();
+  CHECK(pending.stats().remembered_ids == 20);
+  CHECK(pending.entries().size() == 1);
+  CHECK(all.entries().size() == 21);
+  CHECK(all.stats().remembered_ids == 0);
+
+  std::this_thread::sleep_for(std::chrono::milliseconds(350));
+  f.store->claim_buildrequests(std::vector<std::int64_t>{open}, f.master);
+  f.settle();
+  CHECK(pending.stats().remembered_ids == 0);
+  CHECK(pending.verify().empty());
+  CHECK(all.verify().empty());
 }
 
 TEST_CASE("a change callback that throws is counted and the view stays equal to the database") {

@@ -48,6 +48,14 @@ struct PostgresOptions {
   /// back; older ones are pruned, and the consumer, when it returns, gets an
   /// `expired` control event saying how many.
   std::chrono::seconds queue_retention{7 * 24 * 3600};
+  /// An origin (a producing connector: a process, a store) not heard from for
+  /// this long is forgotten, so that the sequences the listener keeps are as
+  /// many as the producers of the last while, not every producer it ever
+  /// heard (processes restart). Since a forgotten origin may come back, a
+  /// message from an origin the listener doesn't know, with a sequence above
+  /// 1, then counts as a gap, once the listening connection is older than
+  /// this (before that, the origin may simply have started first).
+  std::chrono::seconds forget_origins_after{600};
 };
 
 /// What the PostgreSQL connector has seen since it was made.
@@ -62,6 +70,7 @@ struct PostgresStats {
   std::uint64_t dropped_overflow = 0;   ///< messages dropped because consumers fell behind (per consumer)
   std::uint64_t backlog_peak = 0;       ///< the most messages one consumer has had waiting
   std::uint64_t gaps = 0;               ///< sequence gaps seen (messages lost on the way)
+  std::uint64_t origins = 0;            ///< origins whose sequence is kept now (forget_origins_after)
   std::uint64_t reconnects = 0;         ///< times the listening connection was made again
   std::string last_reconnect_reason;    ///< why it was lost last
   bool listening = false;               ///< LISTEN is active now

@@ -72,6 +72,14 @@ struct ViewOptions {
   /// to repair losses that no detector can see (a message silently lost on a
   /// transport without sequence numbers). Zero: never.
   std::chrono::milliseconds resync_every{0};
+  /// A narrowed view remembers, for each entry that left it (its body stopped
+  /// matching `where`), the revision at which it left, so that a late message
+  /// from before (reordered, duplicated, delayed) does not bring it back. It
+  /// forgets after this long, so that this memory stays as large as the
+  /// departures of the last `forget_departed_after`, not of the view's whole
+  /// life; a message delayed longer than that can bring an entry back until
+  /// the next resync (see resync_every).
+  std::chrono::milliseconds forget_departed_after{30'000};
   /// Messages applied between two checks of whether a reload is due: a
   /// reload is batched with whatever else became due meanwhile.
   std::size_t reload_batch = 500;
@@ -113,6 +121,10 @@ struct ViewStats {
   std::uint64_t resync_repairs = 0;    ///< entries a resync found different from the view
   std::uint64_t stale_entries = 0;     ///< entries now flagged stale (a reload never caught up)
   std::uint64_t callback_errors = 0;   ///< change callbacks that threw (logged)
+  /// Ids the view remembers beyond its entries: deletions' tombstones,
+  /// departures from a narrowed view (forget_departed_after), revisions
+  /// announced to a reload not yet caught up with, lagging reloads.
+  std::uint64_t remembered_ids = 0;
   /// Time since the view was last equal to a snapshot of the database (the
   /// last resync, or a verify() that found no difference).
   std::chrono::milliseconds since_verified{0};
