@@ -258,10 +258,10 @@ int migrate_with(Store& store, std::span<const Migration> migrations, std::optio
   const auto announce = [&]() noexcept {
     if (!previous) return;
     try {
-      std::vector<Message> messages;
-      messages.push_back({RoutingKey{"schema", std::to_string(version), "migrated"},
-                          Json{{"version", version}, {"previous", *previous}}});
-      core->produce_all(messages);
+      Outbox outbox;
+      outbox.bodies.push_back(Json{{"version", version}, {"previous", *previous}});
+      outbox.messages.push_back({RoutingKey{"schema", std::to_string(version), "migrated"}, 0});
+      core->produce_all(outbox);
     } catch (const std::exception& error) {
       log(LogLevel::error, component, std::string("schema change not announced: ") + error.what());
     }

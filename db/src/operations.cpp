@@ -70,8 +70,35 @@ Json optional_text(const Row& row, std::size_t column) {
 
 std::string key_element(std::int64_t id) { return std::to_string(id); }
 
-void announce(Context& context, std::initializer_list<std::vector<std::string>> paths, const Json& body) {
-  for (const auto& path : paths) context.announce(RoutingKey(path), body);
+// A JSON object built field by field, each field's node made once (the
+// initializer-list form builds every field as a two-element array first). In
+// key order, each field goes straight to the end.
+class Fields {
+ public:
+  Fields& add(std::string_view key, Json value) {
+    m_object.get_ref<Json::object_t&>().emplace_hint(m_object.get_ref<Json::object_t&>().end(), key,
+                                                     std::move(value));
+    return *this;
+  }
+  [[nodiscard]] Json take() { return std::move(m_object); }
+
+ private:
+  Json m_object = Json::object();
+};
+
+// Queues one change on each of its routing keys; the messages share the body
+// the context keeps.
+template <std::size_t N>
+void announce_kept(Context& context, RoutingKey (&&keys)[N], std::size_t body) {
+  for (auto& key : keys) context.announce_kept(std::move(key), body);
+}
+
+// The same with a body to keep; returns the kept body.
+template <std::size_t N>
+std::size_t announce(Context& context, RoutingKey (&&keys)[N], Json body) {
+  const std::size_t kept = context.keep(std::move(body));
+  announce_kept(context, std::move(keys), kept);
+  return kept;
 }
 
 // --- the types: how to read a row and where its events go ------------------
@@ -109,16 +136,18 @@ constexpr std::string_view buildset_columns =
     "id, external_idstring, reason, scheduler, submitted_at, complete, complete_at, results, "
     "sourcestamps, revision";
 Json buildset_body(const Row& row) {
-  return {{"bsid", row.as_int(0)},
-          {"external_idstring", optional_text(row, 1)},
-          {"reason", optional_text(row, 2)},
-          {"scheduler", optional_text(row, 3)},
-          {"submitted_at", row.as_double(4)},
-          {"complete", row.as_bool(5)},
-          {"complete_at", optional_double(row, 6)},
-          {"results", optional_int(row, 7)},
-          {"sourcestamps", row.as_json(8)},
-          {"_rev", row.as_int(9)}};
+  return Fields()
+      .add("_rev", row.as_int(9))
+      .add("bsid", row.as_int(0))
+      .add("complete", row.as_bool(5))
+      .add("complete_at", optional_double(row, 6))
+      .add("external_idstring", optional_text(row, 1))
+      .add("reason", optional_text(row, 2))
+      .add("results", optional_int(row, 7))
+      .add("scheduler", optional_text(row, 3))
+      .add("sourcestamps", row.as_json(8))
+      .add("submitted_at", row.as_double(4))
+      .take();
 }
 
 // The request's own columns; its claim (masterid, claimed_at) follows, read by
@@ -131,32 +160,49 @@ const std::string buildrequest_columns =
     ", (SELECT masterid FROM buildrequest_claims WHERE brid = buildrequests.id)"
     ", (SELECT claimed_at FROM buildrequest_claims WHERE brid = buildrequests.id)";
 Json buildrequest_body(const Row& row) {
-  const bool claimed = !row.is_null(11);
-  return {{"buildrequestid", row.as_int(0)},
-          {"buildsetid", row.as_int(1)},
-          {"builderid", row.as_int(2)},
-          {"priority", row.as_int(3)},
-          {"claimed", claimed},
-          {"claimed_at", optional_double(row, 12)},
-          {"claimed_by_masterid", optional_int(row, 11)},
-          {"complete", row.as_bool(4)},
-          {"results", row.as_int(5)},
-          {"submitted_at", row.as_double(6)},
-          {"complete_at", optional_double(row, 7)},
-          {"waited_for", row.as_bool(8)},
-          {"properties", row.as_json(9)},
-          {"_rev", row.as_int(10)}};
+  return Fields()
+      .add("_rev", row.as_int(10))
+      .add("buildrequestid", row.as_int(0))
+      .add("builderid", row.as_int(2))
+      .add("buildsetid", row.as_int(1))
+      .add("claimed", !row.is_null(11))
+      .add("claimed_at", optional_double(row, 12))
+      .add("claimed_by_masterid", optional_int(row, 11))
+      .add("complete", row.as_bool(4))
+      .add("complete_at", optional_double(row, 7))
+      .add("priority", row.as_int(3))
+      .add("properties", row.as_json(9))
+      .add("results", row.as_int(5))
+      .add("submitted_at", row.as_double(6))
+      .add("waited_for", row.as_bool(8))
+      .take();
 }
 
-void announce_buildrequest(Context& context, const Json& body, const std::string& event) {
-  const auto id = key_element(body["buildrequestid"].get<std::int64_t>());
-  const auto bsid = key_element(body["buildsetid"].get<std::int64_t>());
-  const auto builderid = key_element(body["builderid"].get<std::int64_t>());
-  announce(context,
-           {{"buildsets", bsid, "builders", builderid, "buildrequests", id, event},
-            {"buildrequests", id, event},
-            {"builders", builderid, "buildrequests", id, event}},
-           body);
+// A build request's ids, read from its row (the first columns of
+// buildrequest_columns), and its body once kept in the transaction.
+struct AnnouncedRequest {
+  std::int64_t id = 0;
+  std::int64_t buildsetid = 0;
+  std::int64_t builderid = 0;
+  std::size_t body = 0;
+};
+
+// Queues `event` of one request on its three routing keys, sharing its kept body.
+void announce_buildrequest(Context& context, const AnnouncedRequest& request, std::string_view event) {
+  const auto id = key_element(request.id);
+  const auto bsid = key_element(request.buildsetid);
+  const auto builderid = key_element(request.builderid);
+  announce_kept(context,
+                {RoutingKey({"buildsets", bsid, "builders", builderid, "buildrequests", id, event}),
+                 RoutingKey({"buildrequests", id, event}), RoutingKey({"builders", builderid, "buildrequests", id, event})},
+                request.body);
+}
+
+// Keeps the body of a request's row and queues `event` for it.
+AnnouncedRequest announce_buildrequest(Context& context, const Row& row, std::string_view event) {
+  const AnnouncedRequest request{row.as_int(0), row.as_int(1), row.as_int(2), context.keep(buildrequest_body(row))};
+  announce_buildrequest(context, request, event);
+  return request;
 }
 
 constexpr std::string_view build_columns =
@@ -178,15 +224,16 @@ Json build_body(const Row& row) {
           {"_rev", row.as_int(10)}};
 }
 
-void announce_build(Context& context, const Json& body, const std::string& event) {
+void announce_build(Context& context, Json body, std::string_view event) {
   const auto id = key_element(body["buildid"].get<std::int64_t>());
   const auto builderid = key_element(body["builderid"].get<std::int64_t>());
   const auto number = key_element(body["number"].get<std::int64_t>());
-  announce(context, {{"builders", builderid, "builds", number, event}, {"builds", id, event}}, body);
-  if (!body["workerid"].is_null()) {
-    const auto workerid = key_element(body["workerid"].get<std::int64_t>());
-    context.announce(RoutingKey({"workers", workerid, "builds", id, event}), body);
-  }
+  const bool has_worker = !body["workerid"].is_null();
+  const auto workerid = has_worker ? key_element(body["workerid"].get<std::int64_t>()) : std::string();
+  const std::size_t kept =
+      announce(context, {RoutingKey({"builders", builderid, "builds", number, event}), RoutingKey({"builds", id, event})},
+               std::move(body));
+  if (has_worker) context.announce_kept(RoutingKey({"workers", workerid, "builds", id, event}), kept);
 }
 
 constexpr std::string_view step_columns =
@@ -207,10 +254,11 @@ Json step_body(const Row& row) {
           {"_rev", row.as_int(10)}};
 }
 
-void announce_step(Context& context, const Json& body, const std::string& event) {
+void announce_step(Context& context, Json body, std::string_view event) {
   const auto id = key_element(body["stepid"].get<std::int64_t>());
   const auto buildid = key_element(body["buildid"].get<std::int64_t>());
-  announce(context, {{"builds", buildid, "steps", id, event}, {"steps", id, event}}, body);
+  announce(context, {RoutingKey({"builds", buildid, "steps", id, event}), RoutingKey({"steps", id, event})},
+           std::move(body));
 }
 
 constexpr std::string_view resource_columns = "type, id, state, revision";
@@ -299,6 +347,45 @@ std::int64_t parse_id(const std::string& id, std::string_view type) {
   return number;
 }
 
+// SQLite gathers what an INSERT or UPDATE … RETURNING returns in a temporary
+// b-tree, which costs more than changing one row does. So for one row, SQLite
+// runs the change alone (its count of changed rows tells whether the row
+// changed) and then reads the row; PostgreSQL, a round trip away, and SQLite
+// for several rows get them back from the one statement.
+bool read_after_change(const Context& context, std::size_t rows) {
+  return rows == 1 && context.backend() == Backend::sqlite;
+}
+
+// The rows `change` (an INSERT or UPDATE of rows of `table` among `ids`)
+// changed, as `columns` reads them (a RETURNING list; `column_params` are its
+// parameters): `change` RETURNING `columns`, or see read_after_change().
+Rows change_returning(Context& context, std::string change, std::vector<Value> params, std::string_view columns,
+                      std::string_view table, std::span<const std::int64_t> ids,
+                      std::initializer_list<Value> column_params = {}) {
+  if (read_after_change(context, ids.size())) {
+    if (context.execute(change, params) == 0) return {};
+    std::vector<Value> read(column_params);
+    read.emplace_back(ids.front());
+    return context.query("SELECT " + std::string(columns) + " FROM " + std::string(table) + " WHERE id = ?", read);
+  }
+  params.insert(params.end(), column_params);
+  change += " RETURNING ";
+  change += columns;
+  return context.query(change, params);
+}
+
+// The rows (whose first column is the id) in id order, which is the order
+// their messages go out in.
+std::vector<const Row*> in_id_order(const Rows& rows) {
+  std::vector<const Row*> ordered;
+  ordered.reserve(rows.size());
+  for (const auto& row : rows) ordered.push_back(&row);
+  if (ordered.size() > 1) {
+    std::sort(ordered.begin(), ordered.end(), [](const Row* a, const Row* b) { return a->as_int(0) < b->as_int(0); });
+  }
+  return ordered;
+}
+
 // Completes every buildset among `bsids` whose requests are all complete, with
 // the worst of their results in Buildbot's order of severity (skipped <
 // success < warnings < failure < exception < retry < cancelled). One
@@ -320,34 +407,27 @@ void complete_finished_buildsets(Context& context, const std::set<std::int64_t>&
   params.insert(params.end(), bsids.begin(), bsids.end());
   params.emplace_back(false);
   params.emplace_back(false);
-  const auto rows = context.query(
+  const std::vector<std::int64_t> ids(bsids.begin(), bsids.end());
+  const auto rows = change_returning(
+      context,
       "UPDATE buildsets SET complete = ?, complete_at = ?, revision = revision + 1, results = "
       "(SELECT results FROM buildrequests WHERE buildsetid = buildsets.id ORDER BY CASE results "
       "WHEN 3 THEN 0 WHEN 0 THEN 1 WHEN 1 THEN 2 WHEN 2 THEN 3 WHEN 4 THEN 4 WHEN 5 THEN 5 WHEN 6 THEN 6 "
       "ELSE -1 END DESC LIMIT 1) "
       "WHERE id IN " + placeholders(bsids.size()) + " AND complete = ? AND NOT EXISTS "
-      "(SELECT 1 FROM buildrequests WHERE buildsetid = buildsets.id AND complete = ?) "
-      "RETURNING " + std::string(buildset_columns),
-      params);
-  std::vector<Json> bodies;
-  for (const auto& row : rows) bodies.push_back(buildset_body(row));
-  std::sort(bodies.begin(), bodies.end(),
-            [](const Json& a, const Json& b) { return a["bsid"].get<std::int64_t>() < b["bsid"].get<std::int64_t>(); });
-  for (const auto& body : bodies) {
-    context.announce(RoutingKey({"buildsets", key_element(body["bsid"].get<std::int64_t>()), "complete"}), body);
+      "(SELECT 1 FROM buildrequests WHERE buildsetid = buildsets.id AND complete = ?)",
+      std::move(params), buildset_columns, "buildsets", ids);
+  for (const Row* row : in_id_order(rows)) {
+    context.announce(RoutingKey({"buildsets", key_element(row->as_int(0)), "complete"}), buildset_body(*row));
   }
 }
 
-// Bumps the requests' revisions and announces `event` for each, in id order.
-std::vector<Json> announce_buildrequests(Context& context, const Rows& rows, const std::string& event) {
-  std::vector<Json> bodies;
-  bodies.reserve(rows.size());
-  for (const auto& row : rows) bodies.push_back(buildrequest_body(row));
-  std::sort(bodies.begin(), bodies.end(), [](const Json& a, const Json& b) {
-    return a["buildrequestid"].get<std::int64_t>() < b["buildrequestid"].get<std::int64_t>();
-  });
-  for (const auto& body : bodies) announce_buildrequest(context, body, event);
-  return bodies;
+// Announces `event` for each request row, in id order; returns what it queued.
+std::vector<AnnouncedRequest> announce_buildrequests(Context& context, const Rows& rows, std::string_view event) {
+  std::vector<AnnouncedRequest> announced;
+  announced.reserve(rows.size());
+  for (const Row* row : in_id_order(rows)) announced.push_back(announce_buildrequest(context, *row, event));
+  return announced;
 }
 
 Rows bump_buildrequests(Context& context, const std::vector<std::int64_t>& ids) {
@@ -496,9 +576,8 @@ AddedBuildset Operations::add_buildset(const NewBuildset& buildset) {
         "VALUES (?, ?, ?, ?, ?) RETURNING " + std::string(buildset_columns),
         {optional_text(buildset.external_idstring), optional_text(buildset.reason),
          optional_text(buildset.scheduler), now, buildset.sourcestamps.dump()});
-    const Json set_body = buildset_body(set_row.front());
-    added.bsid = set_body["bsid"].get<std::int64_t>();
-    context.announce(RoutingKey({"buildsets", key_element(added.bsid), "new"}), set_body);
+    added.bsid = set_row.front().as_int(0);
+    context.announce(RoutingKey({"buildsets", key_element(added.bsid), "new"}), buildset_body(set_row.front()));
     const Value properties =
         buildset.properties.is_null() ? Value(std::monostate{}) : Value(buildset.properties.dump());
     for (const auto builderid : builderids) {
@@ -506,9 +585,7 @@ AddedBuildset Operations::add_buildset(const NewBuildset& buildset) {
           "INSERT INTO buildrequests (buildsetid, builderid, priority, submitted_at, waited_for, properties) "
           "VALUES (?, ?, ?, ?, ?, ?) RETURNING " + std::string(buildrequest_columns),
           {added.bsid, builderid, std::int64_t{buildset.priority}, now, buildset.waited_for, properties});
-      const Json body = buildrequest_body(rows.front());
-      added.buildrequestids[builderid] = body["buildrequestid"].get<std::int64_t>();
-      announce_buildrequest(context, body, "new");
+      added.buildrequestids[builderid] = announce_buildrequest(context, rows.front(), "new").id;
     }
   });
   return added;
@@ -523,14 +600,17 @@ void Operations::claim_buildrequests(std::span<const std::int64_t> buildrequesti
     params.emplace_back(false);
     // A claim is a row whose primary key is the request: of two masters racing,
     // one inserts and the other's ON CONFLICT finds the row and claims nothing.
-    const auto claimed = context.query(
+    std::string insert =
         "INSERT INTO buildrequest_claims (brid, masterid, claimed_at) "
         "SELECT id, CAST(? AS BIGINT), CAST(? AS DOUBLE PRECISION) FROM buildrequests "
-        "WHERE id IN " + placeholders(ids.size()) + " AND complete = ? ON CONFLICT (brid) DO NOTHING "
-        "RETURNING brid",
-        params);
-    if (claimed.size() != ids.size()) {
-      const auto refused = missing_from(ids, claimed);
+        "WHERE id IN " + placeholders(ids.size()) + " AND complete = ? ON CONFLICT (brid) DO NOTHING";
+    std::vector<std::int64_t> refused;
+    if (read_after_change(context, ids.size())) {
+      if (context.execute(insert, params) != 1) refused = ids;
+    } else {
+      refused = missing_from(ids, context.query(insert + " RETURNING brid", params));
+    }
+    if (!refused.empty()) {
       const auto unknown = missing_from(
           refused, context.query("SELECT id FROM buildrequests WHERE id IN " + placeholders(refused.size()),
                                  values_of(refused)));
@@ -540,15 +620,12 @@ void Operations::claim_buildrequests(std::span<const std::int64_t> buildrequesti
     }
     // The claim is known: the RETURNING list takes it as parameters rather
     // than looking it up again.
-    std::vector<Value> bump(ids.begin(), ids.end());
-    bump.emplace_back(masterid);
-    bump.emplace_back(params[1]);
+    static const std::string claimed_columns =
+        std::string(buildrequest_own_columns) + ", CAST(? AS BIGINT), CAST(? AS DOUBLE PRECISION)";
     announce_buildrequests(
         context,
-        context.query("UPDATE buildrequests SET revision = revision + 1 WHERE id IN " + placeholders(ids.size()) +
-                          " RETURNING " + std::string(buildrequest_own_columns) +
-                          ", CAST(? AS BIGINT), CAST(? AS DOUBLE PRECISION)",
-                      bump),
+        change_returning(context, "UPDATE buildrequests SET revision = revision + 1 WHERE id IN " + placeholders(ids.size()),
+                         values_of(ids), claimed_columns, "buildrequests", ids, {masterid, params[1]}),
         "claimed");
   });
 }
@@ -568,12 +645,12 @@ void Operations::complete_buildrequests(std::span<const std::int64_t> buildreque
     params.insert(params.end(), ids.begin(), ids.end());
     params.emplace_back(false);
     params.emplace_back(masterid);
-    const auto rows = context.query(
+    const auto rows = change_returning(
+        context,
         "UPDATE buildrequests SET complete = ?, results = ?, complete_at = ?, revision = revision + 1 "
         "WHERE id IN " + placeholders(ids.size()) + " AND complete = ? AND EXISTS "
-        "(SELECT 1 FROM buildrequest_claims WHERE brid = buildrequests.id AND masterid = ?) RETURNING " +
-            std::string(buildrequest_columns),
-        params);
+        "(SELECT 1 FROM buildrequest_claims WHERE brid = buildrequests.id AND masterid = ?)",
+        std::move(params), buildrequest_columns, "buildrequests", ids);
     if (rows.size() != ids.size()) {
       const auto refused = missing_from(ids, rows);
       throw NotClaimed("master " + std::to_string(masterid) + " does not hold the claim of " +
@@ -582,9 +659,7 @@ void Operations::complete_buildrequests(std::span<const std::int64_t> buildreque
                        refused);
     }
     std::set<std::int64_t> bsids;
-    for (const auto& body : announce_buildrequests(context, rows, "complete")) {
-      bsids.insert(body["buildsetid"].get<std::int64_t>());
-    }
+    for (const auto& request : announce_buildrequests(context, rows, "complete")) bsids.insert(request.buildsetid);
     complete_finished_buildsets(context, bsids);
   });
 }
@@ -602,9 +677,9 @@ void Operations::cancel_buildrequests(std::span<const std::int64_t> buildrequest
             std::string(buildrequest_columns),
         params);
     std::set<std::int64_t> bsids;
-    for (const auto& body : announce_buildrequests(context, rows, "complete")) {
-      bsids.insert(body["buildsetid"].get<std::int64_t>());
-      announce_buildrequest(context, body, "cancel");
+    for (const auto& request : announce_buildrequests(context, rows, "complete")) {
+      bsids.insert(request.buildsetid);
+      announce_buildrequest(context, request, "cancel");
     }
     complete_finished_buildsets(context, bsids);
   });
@@ -641,9 +716,9 @@ AddedBuild Operations::add_build(std::int64_t builderid, std::int64_t buildreque
       if (failure.kind() != detail::FailureKind::unique_violation) throw;
       throw detail::SessionFailure(detail::FailureKind::serialization, failure.what());
     }
-    const Json body = build_body(rows.front());
+    Json body = build_body(rows.front());
     added = {body["buildid"].get<std::int64_t>(), body["number"].get<int>()};
-    announce_build(context, body, "new");
+    announce_build(context, std::move(body), "new");
   });
   return added;
 }
@@ -685,9 +760,9 @@ AddedStep Operations::add_step(std::int64_t buildid, std::string_view name) {
         "INSERT INTO steps (number, name, buildid, state_string) VALUES (?, ?, ?, ?) RETURNING " +
             std::string(step_columns),
         {number, unique_name, buildid, std::string("pending")});
-    const Json body = step_body(rows.front());
+    Json body = step_body(rows.front());
     added = {body["stepid"].get<std::int64_t>(), static_cast<int>(number), unique_name};
-    announce_step(context, body, "new");
+    announce_step(context, std::move(body), "new");
   });
   return added;
 }

@@ -71,13 +71,14 @@ class SqliteSession final : public Session {
   Backend backend() const noexcept override { return Backend::sqlite; }
 
   void begin(bool write) override {
-    run_simple(write ? "BEGIN IMMEDIATE" : "BEGIN", "begin a transaction");
+    step_once(write ? m_begin_immediate : m_begin_deferred, write ? "BEGIN IMMEDIATE" : "BEGIN",
+              "begin a transaction");
     m_in_transaction = true;
   }
 
   void commit() override {
     try {
-      run_simple("COMMIT", "commit");
+      step_once(m_commit, "COMMIT", "commit");
     } catch (...) {
       rollback();
       throw;
@@ -130,19 +131,36 @@ class SqliteSession final : public Session {
     throw SessionFailure(kind, message);
   }
 
-  void run_simple(const char* sql, const char* doing) {
-    if (sqlite3_exec(m_connection.get(), sql, nullptr, nullptr, nullptr) != SQLITE_OK) fail(doing);
+  // BEGIN and COMMIT run for every transaction: prepared once, as the other
+  // statements are, rather than parsed again by sqlite3_exec each time.
+  void step_once(StatementHandle& statement, std::string_view sql, const char* doing) {
+    if (!statement) statement.reset(compile(sql));
+    const int code = sqlite3_step(statement.get());
+    if (code != SQLITE_DONE && code != SQLITE_ROW) {
+      try {
+        fail(doing);
+      } catch (...) {
+        sqlite3_reset(statement.get());
+        throw;
+      }
+    }
+    sqlite3_reset(statement.get());
   }
 
-  sqlite3_stmt* prepare(std::string_view sql) {
-    auto found = m_statements.find(std::string(sql));
-    if (found != m_statements.end()) return found->second.get();
+  sqlite3_stmt* compile(std::string_view sql) {
     sqlite3_stmt* raw = nullptr;
     if (sqlite3_prepare_v3(m_connection.get(), sql.data(), static_cast<int>(sql.size()),
                            SQLITE_PREPARE_PERSISTENT, &raw, nullptr) != SQLITE_OK) {
       fail("prepare a statement");
     }
-    StatementHandle statement(raw);
+    return raw;
+  }
+
+  sqlite3_stmt* prepare(std::string_view sql) {
+    // Looked up by the view: no copy of the SQL text unless it is new.
+    auto found = m_statements.find(sql);
+    if (found != m_statements.end()) return found->second.get();
+    StatementHandle statement(compile(sql));
     return m_statements.emplace(std::string(sql), std::move(statement)).first->second.get();
   }
 
@@ -205,7 +223,14 @@ class SqliteSession final : public Session {
   // Declared first so that it is destroyed last, after the statements.
   ConnectionHandle m_connection;
   std::string m_name;
-  std::unordered_map<std::string, StatementHandle> m_statements;
+  struct SqlHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view sql) const noexcept { return std::hash<std::string_view>{}(sql); }
+  };
+  std::unordered_map<std::string, StatementHandle, SqlHash, std::equal_to<>> m_statements;
+  StatementHandle m_begin_immediate;
+  StatementHandle m_begin_deferred;
+  StatementHandle m_commit;
   bool m_in_transaction = false;
   bool m_healthy = true;
 };

@@ -97,7 +97,7 @@ void Transaction::run(bool, const std::function<void(detail::Context&)>& work) {
   // Each operation is all or nothing inside the transaction too: a savepoint
   // lets a failed claim leave the transaction as it was, messages included.
   detail::Context& context = *m_context;
-  const std::size_t messages_before = context.messages().size();
+  const detail::Outbox::Mark before = context.outbox().mark();
   try {
     context.execute("SAVEPOINT livestate_operation");
   } catch (const detail::SessionFailure& failure) {
@@ -108,20 +108,19 @@ void Transaction::run(bool, const std::function<void(detail::Context&)>& work) {
     work(context);
     context.execute("RELEASE SAVEPOINT livestate_operation");
   } catch (const detail::SessionFailure& failure) {
-    undo(messages_before);
+    undo(before.messages, before.bodies);
     detail::StoreCore::rethrow(failure);
   } catch (...) {
-    undo(messages_before);
+    undo(before.messages, before.bodies);
     throw;
   }
 }
 
-void Transaction::undo(std::size_t messages_before) noexcept {
+void Transaction::undo(std::size_t messages_before, std::size_t bodies_before) noexcept {
   try {
     m_context->execute("ROLLBACK TO SAVEPOINT livestate_operation");
     m_context->execute("RELEASE SAVEPOINT livestate_operation");
-    auto& messages = m_context->messages();
-    messages.erase(messages.begin() + static_cast<std::ptrdiff_t>(messages_before), messages.end());
+    m_context->outbox().drop_after({bodies_before, messages_before});
   } catch (...) {
     rollback();  // the connection is gone or the transaction unusable
   }

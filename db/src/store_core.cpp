@@ -28,7 +28,7 @@ void Context::rollback() noexcept {
   if (!m_open) return;
   m_open = false;
   m_lease->rollback();
-  m_messages.clear();
+  m_outbox.clear();
 }
 
 double Context::now() const { return m_core.now(); }
@@ -135,14 +135,14 @@ void StoreCore::commit(std::unique_ptr<Context> context) {
   // and not at all on ROLLBACK.
   auto* transport = dynamic_cast<mq::TransactionalTransport*>(&m_connector);
   const bool in_transaction =
-      transport != nullptr && backend() == Backend::postgresql && !context->messages().empty();
+      transport != nullptr && backend() == Backend::postgresql && !context->outbox().empty();
   auto& stream = context->session().stream();
   const std::uint64_t sequence_before = stream.sequence;
   try {
     if (in_transaction) {
       ContextRunner runner(*context);
-      transport->send_in_transaction(context->messages(), runner);
-      context->messages().clear();
+      transport->send_in_transaction(context->outbox().to_messages(), runner);
+      context->outbox().clear();
     }
     context->commit();
   } catch (const SessionFailure& failure) {
@@ -156,9 +156,9 @@ void StoreCore::commit(std::unique_ptr<Context> context) {
     context->rollback();
     throw;
   }
-  std::vector<Message> messages = std::move(context->messages());
+  const Outbox outbox = std::move(context->outbox());
   context.reset();  // the session goes back to the pool before consumers run
-  produce_all(messages);
+  produce_all(outbox);
 }
 
 void StoreCore::run(bool write, const std::function<void(Context&)>& work) {
@@ -188,10 +188,10 @@ void StoreCore::run(bool write, const std::function<void(Context&)>& work) {
   }
 }
 
-void StoreCore::produce_all(std::vector<Message>& messages) noexcept {
-  for (auto& message : messages) {
+void StoreCore::produce_all(const Outbox& outbox) noexcept {
+  for (const auto& message : outbox.messages) {
     try {
-      m_connector.produce(message.key, message.body);
+      m_connector.produce(message.key, outbox.bodies[message.body]);
     } catch (const std::exception& error) {
       log(LogLevel::error, "db",
           "committed change not announced: produce(" + message.key.str() + ") failed: " + error.what());

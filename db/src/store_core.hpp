@@ -35,6 +35,40 @@ class SessionLease {
   std::unique_ptr<Session> m_session;
 };
 
+/// The messages a transaction will produce after COMMIT, in order. Each names
+/// its body by index: the messages of one change share one body.
+struct Outbox {
+  struct Queued {
+    RoutingKey key;
+    std::size_t body;
+  };
+  std::vector<Json> bodies;
+  std::vector<Queued> messages;
+
+  /// How much is queued, to drop what came after (undo of a failed operation).
+  struct Mark {
+    std::size_t bodies = 0;
+    std::size_t messages = 0;
+  };
+  [[nodiscard]] Mark mark() const noexcept { return {bodies.size(), messages.size()}; }
+  void drop_after(Mark mark) noexcept {
+    messages.erase(messages.begin() + static_cast<std::ptrdiff_t>(mark.messages), messages.end());
+    bodies.erase(bodies.begin() + static_cast<std::ptrdiff_t>(mark.bodies), bodies.end());
+  }
+  void clear() noexcept {
+    messages.clear();
+    bodies.clear();
+  }
+  [[nodiscard]] bool empty() const noexcept { return messages.empty(); }
+  /// Each message with a body of its own (for a transport that takes Messages).
+  [[nodiscard]] std::vector<Message> to_messages() const {
+    std::vector<Message> result;
+    result.reserve(messages.size());
+    for (const auto& message : messages) result.push_back({message.key, bodies[message.body]});
+    return result;
+  }
+};
+
 /// One open transaction: its session and the messages it will produce.
 class Context {
  public:
@@ -60,16 +94,26 @@ class Context {
   std::int64_t execute(std::string_view sql, std::initializer_list<Value> params = {}) {
     return m_lease->execute(sql, std::span<const Value>(params.begin(), params.size()));
   }
+  std::int64_t execute(std::string_view sql, std::span<const Value> params) { return m_lease->execute(sql, params); }
 
+  /// Keeps a body for the messages announce_kept() queues: one change
+  /// announced on several routing keys stores its body once.
+  std::size_t keep(Json body) {
+    m_outbox.bodies.push_back(std::move(body));
+    return m_outbox.bodies.size() - 1;
+  }
+  [[nodiscard]] const Json& kept(std::size_t body) const noexcept { return m_outbox.bodies[body]; }
+  /// Queues a message, with a body keep() returned, for after commit.
+  void announce_kept(RoutingKey key, std::size_t body) { m_outbox.messages.push_back({std::move(key), body}); }
   /// Queues a message for after commit.
-  void announce(RoutingKey key, Json body) { m_messages.push_back({std::move(key), std::move(body)}); }
-  [[nodiscard]] std::vector<Message>& messages() noexcept { return m_messages; }
+  void announce(RoutingKey key, Json body) { announce_kept(std::move(key), keep(std::move(body))); }
+  [[nodiscard]] Outbox& outbox() noexcept { return m_outbox; }
 
  private:
   friend class StoreCore;
   SessionLease m_lease;
   StoreCore& m_core;
-  std::vector<Message> m_messages;
+  Outbox m_outbox;
   bool m_open = true;
 };
 
@@ -99,7 +143,7 @@ class StoreCore : public std::enable_shared_from_this<StoreCore> {
 
   /// Produces messages on the paired connector; a connector failure is logged
   /// (the change is committed already).
-  void produce_all(std::vector<Message>& messages) noexcept;
+  void produce_all(const Outbox& outbox) noexcept;
 
   /// Translates a backend failure into the public error hierarchy.
   [[noreturn]] static void rethrow(const SessionFailure& failure);

@@ -232,7 +232,9 @@ class Transaction final : public Operations {
   friend class Store;
   explicit Transaction(std::shared_ptr<detail::StoreCore> core);
   void run(bool write, const std::function<void(detail::Context&)>& work) override;
-  void undo(std::size_t messages_before) noexcept;
+  /// Rolls back to the operation's savepoint and drops the messages (and their
+  /// bodies) it queued.
+  void undo(std::size_t messages_before, std::size_t bodies_before) noexcept;
 
   std::shared_ptr<detail::StoreCore> m_core;
   std::unique_ptr<detail::Context> m_context;
