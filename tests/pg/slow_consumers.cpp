@@ -133,12 +133,13 @@ TEST_CASE("a consumer that blocks for seconds delays nobody: the others get ever
       Filter::parse("job.#"), slow_options);
   const std::shared_ptr<void> open_on_exit(nullptr, [&](void*) { gate.open(); });
 
-  reconcile::LiveView view(*connector, *view_store, pool.get_executor(), {.type = "job"});
   // Nothing is applied twice, nothing goes back: each change of an entry
-  // brings a newer revision than the last.
+  // brings a newer revision than the last. (Declared before the view: its
+  // callbacks use them until it is gone.)
   std::mutex revisions_mutex;
   std::map<std::string, std::int64_t> revisions;
   std::atomic<int> repeated{0};
+  reconcile::LiveView view(*connector, *view_store, pool.get_executor(), {.type = "job"});
   view.on_change([&](const reconcile::Change& change) {
     if (change.after.is_null()) return;
     std::lock_guard lock(revisions_mutex);
