@@ -513,8 +513,18 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
     if (now - lag.since > m_options.lag_deadline) {
       std::lock_guard lock(m_mutex);
       if (m_stale.insert(id).second) {
-        log(LogLevel::warning, component,
-            "view of " + m_options.type + ": entry " + id + " is stale: reloads keep returning an older revision");
+        // One line for the first, then at most one every 10 s with the
+        // count since: a lagging replica makes hundreds stale at once.
+        ++m_unlogged_stale;
+        if (now - m_stale_logged_at >= std::chrono::seconds(10)) {
+          log(LogLevel::warning, component,
+              "view of " + m_options.type + ": entry " + id +
+                  (m_unlogged_stale > 1 ? " and " + std::to_string(m_unlogged_stale - 1) + " other(s) are" : " is") +
+                  " stale: reloads keep returning an older revision (" + std::to_string(m_stale.size()) +
+                  " stale now)");
+          m_stale_logged_at = now;
+          m_unlogged_stale = 0;
+        }
       }
     }
     if (lag.retry != 0) return;
@@ -762,6 +772,8 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
   std::map<std::string, std::int64_t> m_tombstones;
   std::map<std::string, Lag> m_lag;
   std::uint64_t m_retries = 0;
+  std::uint64_t m_unlogged_stale = 0;  // flagged stale since the last line about it
+  Clock::time_point m_stale_logged_at{};
   std::map<std::string, std::int64_t> m_departed;  // id -> the revision it left the view at
   std::deque<Departure> m_departures;              // oldest first, to forget them
   std::vector<Change> m_changes;

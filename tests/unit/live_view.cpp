@@ -14,12 +14,16 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <memory>
+#include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
 #include <boost/asio/io_context.hpp>
 
+#include "livestate/core/log.hpp"
 #include "livestate/livestate.hpp"
 #include "livestate/reconcile/live_view.hpp"
 #include "test_database.hpp"
@@ -666,6 +670,16 @@ TEST_CASE("reloads from a lagging replica are retried until it catches up, and f
 }
 
 TEST_CASE("a resync through a lagging replica neither drops nor rolls back what the view holds, and stays stale until it catches up") {
+  // What the view logs about stale entries: one line for the two flagged at
+  // once, not one per entry.
+  std::mutex log_mutex;
+  std::vector<std::string> stale_lines;
+  livestate::set_log_sink([&](livestate::LogLevel, std::string_view, std::string_view message) {
+    if (message.find("stale") == std::string_view::npos) return;
+    std::lock_guard lock(log_mutex);
+    stale_lines.emplace_back(message);
+  });
+  const std::shared_ptr<void> restore_log(nullptr, [](void*) { livestate::set_log_sink({}); });
   Fixture f;
   f.store->upsert_resource("widgets", "a", {{"size", 1}});
   f.store->upsert_resource("widgets", "gone", {{"size", 1}});
@@ -696,6 +710,10 @@ TEST_CASE("a resync through a lagging replica neither drops nor rolls back what 
 
   f.settle_for(std::chrono::milliseconds(600));
   CHECK(view.stats().stale_entries == 2);  // a and b, past the deadline
+  {
+    std::lock_guard lock(log_mutex);
+    CHECK(stale_lines.size() == 1);
+  }
   view.resync();  // the replica still lags: they stay stale
   f.settle();
   CHECK(view.stats().stale_entries == 2);
