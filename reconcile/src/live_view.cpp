@@ -529,15 +529,37 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
     }
     if (lag.retry != 0) return;
     lag.retry = ++m_retries;
-    const auto delay = lag.backoff;
+    const auto at = now + lag.backoff;
     lag.backoff = std::min(lag.backoff * 2, std::chrono::milliseconds(1000));
-    after(delay, [id, retry = lag.retry](Impl& self) {
-      const auto found = self.m_lag.find(id);
-      if (found == self.m_lag.end() || found->second.retry != retry) return;  // caught up meanwhile
+    m_retry_at.emplace(at, std::make_pair(id, lag.retry));
+    arm_retries(at);
+  }
+
+  // One timer for every pending retry, at the earliest; retries due within
+  // a few milliseconds of each other share one reload query.
+  void arm_retries(Clock::time_point at) {
+    if (at >= m_retries_armed_at) return;  // an earlier tick re-arms for this one
+    m_retries_armed_at = at;
+    after(std::chrono::duration_cast<std::chrono::milliseconds>(std::max(at - Clock::now(), Clock::duration::zero())),
+          [at](Impl& self) {
+            if (self.m_retries_armed_at != at) return;  // superseded by an earlier tick
+            self.m_retries_armed_at = Clock::time_point::max();
+            self.run_retries();
+          });
+  }
+
+  void run_retries() {
+    const auto horizon = Clock::now() + std::chrono::milliseconds(10);
+    while (!m_retry_at.empty() && m_retry_at.begin()->first <= horizon) {
+      const auto [id, retry] = std::move(m_retry_at.begin()->second);
+      m_retry_at.erase(m_retry_at.begin());
+      const auto found = m_lag.find(id);
+      if (found == m_lag.end() || found->second.retry != retry) continue;  // caught up meanwhile
       found->second.retry = 0;
-      self.reload(id);
-      self.flush_reloads_soon();
-    });
+      reload(id);
+    }
+    flush_reloads_soon();
+    if (!m_retry_at.empty()) arm_retries(m_retry_at.begin()->first);
   }
 
   void caught_up(const std::string& id) {
@@ -772,6 +794,8 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
   std::map<std::string, std::int64_t> m_tombstones;
   std::map<std::string, Lag> m_lag;
   std::uint64_t m_retries = 0;
+  std::multimap<Clock::time_point, std::pair<std::string, std::uint64_t>> m_retry_at;  // -> (id, retry)
+  Clock::time_point m_retries_armed_at = Clock::time_point::max();
   std::uint64_t m_unlogged_stale = 0;  // flagged stale since the last line about it
   Clock::time_point m_stale_logged_at{};
   std::map<std::string, std::int64_t> m_departed;  // id -> the revision it left the view at
