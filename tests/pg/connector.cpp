@@ -303,6 +303,13 @@ TEST_CASE("a store paired with the connector sends its messages in its transacti
   CHECK(std::find(keys.begin(), keys.end(), "app.rolled.back") == keys.end());
   CHECK(keys.back() == "markers.end.new");
   CHECK(std::count(keys.begin(), keys.end(), "buildrequests." + std::to_string(request) + ".claimed") == 1);
+  // The reloading consumer runs on a strand of its own, beside the inbox:
+  // its reload may still be under way.
+  const auto reloads = [&] {
+    std::lock_guard lock(reload_mutex);
+    return claimed_on_reload.size();
+  };
+  for (int i = 0; i < 200 && reloads() == 0; ++i) std::this_thread::sleep_for(50ms);
   std::lock_guard lock(reload_mutex);
   CHECK(claimed_on_reload == std::vector<bool>{true});
   CHECK(connector->postgres_stats().gaps == 0);
