@@ -256,15 +256,20 @@ class Subscriber final : public std::enable_shared_from_this<Subscriber> {
     {
       std::lock_guard lock(m_mutex);
       if (m_stopped) return;
-      if (std::holds_alternative<std::shared_ptr<const Delivery>>(entry) && m_queue.size() >= m_bound) {
+      // The bound counts messages; control events and work always get in.
+      const bool message = std::holds_alternative<std::shared_ptr<const Delivery>>(entry);
+      if (message && m_messages >= m_bound) {
         ++m_dropped;
         ++m_counters->dropped;
         return;
       }
       if (m_dropped > 0) m_queue.emplace_back(overflow_event(std::exchange(m_dropped, 0)));
       m_queue.push_back(std::move(entry));
-      std::uint64_t peak = m_counters->backlog_peak.load(std::memory_order_relaxed);
-      while (m_queue.size() > peak && !m_counters->backlog_peak.compare_exchange_weak(peak, m_queue.size())) {
+      if (message) {
+        ++m_messages;
+        std::uint64_t peak = m_counters->backlog_peak.load(std::memory_order_relaxed);
+        while (m_messages > peak && !m_counters->backlog_peak.compare_exchange_weak(peak, m_messages)) {
+        }
       }
       if (m_scheduled) return;
       m_scheduled = true;
@@ -278,6 +283,7 @@ class Subscriber final : public std::enable_shared_from_this<Subscriber> {
     std::unique_lock lock(m_mutex);
     m_stopped = true;
     m_queue.clear();
+    m_messages = 0;
     const auto me = std::this_thread::get_id();
     m_idle.wait(lock, [&] { return m_invoking == std::thread::id{} || m_invoking == me; });
   }
@@ -294,6 +300,7 @@ class Subscriber final : public std::enable_shared_from_this<Subscriber> {
       }
       Entry entry = std::move(m_queue.front());
       m_queue.pop_front();
+      if (std::holds_alternative<std::shared_ptr<const Delivery>>(entry)) --m_messages;
       m_invoking = std::this_thread::get_id();
       lock.unlock();
       invoke(entry);
@@ -336,6 +343,7 @@ class Subscriber final : public std::enable_shared_from_this<Subscriber> {
   std::mutex m_mutex;
   std::condition_variable m_idle;
   std::deque<Entry> m_queue;
+  std::size_t m_messages = 0;  // the messages in m_queue
   std::uint64_t m_dropped = 0;
   bool m_scheduled = false;
   bool m_stopped = false;
