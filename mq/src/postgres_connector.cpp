@@ -1354,7 +1354,7 @@ class Sender {
   template <class Run>
   void send(std::span<const Message> messages, Run&& run) {
     std::vector<wire::Outgoing> outgoing;
-    std::vector<std::string> sequences, keys, bodies;
+    std::vector<std::string> sequences, bodies;
     outgoing.reserve(messages.size());
     bodies.reserve(messages.size());  // entries point into it: no reallocation
     for (const auto& message : messages) {
@@ -1370,7 +1370,6 @@ class Sender {
       }
       outgoing.push_back(entry);
       sequences.push_back(std::to_string(entry.sequence));
-      keys.push_back(Json(std::vector<std::string>(message.key.begin(), message.key.end())).dump());
     }
     if (messages.size() == 1 && outgoing.front().reference == 0) {
       const auto& key = messages.front().key;
@@ -1380,6 +1379,12 @@ class Sender {
                             text_array(std::vector<std::string>(key.begin(), key.end())), std::move(bodies.front()),
                             std::string(m_channel), std::move(payload)});
       return;
+    }
+    // The batch statement takes each key as a JSON array (one text[] of them).
+    std::vector<std::string> keys;
+    keys.reserve(messages.size());
+    for (const auto& message : messages) {
+      keys.push_back(Json(std::vector<std::string>(message.key.begin(), message.key.end())).dump());
     }
     run(send_sql, std::vector<std::optional<std::string>>{
                       std::string(m_origin), text_array(sequences), text_array(keys), text_array(bodies),
