@@ -439,10 +439,11 @@ Rows bump_buildrequests(Context& context, const std::vector<std::int64_t>& ids) 
 // Releases `masterid`'s claims on the incomplete requests among `ids`, or all
 // of its claims when `ids` is empty; announces unclaimed.
 void release_claims(Context& context, const std::vector<std::int64_t>* ids, std::int64_t masterid) {
-  std::vector<Value> params{masterid, false};
+  std::vector<Value> params{masterid};
+  // `NOT complete` as the pending requests' partial index says it (0004).
   std::string sql =
       "DELETE FROM buildrequest_claims WHERE masterid = ? AND brid IN "
-      "(SELECT id FROM buildrequests WHERE complete = ?)";
+      "(SELECT id FROM buildrequests WHERE NOT complete)";
   if (ids != nullptr) {
     sql += " AND brid IN " + placeholders(ids->size());
     params.insert(params.end(), ids->begin(), ids->end());
@@ -910,6 +911,10 @@ std::vector<Json> Operations::list(std::string_view type, const Json& where,
       }
       if (value.is_null()) {
         sql += " AND " + column->second + " IS NULL";
+      } else if (value.is_boolean() && (field == "complete" || field == "claimed")) {
+        // The boolean fields, spelled as the partial index of pending
+        // requests is (0004) so that both databases use it.
+        sql += std::string(value.get<bool>() ? " AND " : " AND NOT ") + column->second;
       } else {
         sql += " AND " + column->second + " = ?";
         params.push_back(to_value(value, field));
