@@ -58,6 +58,11 @@ struct Incoming {
   Json body;
 };
 
+struct SchemaMigrated {};
+
+// What the connector hands a view, in the order it does.
+using Inbound = std::variant<Incoming, mq::ControlEvent, SchemaMigrated>;
+
 }  // namespace
 
 class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
@@ -82,6 +87,7 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
     (void)RoutingKey({m_options.type});  // InvalidRoutingKey for a type that can't be a key element
     if (!m_options.where.is_object()) throw std::invalid_argument("LiveView: `where` must be a JSON object");
     if (m_options.reload_batch == 0) throw std::invalid_argument("LiveView: reload_batch must be positive");
+    if (m_options.max_queued == 0) throw std::invalid_argument("LiveView: max_queued must be positive");
   }
 
   void set_callback(ChangeCallback callback) {
@@ -94,27 +100,17 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
     std::weak_ptr<Impl> weak = weak_from_this();
     mq::ConsumeOptions consume;
     consume.on_control = [weak](const mq::ControlEvent& event) {
-      if (auto self = weak.lock()) {
-        asio::post(self->m_strand, [self, event] { self->step([&] { self->on_control(event); }); });
-      }
+      if (auto self = weak.lock()) self->receive(event);
     };
     // One path per event: TYPE.ID.EVENT (the other paths are longer).
     m_messages = m_connector.start_consuming(
         [weak](const RoutingKey& key, const Json& body) {
-          if (auto self = weak.lock()) {
-            asio::post(self->m_strand, [self, message = Incoming{key, body}]() mutable {
-              self->step([&] { self->on_message(std::move(message)); });
-            });
-          }
+          if (auto self = weak.lock()) self->receive(Incoming{key, body});
         },
         Filter{m_options.type, std::nullopt, std::nullopt}, std::move(consume));
     m_schema = m_connector.start_consuming(
         [weak](const RoutingKey&, const Json&) {
-          if (auto self = weak.lock()) {
-            asio::post(self->m_strand, [self] {
-              self->step([&] { self->distrust_everything(Anomaly::schema_migrated); });
-            });
-          }
+          if (auto self = weak.lock()) self->receive(SchemaMigrated{});
         },
         Filter::parse("schema.*.migrated"));
     request_resync();
@@ -148,12 +144,22 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
     return copy;
   }
 
+  std::size_t size() const {
+    std::lock_guard lock(m_mutex);
+    return m_entries.size();
+  }
+
   ViewStats stats() const {
     std::lock_guard lock(m_mutex);
     ViewStats stats = m_stats;
     stats.stale_entries = m_stale.size();
     stats.remembered_ids = m_remembered;
     stats.since_verified = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - m_verified_at);
+    std::lock_guard inbox(m_inbox_mutex);
+    stats.queued = m_inbox_messages;
+    stats.queued_peak = m_inbox_peak;
+    stats.queue_overflows = m_inbox_overflows;
+    stats.messages_discarded = m_inbox_discarded;
     return stats;
   }
 
@@ -214,12 +220,92 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
     fire_changes();
   }
 
+  // --- the inbox ------------------------------------------------------------
+
+  // From the connector's callbacks (any thread), in the order it delivers:
+  // queued for the strand, at most max_queued messages. Past that, what
+  // waits is discarded and the view resyncs: the snapshot, read after those
+  // messages arrived, holds everything they announced.
+  void receive(Inbound inbound) {
+    {
+      std::lock_guard lock(m_inbox_mutex);
+      if (std::holds_alternative<Incoming>(inbound)) {
+        if (m_inbox_messages >= m_options.max_queued) {
+          ++m_inbox_overflows;
+          m_inbox_discarded += m_inbox_messages + 1;
+          m_inbox.clear();  // control events too: the resync covers them
+          m_inbox_messages = 0;
+          m_inbox_overflowed = true;
+        } else {
+          m_inbox.push_back(std::move(inbound));
+          m_inbox_peak = std::max(m_inbox_peak, ++m_inbox_messages);
+        }
+      } else {
+        m_inbox.push_back(std::move(inbound));
+      }
+      if (m_inbox_scheduled) return;
+      m_inbox_scheduled = true;
+    }
+    asio::post(m_strand, [self = shared_from_this()] { self->drain_inbox(); });
+  }
+
+  // The strand: a batch from the inbox, each entry a step; then the strand
+  // is given back to the executor's other work until the next batch.
+  void drain_inbox() {
+    std::vector<Inbound> batch;
+    bool overflowed = false;
+    {
+      std::lock_guard lock(m_inbox_mutex);
+      const auto count = std::min<std::size_t>(m_inbox.size(), 256);
+      batch.reserve(count);
+      for (std::size_t i = 0; i < count; ++i) {
+        if (std::holds_alternative<Incoming>(m_inbox.front())) --m_inbox_messages;
+        batch.push_back(std::move(m_inbox.front()));
+        m_inbox.pop_front();
+      }
+      overflowed = std::exchange(m_inbox_overflowed, false);
+    }
+    // What arrived after the overflow comes after the resync it asks for.
+    if (overflowed) step([&] { distrust_everything(Anomaly::transport_reset); });
+    for (auto& inbound : batch) {
+      step([&] {
+        if (auto* message = std::get_if<Incoming>(&inbound)) {
+          on_message(std::move(*message));
+        } else if (const auto* event = std::get_if<mq::ControlEvent>(&inbound)) {
+          on_control(*event);
+        } else {
+          distrust_everything(Anomaly::schema_migrated);
+        }
+      });
+    }
+    {
+      std::lock_guard lock(m_inbox_mutex);
+      if (m_inbox.empty() && !m_inbox_overflowed) {
+        m_inbox_scheduled = false;
+        return;
+      }
+    }
+    asio::post(m_strand, [self = shared_from_this()] { self->drain_inbox(); });
+  }
+
   // --- messages (strand) ----------------------------------------------------
 
   void on_message(Incoming message) {
     if (message.key.size() != 3) return;
     forget_old_departures();
     if (!m_loaded) {
+      // Before the first load (which may be failing and retried): bounded
+      // as the inbox is; the load, read after these arrived, covers them.
+      if (m_buffer.size() >= m_options.max_queued) {
+        {
+          std::lock_guard lock(m_inbox_mutex);
+          ++m_inbox_overflows;
+          m_inbox_discarded += m_buffer.size() + 1;
+        }
+        m_buffer.clear();
+        count(Anomaly::transport_reset);
+        return;
+      }
       m_buffer.push_back(std::move(message));
       return;
     }
@@ -774,6 +860,16 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
   std::mutex m_step_mutex;
   std::atomic<std::size_t> m_remembered{0};  // set by each step
 
+  // The inbox: m_inbox_mutex (taken after m_mutex, never before it).
+  mutable std::mutex m_inbox_mutex;
+  std::deque<Inbound> m_inbox;
+  std::uint64_t m_inbox_messages = 0;  // the messages among m_inbox
+  std::uint64_t m_inbox_peak = 0;
+  std::uint64_t m_inbox_overflows = 0;
+  std::uint64_t m_inbox_discarded = 0;
+  bool m_inbox_overflowed = false;  // since the strand last looked
+  bool m_inbox_scheduled = false;   // a drain is posted or running
+
   // Read from any thread: m_mutex.
   mutable std::mutex m_mutex;
   std::map<std::string, Entry> m_entries;
@@ -819,6 +915,7 @@ void LiveView::start() { m_impl->start(); }
 bool LiveView::ready() const { return m_impl->ready(); }
 std::optional<Json> LiveView::get(const std::string& id) const { return m_impl->get(id); }
 std::map<std::string, Json> LiveView::entries() const { return m_impl->entries(); }
+std::size_t LiveView::size() const { return m_impl->size(); }
 ViewStats LiveView::stats() const { return m_impl->stats(); }
 std::vector<Difference> LiveView::verify() { return m_impl->verify(); }
 void LiveView::resync() { m_impl->resync_soon(); }

@@ -419,6 +419,53 @@ TEST_CASE("a schema migrated message resyncs the view") {
   CHECK(view.verify().empty());
 }
 
+TEST_CASE("a view that falls behind keeps at most max_queued messages waiting, then discards them and resyncs") {
+  Fixture f;
+  auto options = of_type("widgets");
+  options.max_queued = 10;
+  reconcile::LiveView view(*f.view_mq, *f.store, f.io.get_executor(), options);
+  Recorder recorder;
+  view.on_change(recorder.callback());
+  view.start();
+  f.settle();
+  // The view's executor does not run: 25 messages arrive meanwhile.
+  for (int i = 0; i < 25; ++i) f.store->upsert_resource("widgets", "w" + std::to_string(i), {{"size", i}});
+  auto stats = view.stats();
+  CHECK(stats.queued == 3);  // 10 waited, the 11th discarded them; again at the 22nd
+  CHECK(stats.queued_peak == 10);
+  CHECK(stats.queue_overflows == 2);
+  CHECK(stats.messages_discarded == 22);
+  f.settle();
+  stats = view.stats();
+  CHECK(stats.queued == 0);
+  CHECK(stats.count(Anomaly::transport_reset) == 1);  // one resync for both overflows
+  CHECK(stats.resyncs == 2);
+  CHECK(view.size() == 25);
+  CHECK(view.verify().empty());
+  // Nothing applied twice: each widget was added once, whether by the resync
+  // or by a message that came after it.
+  for (int i = 0; i < 25; ++i) {
+    CAPTURE(i);
+    CHECK(recorder.count(ChangeKind::added, "w" + std::to_string(i)) == 1);
+  }
+  CHECK(recorder.changes.size() == 25);
+}
+
+TEST_CASE("messages that arrive before the first load are bounded the same way, and the view loads equal") {
+  Fixture f;
+  auto options = of_type("widgets");
+  options.max_queued = 5;
+  reconcile::LiveView view(*f.view_mq, *f.store, f.io.get_executor(), options);
+  view.start();  // the load is posted, not yet run: messages are buffered for it
+  for (int i = 0; i < 8; ++i) f.store->upsert_resource("widgets", "w" + std::to_string(i), {{"size", i}});
+  f.settle();
+  const auto stats = view.stats();
+  CHECK(stats.queue_overflows == 1);  // at the 6th
+  CHECK(stats.messages_discarded == 6);
+  CHECK(view.size() == 8);
+  CHECK(view.verify().empty());
+}
+
 TEST_CASE("a narrowed view ignores other builders' requests without a query and drops one that leaves it") {
   Fixture f;
   const auto master = f.store->master_active("m1");
@@ -772,6 +819,10 @@ TEST_CASE("bad options are refused with a clear error") {
                   livestate::InvalidRoutingKey);
   CHECK_THROWS_AS(reconcile::LiveView(*f.view_mq, *f.store, f.io.get_executor(), of_type("widgets", Json::array())),
                   std::invalid_argument);
+  auto unbounded = of_type("widgets");
+  unbounded.max_queued = 0;
+  CHECK_THROWS_WITH_AS(reconcile::LiveView(*f.view_mq, *f.store, f.io.get_executor(), unbounded),
+                       "LiveView: max_queued must be positive", std::invalid_argument);
   reconcile::LiveView view(*f.view_mq, *f.store, f.io.get_executor(), of_type("widgets"));
   view.start();
   CHECK_THROWS_AS(view.start(), std::logic_error);

@@ -83,6 +83,13 @@ struct ViewOptions {
   /// Messages applied between two checks of whether a reload is due: a
   /// reload is batched with whatever else became due meanwhile.
   std::size_t reload_batch = 500;
+  /// Messages received and not yet applied (the view's executor is busy, a
+  /// reload is slow): at most this many wait. Past it the view discards what
+  /// waits and resyncs instead (Anomaly::transport_reset; counted in
+  /// ViewStats::queue_overflows and messages_discarded): a snapshot read after
+  /// those messages arrived holds everything they announced, and a view that
+  /// falls behind holds bounded memory. At least 1.
+  std::size_t max_queued = 10'000;
 };
 
 enum class ChangeKind { added, changed, removed };
@@ -121,6 +128,10 @@ struct ViewStats {
   std::uint64_t resync_repairs = 0;    ///< entries a resync found different from the view
   std::uint64_t stale_entries = 0;     ///< entries now flagged stale (a reload never caught up)
   std::uint64_t callback_errors = 0;   ///< change callbacks that threw (logged)
+  std::uint64_t queued = 0;             ///< messages received and waiting to be applied now
+  std::uint64_t queued_peak = 0;        ///< the most that have waited at once
+  std::uint64_t queue_overflows = 0;    ///< times more than max_queued waited: discarded, resynced
+  std::uint64_t messages_discarded = 0; ///< messages discarded by those overflows
   /// Ids the view remembers beyond its entries: deletions' tombstones,
   /// departures from a narrowed view (forget_departed_after), revisions
   /// announced to a reload not yet caught up with, lagging reloads.
@@ -176,6 +187,8 @@ class LiveView {
   [[nodiscard]] std::optional<Json> get(const std::string& id) const;
   /// Every entry, by id.
   [[nodiscard]] std::map<std::string, Json> entries() const;
+  /// How many entries the view holds (without copying them).
+  [[nodiscard]] std::size_t size() const;
   [[nodiscard]] ViewStats stats() const;
   /// Reads the type from the database (the view's store or source, not
   /// reload_from) and compares it with the view. Meaningful once the view is
