@@ -4,6 +4,9 @@
 // database.
 
 #include <unistd.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include <algorithm>
 #include <atomic>
@@ -372,6 +375,18 @@ long long resident_kb() {
   return 0;
 }
 
+// Bytes the allocator has handed out and not had back, in kB (glibc's
+// mallinfo2), 0 when unknown: beside RSS, it tells a growing heap from
+// memory the allocator keeps.
+long long heap_in_use_kb() {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+  const auto info = mallinfo2();
+  return static_cast<long long>((info.uordblks + info.hblkhd) / 1024);
+#else
+  return 0;
+#endif
+}
+
 }  // namespace
 
 int run_chaos(const std::vector<std::string>& args, std::ostream& out) {
@@ -466,10 +481,12 @@ int run_chaos(const std::vector<std::string>& args, std::ostream& out) {
   }
   auto last_progress = Clock::now();
   std::optional<long long> rss_warmup;
+  long long heap_warmup = 0;
   while (finished < options.masters) {
     std::this_thread::sleep_for(50ms);
     if (!rss_warmup && Clock::now() - started >= options.rss_warmup) {
       rss_warmup = resident_kb();
+      heap_warmup = heap_in_use_kb();
       progress << "chaos: resident memory after the warm-up: " << *rss_warmup << " kB\n" << std::flush;
     }
     if (options.duration && Clock::now() - started > *options.duration) work.adding = false;
@@ -477,7 +494,8 @@ int run_chaos(const std::vector<std::string>& args, std::ostream& out) {
       last_progress = Clock::now();
       progress << "chaos: " << seconds_text(Clock::now() - started) << ": "
                << std::min(work.buildsets.load(), options.buildsets) << "/" << options.buildsets << " buildsets, "
-               << work.completed << " requests complete, " << views.progress() << "\n"
+               << work.completed << " requests complete, " << views.progress() << ", resident "
+               << resident_kb() << " kB, heap in use " << heap_in_use_kb() << " kB\n"
                << std::flush;
     }
   }
@@ -492,6 +510,7 @@ int run_chaos(const std::vector<std::string>& args, std::ostream& out) {
   // now converge.
   const auto outcome = views.settle(std::chrono::seconds(30));
   const long long rss_end = resident_kb();
+  const long long heap_end = heap_in_use_kb();
   const std::vector<std::pair<std::string, Json>> rows = {
       {"buildsets_added", std::min(work.buildsets.load(), options.buildsets)},
       {"requests_claimed", work.claims.load()},
@@ -504,7 +523,10 @@ int run_chaos(const std::vector<std::string>& args, std::ostream& out) {
       {"messages_produced", produced() - produced_before},
       // null when the work ended before the warm-up
       {"rss_warmup_kb", rss_warmup ? Json(*rss_warmup) : Json(nullptr)},
-      {"rss_end_kb", rss_end}};
+      {"rss_end_kb", rss_end},
+      // the allocator's bytes in use (glibc), null when unknown
+      {"heap_warmup_kb", rss_warmup && heap_warmup > 0 ? Json(heap_warmup) : Json(nullptr)},
+      {"heap_end_kb", heap_end > 0 ? Json(heap_end) : Json(nullptr)}};
   std::ostringstream title;
   title << "livestate chaos: " << options.masters << " masters on " << (postgres ? "PostgreSQL" : "SQLite")
         << ", seed " << options.faults.seed << ", worked " << seconds_text(worked);

@@ -155,6 +155,7 @@ ViewSet::Totals ViewSet::totals() const {
     total.faults.delayed += stats.delayed;
     total.faults.partitions += stats.partitions;
     total.faults.lost_to_partitions += stats.lost_to_partitions;
+    total.faults.held += stats.held;
   }
   for (const auto& view : m_views) {
     const auto stats = view->stats();
@@ -169,6 +170,12 @@ ViewSet::Totals ViewSet::totals() const {
     total.views.resyncs += stats.resyncs;
     total.views.resync_repairs += stats.resync_repairs;
     total.views.stale_entries += stats.stale_entries;
+    total.views.remembered_ids += stats.remembered_ids;
+    total.views.queued += stats.queued;
+    total.views.queued_peak = std::max(total.views.queued_peak, stats.queued_peak);
+    total.views.queue_overflows += stats.queue_overflows;
+    total.views.messages_discarded += stats.messages_discarded;
+    total.entries += view->size();
   }
   return total;
 }
@@ -177,7 +184,9 @@ std::string ViewSet::progress() const {
   const auto total = totals();
   return std::to_string(total.views.messages) + " messages seen, " + std::to_string(total.anomalies) +
          " anomalies, " + std::to_string(total.views.reload_queries) + " reloads, " +
-         std::to_string(total.views.resyncs) + " resyncs";
+         std::to_string(total.views.resyncs) + " resyncs, " + std::to_string(total.entries) + " entries, " +
+         std::to_string(total.views.remembered_ids) + " ids remembered, " + std::to_string(total.views.queued) +
+         " messages queued, " + std::to_string(total.faults.held) + " held by the faults";
 }
 
 ViewSet::Outcome ViewSet::settle(std::chrono::seconds limit) {
@@ -214,7 +223,8 @@ void ViewSet::report(std::ostream& out, bool json, const std::string& title,
   const std::vector<std::pair<std::string, std::uint64_t>> repairs = {
       {"reload_queries", total.views.reload_queries},   {"entries_reloaded", total.views.entries_reloaded},
       {"resyncs", total.views.resyncs},                 {"resync_repairs", total.views.resync_repairs},
-      {"stale_entries", total.views.stale_entries}};
+      {"stale_entries", total.views.stale_entries},     {"queued_peak", total.views.queued_peak},
+      {"queue_overflows", total.views.queue_overflows}, {"messages_discarded", total.views.messages_discarded}};
   if (json) {
     Json summary = std::move(extra);
     summary["converged"] = outcome.converged;

@@ -64,9 +64,11 @@ class ViewSet {
     mq::FaultStats faults;
     reconcile::ViewStats views;
     std::uint64_t anomalies = 0;
+    std::uint64_t entries = 0;  ///< the views' entries now
   };
   [[nodiscard]] Totals totals() const;
-  /// One progress line: messages seen, anomalies, reloads, resyncs.
+  /// One progress line: messages seen, anomalies, reloads, resyncs, entries,
+  /// ids remembered, messages held by the faults.
   [[nodiscard]] std::string progress() const;
 
   struct Outcome {
