@@ -94,7 +94,9 @@ constexpr const char* chaos_help =
     "                         master that died: releases its claims and finishes\n"
     "                         its unfinished builds and steps as RETRY\n"
     "  --rss-warmup D         measure the process's resident memory (VmRSS) after\n"
-    "                         D of work and again at the end (default 10s)\n"
+    "                         D of work, when the work ends (before the masters\n"
+    "                         drain what they hold) and after the views converge\n"
+    "                         (default 10s)\n"
     "  --resync-every D       the views also resync every D (default: never)\n"
     "  --json                 print the summary as one JSON object (with\n"
     "                         \"converged\" and \"views\": type -> entries)\n"
@@ -482,6 +484,8 @@ int run_chaos(const std::vector<std::string>& args, std::ostream& out) {
   auto last_progress = Clock::now();
   std::optional<long long> rss_warmup;
   long long heap_warmup = 0;
+  std::optional<long long> rss_work_end;
+  long long heap_work_end = 0;
   while (finished < options.masters) {
     std::this_thread::sleep_for(50ms);
     if (!rss_warmup && Clock::now() - started >= options.rss_warmup) {
@@ -489,7 +493,13 @@ int run_chaos(const std::vector<std::string>& args, std::ostream& out) {
       heap_warmup = heap_in_use_kb();
       progress << "chaos: resident memory after the warm-up: " << *rss_warmup << " kB\n" << std::flush;
     }
-    if (options.duration && Clock::now() - started > *options.duration) work.adding = false;
+    if (options.duration && Clock::now() - started > *options.duration && work.adding) {
+      // The last moment of the steady work, like the warm-up's: from here
+      // the masters drain at once what they hold, and the views catch up.
+      rss_work_end = resident_kb();
+      heap_work_end = heap_in_use_kb();
+      work.adding = false;
+    }
     if (Clock::now() - last_progress >= 1s) {
       last_progress = Clock::now();
       progress << "chaos: " << seconds_text(Clock::now() - started) << ": "
@@ -501,6 +511,10 @@ int run_chaos(const std::vector<std::string>& args, std::ostream& out) {
   }
   for (auto& thread : threads) thread.join();
   const auto worked = Clock::now() - started;
+  if (!rss_work_end) {  // the work ran out (--buildsets) before --duration
+    rss_work_end = resident_kb();
+    heap_work_end = heap_in_use_kb();
+  }
   if (!failure.empty()) {
     std::cerr << "livestate chaos: a master failed: " << failure << "\n";
     return 1;
@@ -523,9 +537,11 @@ int run_chaos(const std::vector<std::string>& args, std::ostream& out) {
       {"messages_produced", produced() - produced_before},
       // null when the work ended before the warm-up
       {"rss_warmup_kb", rss_warmup ? Json(*rss_warmup) : Json(nullptr)},
+      {"rss_work_end_kb", *rss_work_end},
       {"rss_end_kb", rss_end},
       // the allocator's bytes in use (glibc), null when unknown
       {"heap_warmup_kb", rss_warmup && heap_warmup > 0 ? Json(heap_warmup) : Json(nullptr)},
+      {"heap_work_end_kb", heap_work_end > 0 ? Json(heap_work_end) : Json(nullptr)},
       {"heap_end_kb", heap_end > 0 ? Json(heap_end) : Json(nullptr)}};
   std::ostringstream title;
   title << "livestate chaos: " << options.masters << " masters on " << (postgres ? "PostgreSQL" : "SQLite")

@@ -193,8 +193,20 @@ ViewSet::Outcome ViewSet::settle(std::chrono::seconds limit) {
   for (auto& connector : m_faulty) connector->set_enabled(false);
   const auto healed = Clock::now();
   Outcome outcome;
+  // A view is compared with the database once nothing waits for it; each
+  // comparison reads the database, so they come further apart (20 ms
+  // doubling to 320 ms) while differences remain, leaving the views' own
+  // reloads the connection and the cores.
+  auto pause = std::chrono::milliseconds(20);
   while (Clock::now() - healed < limit) {
     for (auto& connector : m_faulty) connector->flush();
+    const bool busy = std::any_of(m_views.begin(), m_views.end(), [](const auto& view) {
+      return view->stats().queued > 0;
+    });
+    if (busy && Clock::now() - healed + pause < limit) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      continue;
+    }
     outcome.differences.clear();
     for (std::size_t i = 0; i < m_views.size(); ++i) {
       if (!m_views[i]->ready()) {
@@ -207,7 +219,8 @@ ViewSet::Outcome ViewSet::settle(std::chrono::seconds limit) {
       outcome.converged = true;
       break;
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::this_thread::sleep_for(pause);
+    pause = std::min(pause * 2, std::chrono::milliseconds(320));
   }
   outcome.convergence = Clock::now() - healed;
   return outcome;
