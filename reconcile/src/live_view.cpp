@@ -425,7 +425,9 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
       ++m_stats.applied;
       return;
     }
-    m_departed.erase(id);  // back in the view (its departure record expires on its own)
+    // Back in the view: its departure no longer counts (the record expires
+    // on its own).
+    if (const auto departure = m_departed.find(id); departure != m_departed.end()) departure->second.revision = 0;
     if (found == m_entries.end()) {
       m_entries.emplace(id, Entry{body, revision});
       m_changes.push_back({ChangeKind::added, id, nullptr, body});
@@ -453,30 +455,33 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
     const auto tombstone = m_tombstones.find(id);
     const auto departure = m_departed.find(id);
     return std::max(tombstone != m_tombstones.end() ? tombstone->second : 0,
-                    departure != m_departed.end() ? departure->second : 0);
+                    departure != m_departed.end() ? departure->second.revision : 0);
   }
 
   // `id` does not match the narrowing at `revision`.
   void departed(const std::string& id, std::int64_t revision) {
     if (!narrowed() || revision <= 0) return;
-    const auto [departure, first] = m_departed.try_emplace(id, revision);
-    if (!first) {
-      if (revision <= departure->second) return;
-      departure->second = revision;
+    const auto now = Clock::now();
+    const auto [departure, first] = m_departed.try_emplace(id, Departed{revision, now});
+    if (first) {
+      m_departures.push_back({now, departure});
+    } else if (revision > departure->second.revision) {
+      departure->second = {revision, now};  // its queued record will see the new time
     }
-    m_departures.push_back({Clock::now(), id, revision});
   }
 
   // Departures older than forget_departed_after are forgotten: the memory is
   // as large as the recent departures, however long the view lives.
   void forget_old_departures() {
     const auto horizon = Clock::now() - m_options.forget_departed_after;
-    while (!m_departures.empty() && m_departures.front().at <= horizon) {
-      const auto departure = m_departed.find(m_departures.front().id);
-      if (departure != m_departed.end() && departure->second == m_departures.front().revision) {
-        m_departed.erase(departure);
-      }
+    while (!m_departures.empty() && m_departures.front().queued_at <= horizon) {
+      const auto departure = m_departures.front().departure;
       m_departures.pop_front();
+      if (departure->second.at <= horizon) {
+        m_departed.erase(departure);
+      } else {
+        m_departures.push_back({departure->second.at, departure});  // left again since
+      }
     }
   }
 
@@ -836,10 +841,16 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
     std::chrono::milliseconds backoff;
     std::uint64_t retry = 0;  ///< the pending retry's number (0: none)
   };
-  struct Departure {
+  // One record per id that left a narrowed view (its latest departure), and
+  // one queue entry per record, so that the memory is as small as the ids.
+  struct Departed {
+    std::int64_t revision = 0;  // 0: back in the view since
     Clock::time_point at;
-    std::string id;
-    std::int64_t revision;
+  };
+  using DepartedIds = std::map<std::string, Departed>;
+  struct Departure {
+    Clock::time_point queued_at;
+    DepartedIds::iterator departure;
   };
 
   mq::Connector& m_connector;
@@ -894,8 +905,8 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
   Clock::time_point m_retries_armed_at = Clock::time_point::max();
   std::uint64_t m_unlogged_stale = 0;  // flagged stale since the last line about it
   Clock::time_point m_stale_logged_at{};
-  std::map<std::string, std::int64_t> m_departed;  // id -> the revision it left the view at
-  std::deque<Departure> m_departures;              // oldest first, to forget them
+  DepartedIds m_departed;              // id -> the revision it left the view at, and when
+  std::deque<Departure> m_departures;  // by queued_at, to forget them
   std::vector<Change> m_changes;
 };
 

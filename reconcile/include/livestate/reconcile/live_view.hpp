@@ -75,9 +75,10 @@ struct ViewOptions {
   /// A narrowed view remembers, for each entry that left it (its body stopped
   /// matching `where`), the revision at which it left, so that a late message
   /// from before (reordered, duplicated, delayed) does not bring it back. It
-  /// forgets after this long, so that this memory stays as large as the
-  /// departures of the last `forget_departed_after`, not of the view's whole
-  /// life; a message delayed longer than that can bring an entry back until
+  /// forgets an id between one and two times this long after the id last
+  /// left, so that this memory stays as large as the departures of the last
+  /// `forget_departed_after`, not of the view's whole life (about 100 bytes
+  /// an id); a message delayed longer than that can bring an entry back until
   /// the next resync (see resync_every).
   std::chrono::milliseconds forget_departed_after{30'000};
   /// Messages applied between two checks of whether a reload is due: a
