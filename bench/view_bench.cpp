@@ -74,6 +74,9 @@ ApplyResult apply_in_order(int messages) {
   boost::asio::io_context io;
   reconcile::ViewOptions options;
   options.type = "widgets";
+  // Every message waits before the view runs (produce and apply are timed
+  // apart): the inbox must hold them all.
+  options.max_queued = static_cast<std::size_t>(messages);
   reconcile::LiveView view(*bus, *store, io.get_executor(), options);
   std::uint64_t changes = 0;
   view.on_change([&](const reconcile::Change&) { ++changes; });
