@@ -389,6 +389,14 @@ long long heap_in_use_kb() {
 #endif
 }
 
+// The process's memory at one moment, in kB.
+struct MemoryUse {
+  long long resident_kb = 0;
+  long long heap_kb = 0;  // 0 when unknown
+};
+
+MemoryUse memory_now() { return {resident_kb(), heap_in_use_kb()}; }
+
 }  // namespace
 
 int run_chaos(const std::vector<std::string>& args, std::ostream& out) {
@@ -482,39 +490,33 @@ int run_chaos(const std::vector<std::string>& args, std::ostream& out) {
     });
   }
   auto last_progress = Clock::now();
-  std::optional<long long> rss_warmup;
-  long long heap_warmup = 0;
-  std::optional<long long> rss_work_end;
-  long long heap_work_end = 0;
+  std::optional<MemoryUse> warmup;
+  std::optional<MemoryUse> work_end;
   while (finished < options.masters) {
     std::this_thread::sleep_for(50ms);
-    if (!rss_warmup && Clock::now() - started >= options.rss_warmup) {
-      rss_warmup = resident_kb();
-      heap_warmup = heap_in_use_kb();
-      progress << "chaos: resident memory after the warm-up: " << *rss_warmup << " kB\n" << std::flush;
+    if (!warmup && Clock::now() - started >= options.rss_warmup) {
+      warmup = memory_now();
+      progress << "chaos: resident memory after the warm-up: " << warmup->resident_kb << " kB\n" << std::flush;
     }
     if (options.duration && Clock::now() - started > *options.duration && work.adding) {
       // The last moment of the steady work, like the warm-up's: from here
       // the masters drain at once what they hold, and the views catch up.
-      rss_work_end = resident_kb();
-      heap_work_end = heap_in_use_kb();
+      work_end = memory_now();
       work.adding = false;
     }
     if (Clock::now() - last_progress >= 1s) {
       last_progress = Clock::now();
       progress << "chaos: " << seconds_text(Clock::now() - started) << ": "
                << std::min(work.buildsets.load(), options.buildsets) << "/" << options.buildsets << " buildsets, "
-               << work.completed << " requests complete, " << views.progress() << ", resident "
-               << resident_kb() << " kB, heap in use " << heap_in_use_kb() << " kB\n"
+               << work.completed << " requests complete, " << views.progress();
+      const auto memory = memory_now();
+      progress << ", resident " << memory.resident_kb << " kB, heap in use " << memory.heap_kb << " kB\n"
                << std::flush;
     }
   }
   for (auto& thread : threads) thread.join();
   const auto worked = Clock::now() - started;
-  if (!rss_work_end) {  // the work ran out (--buildsets) before --duration
-    rss_work_end = resident_kb();
-    heap_work_end = heap_in_use_kb();
-  }
+  if (!work_end) work_end = memory_now();  // the work ran out (--buildsets) before --duration
   if (!failure.empty()) {
     std::cerr << "livestate chaos: a master failed: " << failure << "\n";
     return 1;
@@ -523,8 +525,13 @@ int run_chaos(const std::vector<std::string>& args, std::ostream& out) {
   // Quiescence: no new faults, everything held is delivered; the views must
   // now converge.
   const auto outcome = views.settle(std::chrono::seconds(30));
-  const long long rss_end = resident_kb();
-  const long long heap_end = heap_in_use_kb();
+  const std::optional<MemoryUse> converged = memory_now();
+  const auto rss = [](const std::optional<MemoryUse>& memory) {
+    return memory ? Json(memory->resident_kb) : Json(nullptr);
+  };
+  const auto heap = [](const std::optional<MemoryUse>& memory) {
+    return memory && memory->heap_kb > 0 ? Json(memory->heap_kb) : Json(nullptr);
+  };
   const std::vector<std::pair<std::string, Json>> rows = {
       {"buildsets_added", std::min(work.buildsets.load(), options.buildsets)},
       {"requests_claimed", work.claims.load()},
@@ -536,13 +543,13 @@ int run_chaos(const std::vector<std::string>& args, std::ostream& out) {
       {"master_restarts_after_lost_connections", work.restarts.load()},
       {"messages_produced", produced() - produced_before},
       // null when the work ended before the warm-up
-      {"rss_warmup_kb", rss_warmup ? Json(*rss_warmup) : Json(nullptr)},
-      {"rss_work_end_kb", *rss_work_end},
-      {"rss_end_kb", rss_end},
+      {"rss_warmup_kb", rss(warmup)},
+      {"rss_work_end_kb", rss(work_end)},
+      {"rss_end_kb", rss(converged)},
       // the allocator's bytes in use (glibc), null when unknown
-      {"heap_warmup_kb", rss_warmup && heap_warmup > 0 ? Json(heap_warmup) : Json(nullptr)},
-      {"heap_work_end_kb", heap_work_end > 0 ? Json(heap_work_end) : Json(nullptr)},
-      {"heap_end_kb", heap_end > 0 ? Json(heap_end) : Json(nullptr)}};
+      {"heap_warmup_kb", heap(warmup)},
+      {"heap_work_end_kb", heap(work_end)},
+      {"heap_end_kb", heap(converged)}};
   std::ostringstream title;
   title << "livestate chaos: " << options.masters << " masters on " << (postgres ? "PostgreSQL" : "SQLite")
         << ", seed " << options.faults.seed << ", worked " << seconds_text(worked);

@@ -68,7 +68,7 @@ class ViewSet {
   };
   [[nodiscard]] Totals totals() const;
   /// One progress line: messages seen, anomalies, reloads, resyncs, entries,
-  /// ids remembered, messages held by the faults.
+  /// ids remembered, messages queued for the views, messages held by the faults.
   [[nodiscard]] std::string progress() const;
 
   struct Outcome {
