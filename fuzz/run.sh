@@ -8,7 +8,7 @@
 # usage: fuzz/run.sh [--seconds N] [--dir DIR] [TARGET...]
 #   --seconds N  how long each target runs (default 30)
 #   --dir DIR    build and work directory (default build-fuzz under the root)
-#   TARGET       wire_decode, routing_parse (default: both)
+#   TARGET       wire_decode, routing_parse, json_reader (default: all)
 # To fuzz for longer: fuzz/run.sh --seconds 3600 wire_decode
 set -euo pipefail
 
@@ -25,7 +25,7 @@ while (($# > 0)); do
     *) targets+=("$1"); shift ;;
   esac
 done
-[ ${#targets[@]} -gt 0 ] || targets=(wire_decode routing_parse)
+[ ${#targets[@]} -gt 0 ] || targets=(wire_decode routing_parse json_reader)
 command -v clang++ >/dev/null || { echo "fuzz/run.sh: clang++ is missing (apt-get install clang)" >&2; exit 1; }
 
 mkdir -p "$dir"

@@ -4,6 +4,8 @@
 #include <charconv>
 #include <stdexcept>
 
+#include "livestate/core/detail/json_reader.hpp"
+
 namespace livestate::db::detail {
 
 Session::~Session() = default;
@@ -88,7 +90,7 @@ std::string Row::as_text(std::size_t column) const {
 
 Json Row::as_json(std::size_t column) const {
   if (is_null(column)) return nullptr;
-  return Json::parse(as_text(column));
+  return livestate::detail::parse_json(as_text(column));
 }
 
 Json Row::as_json_scalar(std::size_t column) const {
