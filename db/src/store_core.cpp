@@ -141,7 +141,7 @@ void StoreCore::commit(std::unique_ptr<Context> context) {
   try {
     if (in_transaction) {
       ContextRunner runner(*context);
-      transport->send_in_transaction(context->outbox().to_messages(), runner);
+      transport->send_in_transaction(context->outbox().to_sent(), runner);
       context->outbox().clear();
     }
     context->commit();

@@ -60,11 +60,12 @@ struct Outbox {
     bodies.clear();
   }
   [[nodiscard]] bool empty() const noexcept { return messages.empty(); }
-  /// Each message with a body of its own (for a transport that takes Messages).
-  [[nodiscard]] std::vector<Message> to_messages() const {
-    std::vector<Message> result;
+  /// The messages, borrowing their keys and bodies (for a transport that
+  /// sends them inside the transaction).
+  [[nodiscard]] std::vector<mq::SentMessage> to_sent() const {
+    std::vector<mq::SentMessage> result;
     result.reserve(messages.size());
-    for (const auto& message : messages) result.push_back({message.key, bodies[message.body]});
+    for (const auto& message : messages) result.push_back({&message.key, &bodies[message.body]});
     return result;
   }
 };

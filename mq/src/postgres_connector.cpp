@@ -34,6 +34,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 
+#include "livestate/core/detail/json_reader.hpp"
 #include "livestate/core/log.hpp"
 #include "livestate/core/wire.hpp"
 #include "livestate/mq/control.hpp"
@@ -436,7 +437,7 @@ class Core final : public std::enable_shared_from_this<Core> {
   // --- producing -------------------------------------------------------------
 
   void produce(const RoutingKey& key, const Json& body);
-  void send_in_transaction(std::span<const Message> messages, SqlRunner& sql);
+  void send_in_transaction(std::span<const SentMessage> messages, SqlRunner& sql);
 
   [[nodiscard]] PostgresStats stats() const {
     std::lock_guard lock(m_state_mutex);
@@ -575,9 +576,12 @@ class Core final : public std::enable_shared_from_this<Core> {
     std::function<void(Result)> on_result;
   };
 
+  // A query asked for from a result's callback (the next body by reference,
+  // fetched when the last one arrives) waits until that result is collected:
+  // libpq takes one query at a time.
   void send_query(std::string sql, std::vector<std::string> params, std::function<void(Result)> on_result) {
     m_queries.push_back({std::move(sql), std::move(params), std::move(on_result)});
-    if (m_queries.size() == 1) send_front();
+    if (!m_query_sent) send_front();
   }
 
   void send_front() {
@@ -587,6 +591,7 @@ class Core final : public std::enable_shared_from_this<Core> {
     const int sent = PQsendQueryParams(m_listener.get(), query.sql.c_str(), static_cast<int>(values.size()),
                                        nullptr, values.data(), nullptr, nullptr, 0);
     if (sent == 0) return lost("cannot send a query: " + one_line(PQerrorMessage(m_listener.get())));
+    m_query_sent = true;
     PQflush(m_listener.get());  // small queries: the rest goes with the next read
     m_last_result.reset();
   }
@@ -600,9 +605,10 @@ class Core final : public std::enable_shared_from_this<Core> {
       }
       auto done = std::move(m_queries.front());
       m_queries.pop_front();
+      m_query_sent = false;
       done.on_result(std::move(m_last_result));
       if (m_stopped || !m_listener) return;
-      if (!m_queries.empty()) send_front();
+      if (!m_queries.empty() && !m_query_sent) send_front();
     }
   }
 
@@ -739,7 +745,7 @@ class Core final : public std::enable_shared_from_this<Core> {
                  bool found = false;
                  if (PQresultStatus(result.get()) == PGRES_TUPLES_OK && PQntuples(result.get()) == 1) {
                    try {
-                     message.body = Json::parse(PQgetvalue(result.get(), 0, 0));
+                     message.body = livestate::detail::parse_json(PQgetvalue(result.get(), 0, 0));
                      found = true;
                    } catch (const Json::exception&) {
                    }
@@ -788,6 +794,7 @@ class Core final : public std::enable_shared_from_this<Core> {
     m_probing = false;
     m_fetching = false;
     m_queries.clear();
+    m_query_sent = false;
     m_last_result.reset();
     m_pending.clear();  // undelivered leftovers of a lost connection: the reset event covers them
     boost::system::error_code ignored;
@@ -916,6 +923,7 @@ class Core final : public std::enable_shared_from_this<Core> {
   std::mt19937_64 m_random{std::random_device{}()};
   std::chrono::steady_clock::time_point m_last_traffic{};
   std::deque<Query> m_queries;
+  bool m_query_sent = false;  // the front of m_queries is with the server
   Result m_last_result;
   std::deque<std::variant<Received, ControlEvent>> m_pending;
   struct Sequence {
@@ -1086,8 +1094,8 @@ class DurableQueue final : public std::enable_shared_from_this<DurableQueue> {
       try {
         rows.push_back(Row{std::stoll(PQgetvalue(result.get(), i, 0)), PQgetvalue(result.get(), i, 1),
                            std::stoull(PQgetvalue(result.get(), i, 2)),
-                           RoutingKey(Json::parse(PQgetvalue(result.get(), i, 3)).get<std::vector<std::string>>()),
-                           Json::parse(PQgetvalue(result.get(), i, 4))});
+                           RoutingKey(livestate::detail::parse_json(PQgetvalue(result.get(), i, 3)).get<std::vector<std::string>>()),
+                           livestate::detail::parse_json(PQgetvalue(result.get(), i, 4))});
       } catch (const std::exception& error) {
         log(LogLevel::warning, component, "durable consumer '" + m_name + "': dropped an unreadable queued message: " +
                                               error.what());
@@ -1299,13 +1307,14 @@ std::string text_array(const std::vector<std::string>& elements) {
   for (const auto& element : elements) {
     if (literal.size() > 1) literal += ',';
     literal += '"';
-    // Runs without a quote or backslash are copied whole.
+    // Runs without a quote or backslash are copied whole. (A plain loop:
+    // find_first_of with a set calls memchr once per character.)
     std::size_t start = 0;
-    for (std::size_t special = element.find_first_of("\"\\"); special != std::string::npos;
-         special = element.find_first_of("\"\\", special + 1)) {
-      literal.append(element, start, special - start);
+    for (std::size_t i = 0; i < element.size(); ++i) {
+      if (element[i] != '"' && element[i] != '\\') continue;
+      literal.append(element, start, i - start);
       literal += '\\';
-      start = special;
+      start = i;
     }
     literal.append(element, start, std::string::npos);
     literal += '"';
@@ -1314,14 +1323,27 @@ std::string text_array(const std::vector<std::string>& elements) {
   return literal;
 }
 
-// One statement sends a whole batch: it keeps a copy of each message for
-// every durable queue whose filter matches it (in order: the rows' ids follow
-// the messages), then sends the payloads. Both happen in the caller's
-// transaction, so both or neither commit.
+// One statement sends a whole batch: it sends the payloads and, only when
+// some durable queue exists, keeps a copy of each message for every queue
+// whose filter matches it (in order: the rows' ids follow the messages),
+// reading the messages back from the payloads (a body sent by reference from
+// livestate_mq_bodies, written earlier in the same transaction). Both happen in
+// the caller's transaction, so both or neither commit. The payloads are the
+// only data sent: each body crosses the wire once, and without durable queues
+// the server only unpacks the array of payloads (the EXISTS is a one-time
+// filter: the messages are not parsed at all).
+//
+// `json` (not jsonb) keeps its input text: `entry -> 'b'` is the body exactly
+// as the producer serialized it.
 constexpr const char* send_sql =
-    "WITH batch AS ("
-    "  SELECT u.position, u.sequence, ARRAY(SELECT json_array_elements_text(u.key::json)) AS key, u.body"
-    "  FROM unnest($2::bigint[], $3::text[], $4::text[]) WITH ORDINALITY AS u(sequence, key, body, position)),"
+    "WITH batch AS MATERIALIZED ("
+    "  SELECT p.position, e.position AS entry_position, (e.entry ->> 's')::bigint AS sequence,"
+    "         ARRAY(SELECT json_array_elements_text(e.entry -> 'k')) AS key,"
+    "         COALESCE((e.entry -> 'b')::text,"
+    "                  (SELECT b.body FROM livestate_mq_bodies b WHERE b.id = (e.entry ->> 'r')::bigint)) AS body"
+    "  FROM unnest($3::text[]) WITH ORDINALITY AS p(payload, position),"
+    "       json_array_elements(p.payload::json -> 'm') WITH ORDINALITY AS e(entry, position)"
+    "  WHERE EXISTS (SELECT 1 FROM livestate_mq_queues)),"
     " queued AS ("
     "  INSERT INTO livestate_mq_queued (queue, origin, sequence, key, body)"
     "  SELECT q.name, $1, b.sequence, b.key, b.body FROM batch b JOIN livestate_mq_queues q"
@@ -1329,8 +1351,8 @@ constexpr const char* send_sql =
     "      OR (q.any_suffix AND cardinality(b.key) >= cardinality(q.filter)))"
     "  AND NOT EXISTS (SELECT 1 FROM unnest(q.filter) WITH ORDINALITY AS f(element, i)"
     "                  WHERE f.element IS NOT NULL AND f.element IS DISTINCT FROM b.key[f.i])"
-    "  ORDER BY b.position, q.name)"
-    " SELECT count(pg_notify($5, p.payload)) FROM unnest($6::text[]) WITH ORDINALITY AS p(payload, position)";
+    "  ORDER BY b.position, b.entry_position, q.name)"
+    " SELECT count(pg_notify($2, p.payload)) FROM unnest($3::text[]) WITH ORDINALITY AS p(payload, position)";
 
 // The same for one message (every produce() outside a transaction): no
 // arrays to unpack, the key given as text[]; the server runs it in about
@@ -1352,43 +1374,47 @@ class Sender {
       : m_origin(origin), m_channel(channel), m_sequence(sequence) {}
 
   template <class Run>
-  void send(std::span<const Message> messages, Run&& run) {
+  void send(std::span<const SentMessage> messages, Run&& run) {
     std::vector<wire::Outgoing> outgoing;
-    std::vector<std::string> sequences, bodies;
+    std::vector<std::string> bodies;
     outgoing.reserve(messages.size());
     bodies.reserve(messages.size());  // entries point into it: no reallocation
+    const Json* last_body = nullptr;
+    std::int64_t last_reference = 0;  // the row of last_body, when it is stored
     for (const auto& message : messages) {
-      // Each body is serialized once, for the payload and the durable queues.
-      const std::string& body = bodies.emplace_back(message.body.dump(-1, ' ', false, Json::error_handler_t::replace));
-      wire::Outgoing entry{&message.key, &message.body, 0, ++m_sequence, &body};
-      if (wire::encoded_size(m_origin, entry) > wire::max_payload_bytes) {
+      // Each body is serialized once, for the payload (and a single message's
+      // durable queues), and stored once when too large: the messages of one
+      // change share theirs.
+      if (message.body != last_body) {
+        bodies.emplace_back(message.body->dump(-1, ' ', false, Json::error_handler_t::replace));
+        last_body = message.body;
+        last_reference = 0;
+      }
+      const std::string& body = bodies.back();
+      wire::Outgoing entry{message.key, message.body, 0, ++m_sequence, &body};
+      if (last_reference == 0 && wire::encoded_size(m_origin, entry) > wire::max_payload_bytes) {
         const auto id = run("INSERT INTO livestate_mq_bodies (body) VALUES ($1) RETURNING id",
                             std::vector<std::optional<std::string>>{body});
+        last_reference = std::stoll(id.value());
+      }
+      if (last_reference != 0) {
         entry.body = nullptr;
         entry.body_text = nullptr;
-        entry.reference = std::stoll(id.value());
+        entry.reference = last_reference;
       }
       outgoing.push_back(entry);
-      sequences.push_back(std::to_string(entry.sequence));
     }
     if (messages.size() == 1 && outgoing.front().reference == 0) {
-      const auto& key = messages.front().key;
+      const auto& key = *messages.front().key;
       auto payload = std::move(wire::encode(m_origin, outgoing).front());  // reads bodies: before they move
       run(send_one_sql, std::vector<std::optional<std::string>>{
-                            std::string(m_origin), std::move(sequences.front()),
+                            std::string(m_origin), std::to_string(outgoing.front().sequence),
                             text_array(std::vector<std::string>(key.begin(), key.end())), std::move(bodies.front()),
                             std::string(m_channel), std::move(payload)});
       return;
     }
-    // The batch statement takes each key as a JSON array (one text[] of them).
-    std::vector<std::string> keys;
-    keys.reserve(messages.size());
-    for (const auto& message : messages) {
-      keys.push_back(Json(std::vector<std::string>(message.key.begin(), message.key.end())).dump());
-    }
-    run(send_sql, std::vector<std::optional<std::string>>{
-                      std::string(m_origin), text_array(sequences), text_array(keys), text_array(bodies),
-                      std::string(m_channel), text_array(wire::encode(m_origin, outgoing))});
+    run(send_sql, std::vector<std::optional<std::string>>{std::string(m_origin), std::string(m_channel),
+                                                          text_array(wire::encode(m_origin, outgoing))});
   }
 
  private:
@@ -1467,7 +1493,7 @@ void Core::prune(PGconn* connection) {
 
 void Core::produce(const RoutingKey& key, const Json& body) {
   std::lock_guard lock(m_producer_mutex);
-  const Message message{key, body};
+  const SentMessage message{&key, &body};
   for (int attempt = 1;; ++attempt) {
     PGconn* connection = producer();
     const std::uint64_t sequence_before = m_sequence;
@@ -1479,7 +1505,7 @@ void Core::produce(const RoutingKey& key, const Json& body) {
       Sender sender(m_origin, m_options.channel, m_sequence);
       // One statement, atomic on its own; a body stored by reference joins it
       // in a transaction.
-      sender.send(std::span<const Message>(&message, 1), [&](const char* sql, const auto& params) {
+      sender.send(std::span<const SentMessage>(&message, 1), [&](const char* sql, const auto& params) {
         if (sql == send_one_sql) return run_blocking(connection, {}, params, in_doubt, send_one_statement);
         if (sql == send_sql) return run_blocking(connection, {}, params, in_doubt, send_statement);
         if (!in_transaction) {
@@ -1546,7 +1572,7 @@ void Core::forget_tables(PGconn* connection) noexcept {
   m_send_prepared = false;
 }
 
-void Core::send_in_transaction(std::span<const Message> messages, SqlRunner& sql) {
+void Core::send_in_transaction(std::span<const SentMessage> messages, SqlRunner& sql) {
   if (!m_tables_ready) {
     std::lock_guard lock(m_producer_mutex);
     ensure_tables(producer());
@@ -1598,7 +1624,7 @@ class PostgresConnectorImpl final : public PostgresConnector, public Transaction
   const std::string& origin() const noexcept override { return m_core->origin(); }
   bool wait_listening(std::chrono::milliseconds timeout) const override { return m_core->wait_listening(timeout); }
 
-  void send_in_transaction(std::span<const Message> messages, SqlRunner& sql) override {
+  void send_in_transaction(std::span<const SentMessage> messages, SqlRunner& sql) override {
     m_core->send_in_transaction(messages, sql);
   }
 

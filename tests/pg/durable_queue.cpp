@@ -166,3 +166,42 @@ TEST_CASE("ten thousand messages from two producers with interleaved long transa
   CHECK(by_producer["a"] == range(0, per_producer));
   CHECK(by_producer["b"] == range(0, per_producer));
 }
+
+TEST_CASE("a store transaction's messages reach a stopped durable consumer exactly: bodies by reference, odd text, only the keys its filter matches") {
+  Setup setup;
+  auto consumer_side = setup.connector();
+  {
+    Inbox ignored;
+    auto consumer = consumer_side->start_consuming(ignored.callback(), Filter::parse("builds.*.update"), "exact");
+  }  // stopped: what matches is kept from now on
+
+  const std::string large(100'000, 'x');
+  const std::vector<Json> bodies = {
+      {{"n", 0}, {"text", "quote \" backslash \\ semicolon ; dollar $1 brace {\"k\":[1]} unicode é ☃ 𝄞"}},
+      {{"n", 1}, {"large", large}},
+      Json(nullptr),
+      {{"n", 3}, {"nested", {{"array", {1, 2.5, "three", nullptr, true}}}}},
+  };
+  auto producer = setup.connector();
+  auto store = db::Store::open(setup.schema.url(), *producer);
+  {
+    auto tx = store->begin();
+    for (std::size_t i = 0; i < bodies.size(); ++i) {
+      tx.produce(RoutingKey{"builds", std::to_string(i), "update"}, bodies[i]);
+      tx.produce(RoutingKey{"steps", std::to_string(i), "update"}, {{"not", "for this queue"}});
+    }
+    tx.produce(RoutingKey{"builds", "9", "update", "extra"}, {{"not", "for this queue"}});
+    tx.commit();
+  }
+
+  Inbox inbox;
+  auto consumer = consumer_side->start_consuming(inbox.callback(), Filter::parse("builds.*.update"), "exact");
+  REQUIRE(inbox.wait_for(bodies.size()));
+  std::this_thread::sleep_for(300ms);  // nothing more
+  const auto messages = inbox.messages();
+  REQUIRE(messages.size() == bodies.size());
+  for (std::size_t i = 0; i < bodies.size(); ++i) {
+    CHECK(messages[i].key == RoutingKey{"builds", std::to_string(i), "update"});
+    CHECK(messages[i].body == bodies[i]);
+  }
+}

@@ -36,6 +36,14 @@ class SqlRunner {
   virtual TransportStream& stream() noexcept = 0;
 };
 
+/// A message a transaction sends, borrowed from the store's outbox for the
+/// length of the call. The messages of one change share one body: their
+/// `body` pointers are equal, and the body is serialized once.
+struct SentMessage {
+  const RoutingKey* key = nullptr;
+  const Json* body = nullptr;
+};
+
 /// Implemented by connectors whose transport is a PostgreSQL database (the
 /// PostgreSQL connector): they can send messages from inside a transaction on
 /// that database, so that the messages are delivered if, and only if, it
@@ -50,7 +58,7 @@ class TransactionalTransport {
 
   /// Sends `messages`, in order, through `sql`'s transaction. Throws what `sql`
   /// throws; the caller then rolls the transaction back.
-  virtual void send_in_transaction(std::span<const Message> messages, SqlRunner& sql) = 0;
+  virtual void send_in_transaction(std::span<const SentMessage> messages, SqlRunner& sql) = 0;
 };
 
 }  // namespace livestate::mq
