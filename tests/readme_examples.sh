@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The README's C++ examples must be exactly the files in examples/, which the
 # build compiles and ctest runs: so the README can't show code that doesn't build.
+# And no paragraph of it (3 lines or more) may appear twice: twice an edit
+# that rewrote a section by hand pasted half of the README after itself.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
@@ -17,6 +19,15 @@ if [ ${#blocks[@]} -eq 0 ]; then
   exit 1
 fi
 status=0
+repeated=$(awk '
+  /^$/ { if (lines >= 3 && seen[paragraph]++ == 1) print first; paragraph = ""; lines = 0; next }
+  { if (lines == 0) first = $0; paragraph = paragraph "\n" $0; lines++ }
+' "$root/README.md")
+if [ -n "$repeated" ]; then
+  echo "README.md repeats paragraphs; each first line:" >&2
+  printf '%s\n' "$repeated" >&2
+  status=1
+fi
 for block in "${blocks[@]}"; do
   found=no
   for example in "$root"/examples/*.cpp; do
