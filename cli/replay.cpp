@@ -79,8 +79,8 @@ class ReplaySource final : public reconcile::Source {
     return rows;
   }
 
-  std::map<std::string, std::int64_t> deletions(std::string_view,
-                                                const std::optional<std::vector<std::string>>&) override {
+  std::map<std::string, std::int64_t> deletions(std::string_view, const std::optional<std::vector<std::string>>&,
+                                                std::optional<std::chrono::milliseconds>) override {
     return {};  // a trace deletes nothing
   }
 

@@ -803,7 +803,7 @@ std::int64_t Operations::upsert_resource(std::string_view type, std::string_view
     const bool created = before.empty() || before.front().as_bool(0);
     const auto rows = context.query(
         "INSERT INTO resources (type, id, state) VALUES (?, ?, ?) ON CONFLICT (type, id) DO UPDATE "
-        "SET state = excluded.state, deleted = ?, revision = resources.revision + 1 RETURNING " +
+        "SET state = excluded.state, deleted = ?, deleted_at = NULL, revision = resources.revision + 1 RETURNING " +
             std::string(resource_columns),
         {std::string(type), std::string(id), text, false});
     const Json body = resource_body(rows.front());
@@ -818,9 +818,9 @@ bool Operations::delete_resource(std::string_view type, std::string_view id) {
   bool deleted = false;
   run(true, [&](Context& context) {
     const auto rows = context.query(
-        "UPDATE resources SET deleted = ?, revision = revision + 1 WHERE type = ? AND id = ? AND deleted = ? "
-        "RETURNING revision",
-        {true, std::string(type), std::string(id), false});
+        "UPDATE resources SET deleted = ?, deleted_at = ?, revision = revision + 1 "
+        "WHERE type = ? AND id = ? AND deleted = ? RETURNING revision",
+        {true, context.now(), std::string(type), std::string(id), false});
     deleted = !rows.empty();
     if (deleted) {
       context.announce(RoutingKey({type, id, "deleted"}),
@@ -948,19 +948,27 @@ std::vector<Json> Operations::list(std::string_view type, const Json& where,
 }
 
 std::map<std::string, std::int64_t> Operations::deletions(std::string_view type,
-                                                          std::optional<std::vector<std::string>> ids) {
+                                                          std::optional<std::vector<std::string>> ids,
+                                                          std::optional<std::chrono::milliseconds> within) {
   std::map<std::string, std::int64_t> deleted;
   if (find_builtin(type) != nullptr || (ids && ids->empty())) return deleted;
   (void)RoutingKey({type});
-  std::string sql = "SELECT id, revision FROM resources WHERE type = ? AND deleted = ?";
-  std::vector<Value> params{std::string(type), true};
+  // `deleted` as the index of deletions (0005) says it.
+  std::string sql = "SELECT id, revision FROM resources WHERE type = ? AND deleted";
+  std::vector<Value> params{std::string(type)};
   if (ids) {
     sql += " AND id IN " + placeholders(ids->size());
     params.insert(params.end(), ids->begin(), ids->end());
   }
   run(false, [&](Context& context) {
     deleted.clear();
-    for (const auto& row : context.query(sql, params)) deleted.emplace(row.as_text(0), row.as_int(1));
+    std::vector<Value> bound = params;
+    std::string query = sql;
+    if (within) {
+      query += " AND deleted_at >= ?";
+      bound.emplace_back(context.now() - std::chrono::duration<double>(*within).count());
+    }
+    for (const auto& row : context.query(query, bound)) deleted.emplace(row.as_text(0), row.as_int(1));
   });
   return deleted;
 }

@@ -19,6 +19,7 @@
 #include "livestate/db/store.hpp"
 #include "livestate/mq/connector.hpp"
 #include "livestate/mq/control.hpp"
+#include "expiring_revisions.hpp"
 #include "lifecycle.hpp"
 #include "livestate/reconcile/source.hpp"
 
@@ -292,7 +293,7 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
 
   void on_message(Incoming message) {
     if (message.key.size() != 3) return;
-    forget_old_departures();
+    forget_old_records();
     if (!m_loaded) {
       // Before the first load (which may be failing and retried): bounded
       // as the inbox is; the load, read after these arrived, covers them.
@@ -385,9 +386,7 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
   }
 
   void apply_deletion(const std::string& id, std::int64_t revision, bool replaying) {
-    auto& tombstone = m_tombstones[id];
-    const bool known = revision <= tombstone;
-    tombstone = std::max(tombstone, revision);
+    const bool known = !m_tombstones.note(id, revision, Clock::now());
     std::unique_lock lock(m_mutex);
     const auto found = m_entries.find(id);
     // The entry goes if it is older than the deletion, even when a resync
@@ -427,7 +426,7 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
     }
     // Back in the view: its departure no longer counts (the record expires
     // on its own).
-    if (const auto departure = m_departed.find(id); departure != m_departed.end()) departure->second.revision = 0;
+    m_departed.clear(id);
     if (found == m_entries.end()) {
       m_entries.emplace(id, Entry{body, revision});
       m_changes.push_back({ChangeKind::added, id, nullptr, body});
@@ -452,37 +451,22 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
   // The revision at or below which a message about `id` is late: it was
   // deleted, or left this narrowed view, at that revision (0: neither known).
   std::int64_t gone_at(const std::string& id) const {
-    const auto tombstone = m_tombstones.find(id);
-    const auto departure = m_departed.find(id);
-    return std::max(tombstone != m_tombstones.end() ? tombstone->second : 0,
-                    departure != m_departed.end() ? departure->second.revision : 0);
+    return std::max(m_tombstones.revision(id), m_departed.revision(id));
   }
 
   // `id` does not match the narrowing at `revision`.
   void departed(const std::string& id, std::int64_t revision) {
     if (!narrowed() || revision <= 0) return;
-    const auto now = Clock::now();
-    const auto [departure, first] = m_departed.try_emplace(id, Departed{revision, now});
-    if (first) {
-      m_departures.push_back({now, departure});
-    } else if (revision > departure->second.revision) {
-      departure->second = {revision, now};  // its queued record will see the new time
-    }
+    m_departed.note(id, revision, Clock::now());
   }
 
-  // Departures older than forget_departed_after are forgotten: the memory is
-  // as large as the recent departures, however long the view lives.
-  void forget_old_departures() {
-    const auto horizon = Clock::now() - m_options.forget_departed_after;
-    while (!m_departures.empty() && m_departures.front().queued_at <= horizon) {
-      const auto departure = m_departures.front().departure;
-      m_departures.pop_front();
-      if (departure->second.at <= horizon) {
-        m_departed.erase(departure);
-      } else {
-        m_departures.push_back({departure->second.at, departure});  // left again since
-      }
-    }
+  // Departures older than forget_departed_after and deletions older than
+  // forget_deleted_after are forgotten: the memory is as large as the recent
+  // ones, however long the view lives.
+  void forget_old_records() {
+    const auto now = Clock::now();
+    m_departed.forget_before(now - m_options.forget_departed_after);
+    m_tombstones.forget_before(now - m_options.forget_deleted_after);
   }
 
   // --- reloads (strand) -----------------------------------------------------
@@ -538,7 +522,7 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
         for (const auto& id : ids) {
           if (found.count(id) == 0) missing.push_back(id);
         }
-        learn_deletions(m_reload_store.deletions(m_options.type, std::move(missing)));
+        learn_deletions(m_reload_store.deletions(m_options.type, std::move(missing), std::nullopt));
       }
       for (const auto& id : ids) {
         const auto row = found.find(id);
@@ -713,18 +697,18 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
   // Reloads everything: rows the view lacks are added, vanished ones removed,
   // newer ones taken; the view's own newer entries are kept (a lagging read).
   void learn_deletions(const std::map<std::string, std::int64_t>& deletions) {
-    for (const auto& [id, revision] : deletions) {
-      auto& tombstone = m_tombstones[id];
-      tombstone = std::max(tombstone, revision);
-    }
+    const auto now = Clock::now();
+    for (const auto& [id, revision] : deletions) m_tombstones.note(id, revision, now);
   }
 
   void resync_now() {
-    forget_old_departures();
+    forget_old_records();
     const auto rows = m_reload_store.read(m_options.type, m_options.where, std::nullopt);
     // A message older than this snapshot about an entry deleted before it
     // must not bring the entry back: the deletions' revisions keep it out.
-    learn_deletions(m_reload_store.deletions(m_options.type, std::nullopt));
+    // Only the recent deletions matter (those whose late messages may still
+    // come); twice the window allows for the clocks of other hosts.
+    learn_deletions(m_reload_store.deletions(m_options.type, std::nullopt, 2 * m_options.forget_deleted_after));
     m_retry_backoff = std::chrono::milliseconds(50);
     std::map<std::string, const Json*> database;
     for (const auto& [id, row] : rows) database.emplace(id, &row);
@@ -841,17 +825,6 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
     std::chrono::milliseconds backoff;
     std::uint64_t retry = 0;  ///< the pending retry's number (0: none)
   };
-  // One record per id that left a narrowed view (its latest departure), and
-  // one queue entry per record, so that the memory is as small as the ids.
-  struct Departed {
-    std::int64_t revision = 0;  // 0: back in the view since
-    Clock::time_point at;
-  };
-  using DepartedIds = std::map<std::string, Departed>;
-  struct Departure {
-    Clock::time_point queued_at;
-    DepartedIds::iterator departure;
-  };
 
   mq::Connector& m_connector;
   std::unique_ptr<Source> m_owned_source;
@@ -898,15 +871,14 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
   bool m_retry_posted = false;
   std::chrono::milliseconds m_retry_backoff{50};
   std::map<std::string, std::int64_t> m_announced;
-  std::map<std::string, std::int64_t> m_tombstones;
+  detail::ExpiringRevisions m_tombstones;  // id -> the revision it was deleted at
   std::map<std::string, Lag> m_lag;
   std::uint64_t m_retries = 0;
   std::multimap<Clock::time_point, std::pair<std::string, std::uint64_t>> m_retry_at;  // -> (id, retry)
   Clock::time_point m_retries_armed_at = Clock::time_point::max();
   std::uint64_t m_unlogged_stale = 0;  // flagged stale since the last line about it
   Clock::time_point m_stale_logged_at{};
-  DepartedIds m_departed;              // id -> the revision it left the view at, and when
-  std::deque<Departure> m_departures;  // by queued_at, to forget them
+  detail::ExpiringRevisions m_departed;  // id -> the revision it left the view at (0: back since)
   std::vector<Change> m_changes;
 };
 

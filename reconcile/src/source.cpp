@@ -23,9 +23,10 @@ class StoreSource final : public Source {
   }
 
   std::map<std::string, std::int64_t> deletions(std::string_view type,
-                                                const std::optional<std::vector<std::string>>& ids) override {
+                                                const std::optional<std::vector<std::string>>& ids,
+                                                std::optional<std::chrono::milliseconds> within) override {
     if (db::Store::is_builtin_type(type)) return {};
-    return m_store.deletions(type, ids);
+    return m_store.deletions(type, ids, within);
   }
 
  private:

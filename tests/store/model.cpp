@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -382,6 +383,29 @@ TEST_CASE("a resource is announced new, then updated, then deleted, and its revi
 
   CHECK_THROWS_AS(f.store->upsert_resource("buildrequests", "1", Json::object()), std::invalid_argument);
   CHECK_THROWS_AS(f.store->upsert_resource("caf\xc3\xa9", "1", Json::object()), livestate::InvalidRoutingKey);
+}
+
+TEST_CASE("deletions are read with their revisions, all of them or only the recent ones by the store's clock") {
+  Fixture f;
+  f.store->upsert_resource("deployments", "old", Json::object());
+  CHECK(f.store->delete_resource("deployments", "old"));  // revision 2, at the fixture's time
+  f.clock += 3600;
+  f.store->upsert_resource("deployments", "recent", Json::object());
+  f.store->upsert_resource("deployments", "recent", Json::object());
+  CHECK(f.store->delete_resource("deployments", "recent"));  // revision 3, an hour later
+  f.store->upsert_resource("deployments", "again", Json::object());
+  CHECK(f.store->delete_resource("deployments", "again"));
+  f.store->upsert_resource("deployments", "again", Json::object());  // made again: not deleted
+  f.store->upsert_resource("deployments", "alive", Json::object());
+  f.clock += 10;
+
+  using Deletions = std::map<std::string, std::int64_t>;
+  CHECK(f.store->deletions("deployments") == Deletions{{"old", 2}, {"recent", 3}});
+  CHECK(f.store->deletions("deployments", std::nullopt, std::chrono::seconds(60)) == Deletions{{"recent", 3}});
+  CHECK(f.store->deletions("deployments", std::vector<std::string>{"old", "alive"}) == Deletions{{"old", 2}});
+  CHECK(f.store->deletions("deployments", std::vector<std::string>{"old"}, std::chrono::seconds(60)).empty());
+  CHECK(f.store->deletions("deployments", std::nullopt, std::chrono::hours(2)).size() == 2);
+  CHECK(f.store->deletions("buildrequests").empty());
 }
 
 TEST_CASE("strings and bodies that look like SQL, quote or escape are stored and announced verbatim") {

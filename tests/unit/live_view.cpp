@@ -581,6 +581,49 @@ TEST_CASE("a narrowed view forgets departures after forget_departed_after; a vie
   CHECK(all.verify().empty());
 }
 
+TEST_CASE("a view forgets deletions after forget_deleted_after, and a resync reads only the recent ones") {
+  Fixture f;
+  // A long history: deleted an hour ago, by a store whose messages this view
+  // never sees.
+  {
+    db::StoreOptions an_hour_ago;
+    an_hour_ago.clock = [] {
+      return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count() - 3600;
+    };
+    auto unseen_mq = mq::make_simple_mq();
+    auto old_store = db::Store::open(f.database.url(), *unseen_mq, an_hour_ago);
+    for (int i = 0; i < 50; ++i) {
+      old_store->upsert_resource("widgets", "old-" + std::to_string(i), {{"size", i}});
+      old_store->delete_resource("widgets", "old-" + std::to_string(i));
+    }
+  }
+  auto options = of_type("widgets");
+  options.forget_deleted_after = std::chrono::milliseconds(300);
+  reconcile::LiveView view(*f.view_mq, *f.store, f.io.get_executor(), options);
+  view.start();
+  f.settle();
+  CHECK(view.stats().remembered_ids == 0);  // the load read no old deletion
+
+  for (int i = 0; i < 5; ++i) {
+    f.store->upsert_resource("widgets", "new-" + std::to_string(i), {{"size", i}});
+    f.store->delete_resource("widgets", "new-" + std::to_string(i));
+  }
+  f.store->upsert_resource("widgets", "kept", {{"size", 1}});
+  f.settle();
+  CHECK(view.stats().remembered_ids == 5);
+  view.resync();
+  f.settle();
+  CHECK(view.stats().remembered_ids == 5);  // the recent deletions, not the 50 old ones
+  CHECK(view.verify().empty());
+
+  std::this_thread::sleep_for(std::chrono::milliseconds(350));
+  f.store->upsert_resource("widgets", "kept", {{"size", 2}});
+  f.settle();
+  CHECK(view.stats().remembered_ids == 0);
+  CHECK(view.entries().size() == 1);
+  CHECK(view.verify().empty());
+}
+
 TEST_CASE("a change callback that throws is counted and the view stays equal to the database") {
   Fixture f;
   reconcile::LiveView view(*f.view_mq, *f.store, f.io.get_executor(), of_type("widgets"));

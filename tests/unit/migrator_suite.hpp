@@ -18,7 +18,10 @@
 #include <unistd.h>
 
 #include <array>
+#include <chrono>
+#include <cmath>
 #include <cstdio>
+#include <map>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -243,6 +246,25 @@ TEST_CASE("migrating from the first migration keeps the data and carries claims 
   // The carried-over claim holds: nobody can claim the request again.
   const std::int64_t request = 1;
   CHECK_THROWS_AS(f.store->claim_buildrequests(std::span(&request, 1), 1), AlreadyClaimed);
+}
+
+TEST_CASE("migrating past 0005 dates the deletions made before it now, and leaves live resources undated") {
+  Fixture f;
+  CHECK(migrate(*f.store, 4) == 4);
+  exec(*f.store,
+       "INSERT INTO resources (type, id, state, revision, deleted) VALUES "
+       "('widgets', 'gone', '{}', 2, TRUE), ('widgets', 'here', '{\"size\": 1}', 1, FALSE)");
+  CHECK(migrate(*f.store) == f.latest());
+
+  const auto rows = query(*f.store, "SELECT id, deleted_at FROM resources ORDER BY id");
+  REQUIRE(rows.size() == 2);
+  CHECK(rows[0].as_text(0) == "gone");
+  const double now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  CHECK(std::abs(rows[0].as_double(1) - now) < 300);  // the database's clock at the migration
+  CHECK(rows[1].as_text(0) == "here");
+  CHECK(rows[1].is_null(1));
+  CHECK(f.store->deletions("widgets") == std::map<std::string, std::int64_t>{{"gone", 2}});
+  CHECK(f.store->get_resource("widgets", "here").value()["state"] == Json{{"size", 1}});
 }
 
 TEST_CASE("migrating an up-to-date database changes nothing and announces nothing") {

@@ -182,9 +182,12 @@ class Operations {
   /// The deleted entries of an application type (or of these ids among
   /// them), each with the revision of its deletion: what a reader that missed
   /// a deletion message needs to tell a late message about a deleted entry
-  /// from a new one. Built-in types are never deleted: always empty.
+  /// from a new one. `within`: only those deleted in that time before now
+  /// (StoreOptions::clock; the deleting store's clock stamped them). Built-in
+  /// types are never deleted: always empty.
   [[nodiscard]] std::map<std::string, std::int64_t> deletions(
-      std::string_view type, std::optional<std::vector<std::string>> ids = std::nullopt);
+      std::string_view type, std::optional<std::vector<std::string>> ids = std::nullopt,
+      std::optional<std::chrono::milliseconds> within = std::nullopt);
   /// The id of an entry of `type` as its routing key says it ("17").
   [[nodiscard]] static std::string id_of(std::string_view type, const Json& body);
   /// Is `type` one of the built-in Buildbot types?

@@ -81,6 +81,15 @@ struct ViewOptions {
   /// an id); a message delayed longer than that can bring an entry back until
   /// the next resync (see resync_every).
   std::chrono::milliseconds forget_departed_after{30'000};
+  /// A deleted entry's id and revision keep late messages about it (sent
+  /// before the deletion, arriving after it) from bringing it back. The view
+  /// forgets a deletion between one and two times this long after it learned
+  /// it, and a resync reads only the deletions of the last twice this long
+  /// (by the deleting stores' clocks), so that memory and resyncs cost what
+  /// the recent deletions do, not what every deletion ever made does; a
+  /// message delayed longer can bring a deleted entry back until the next
+  /// resync (see resync_every).
+  std::chrono::milliseconds forget_deleted_after{30'000};
   /// Messages applied between two checks of whether a reload is due: a
   /// reload is batched with whatever else became due meanwhile.
   std::size_t reload_batch = 500;
@@ -133,8 +142,9 @@ struct ViewStats {
   std::uint64_t queued_peak = 0;        ///< the most that have waited at once
   std::uint64_t queue_overflows = 0;    ///< times more than max_queued waited: discarded, resynced
   std::uint64_t messages_discarded = 0; ///< messages discarded by those overflows
-  /// Ids the view remembers beyond its entries: deletions' tombstones,
-  /// departures from a narrowed view (forget_departed_after), revisions
+  /// Ids the view remembers beyond its entries: deletions' tombstones
+  /// (forget_deleted_after), departures from a narrowed view
+  /// (forget_departed_after), revisions
   /// announced to a reload not yet caught up with, lagging reloads.
   std::uint64_t remembered_ids = 0;
   /// Time since the view was last equal to a snapshot of the database (the

@@ -3,6 +3,7 @@
 // Where a live view reads what it loads and reloads: a db::Store, or anything
 // else that keeps rows by type and id with a revision (a replayed trace).
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -34,10 +35,13 @@ class Source {
   /// when given), by id. std::invalid_argument for a field it can't filter on.
   virtual std::map<std::string, Json> read(std::string_view type, const Json& where,
                                            const std::optional<std::vector<std::string>>& ids) = 0;
-  /// The entries of `type` that were deleted (among `ids`, when given), each
-  /// with the revision of its deletion. Empty for types never deleted.
+  /// The entries of `type` that were deleted (among `ids`, when given; within
+  /// the last `within`, when given, by the clock of the store that deleted
+  /// them), each with the revision of its deletion. Empty for types never
+  /// deleted.
   virtual std::map<std::string, std::int64_t> deletions(std::string_view type,
-                                                        const std::optional<std::vector<std::string>>& ids) = 0;
+                                                        const std::optional<std::vector<std::string>>& ids,
+                                                        std::optional<std::chrono::milliseconds> within) = 0;
 };
 
 /// The store as a source: Store::list and Store::deletions. Borrowed: the
