@@ -965,7 +965,9 @@ std::map<std::string, std::int64_t> Operations::deletions(std::string_view type,
     std::vector<Value> bound = params;
     std::string query = sql;
     if (within) {
-      query += " AND deleted_at >= ?";
+      // Undated: deleted by a program older than 0005 since the migration
+      // (a rolling upgrade), when exactly is unknown.
+      query += " AND (deleted_at >= ? OR deleted_at IS NULL)";
       bound.emplace_back(context.now() - std::chrono::duration<double>(*within).count());
     }
     for (const auto& row : context.query(query, bound)) deleted.emplace(row.as_text(0), row.as_int(1));

@@ -1354,6 +1354,25 @@ constexpr const char* send_sql =
     "  ORDER BY b.position, b.entry_position, q.name)"
     " SELECT count(pg_notify($2, p.payload)) FROM unnest($3::text[]) WITH ORDINALITY AS p(payload, position)";
 
+// The batch statement for payloads PostgreSQL's json functions can't read:
+// they refuse the escape \u0000 (a NUL character in a string; text has no
+// form for it). The messages then also travel as text, one array each of
+// sequences, keys (JSON arrays) and bodies, for the durable queues' copies.
+constexpr const char* send_as_text_sql =
+    "WITH batch AS ("
+    "  SELECT u.position, u.sequence, ARRAY(SELECT json_array_elements_text(u.key::json)) AS key, u.body"
+    "  FROM unnest($3::bigint[], $4::text[], $5::text[]) WITH ORDINALITY AS u(sequence, key, body, position)"
+    "  WHERE EXISTS (SELECT 1 FROM livestate_mq_queues)),"
+    " queued AS ("
+    "  INSERT INTO livestate_mq_queued (queue, origin, sequence, key, body)"
+    "  SELECT q.name, $1, b.sequence, b.key, b.body FROM batch b JOIN livestate_mq_queues q"
+    "  ON (cardinality(q.filter) = cardinality(b.key)"
+    "      OR (q.any_suffix AND cardinality(b.key) >= cardinality(q.filter)))"
+    "  AND NOT EXISTS (SELECT 1 FROM unnest(q.filter) WITH ORDINALITY AS f(element, i)"
+    "                  WHERE f.element IS NOT NULL AND f.element IS DISTINCT FROM b.key[f.i])"
+    "  ORDER BY b.position, q.name)"
+    " SELECT count(pg_notify($2, p.payload)) FROM unnest($6::text[]) WITH ORDINALITY AS p(payload, position)";
+
 // The same for one message (every produce() outside a transaction): no
 // arrays to unpack, the key given as text[]; the server runs it in about
 // four fifths of the time of the batch statement with one message.
@@ -1379,6 +1398,8 @@ class Sender {
     std::vector<std::string> bodies;
     outgoing.reserve(messages.size());
     bodies.reserve(messages.size());  // entries point into it: no reallocation
+    std::vector<std::size_t> body_of;  // each message's body, in `bodies`
+    body_of.reserve(messages.size());
     const Json* last_body = nullptr;
     std::int64_t last_reference = 0;  // the row of last_body, when it is stored
     for (const auto& message : messages) {
@@ -1391,6 +1412,7 @@ class Sender {
         last_reference = 0;
       }
       const std::string& body = bodies.back();
+      body_of.push_back(bodies.size() - 1);
       wire::Outgoing entry{message.key, message.body, 0, ++m_sequence, &body};
       if (last_reference == 0 && wire::encoded_size(m_origin, entry) > wire::max_payload_bytes) {
         const auto id = run("INSERT INTO livestate_mq_bodies (body) VALUES ($1) RETURNING id",
@@ -1413,8 +1435,24 @@ class Sender {
                             std::string(m_channel), std::move(payload)});
       return;
     }
-    run(send_sql, std::vector<std::optional<std::string>>{std::string(m_origin), std::string(m_channel),
-                                                          text_array(wire::encode(m_origin, outgoing))});
+    auto payloads = wire::encode(m_origin, outgoing);
+    const bool readable = std::none_of(payloads.begin(), payloads.end(), [](const std::string& payload) {
+      return payload.find("\\u0000") != std::string::npos;
+    });
+    if (readable) {
+      run(send_sql, std::vector<std::optional<std::string>>{std::string(m_origin), std::string(m_channel),
+                                                            text_array(payloads)});
+      return;
+    }
+    std::vector<std::string> sequences, keys, texts;
+    for (std::size_t i = 0; i < messages.size(); ++i) {
+      sequences.push_back(std::to_string(outgoing[i].sequence));
+      keys.push_back(Json(std::vector<std::string>(messages[i].key->begin(), messages[i].key->end())).dump());
+      texts.push_back(bodies[body_of[i]]);
+    }
+    run(send_as_text_sql, std::vector<std::optional<std::string>>{
+                              std::string(m_origin), std::string(m_channel), text_array(sequences),
+                              text_array(keys), text_array(texts), text_array(payloads)});
   }
 
  private:

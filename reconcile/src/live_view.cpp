@@ -89,6 +89,14 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
     if (!m_options.where.is_object()) throw std::invalid_argument("LiveView: `where` must be a JSON object");
     if (m_options.reload_batch == 0) throw std::invalid_argument("LiveView: reload_batch must be positive");
     if (m_options.max_queued == 0) throw std::invalid_argument("LiveView: max_queued must be positive");
+    // Bounded so that twice a window, and now minus one, can't overflow.
+    constexpr std::chrono::milliseconds longest_window = std::chrono::hours(24 * 366);
+    for (const auto& [name, window] : {std::pair{"forget_departed_after", m_options.forget_departed_after},
+                                       std::pair{"forget_deleted_after", m_options.forget_deleted_after}}) {
+      if (window < std::chrono::milliseconds(0) || window > longest_window) {
+        throw std::invalid_argument(std::string("LiveView: ") + name + " must be between 0 and 366 days");
+      }
+    }
   }
 
   void set_callback(ChangeCallback callback) {

@@ -167,7 +167,7 @@ TEST_CASE("ten thousand messages from two producers with interleaved long transa
   CHECK(by_producer["b"] == range(0, per_producer));
 }
 
-TEST_CASE("a store transaction's messages reach a stopped durable consumer exactly: bodies by reference, odd text, only the keys its filter matches") {
+TEST_CASE("a store transaction's messages reach a stopped durable consumer exactly: bodies by reference, odd text, NUL, only the keys its filter matches") {
   Setup setup;
   auto consumer_side = setup.connector();
   {
@@ -181,6 +181,8 @@ TEST_CASE("a store transaction's messages reach a stopped durable consumer exact
       {{"n", 1}, {"large", large}},
       Json(nullptr),
       {{"n", 3}, {"nested", {{"array", {1, 2.5, "three", nullptr, true}}}}},
+      // \u0000, which PostgreSQL's json functions refuse to read
+      {{"n", 4}, {"nul", std::string("a\0b", 3)}, {"control", "\x01\x1f"}},
   };
   auto producer = setup.connector();
   auto store = db::Store::open(setup.schema.url(), *producer);

@@ -866,6 +866,14 @@ TEST_CASE("bad options are refused with a clear error") {
   unbounded.max_queued = 0;
   CHECK_THROWS_WITH_AS(reconcile::LiveView(*f.view_mq, *f.store, f.io.get_executor(), unbounded),
                        "LiveView: max_queued must be positive", std::invalid_argument);
+  auto forever = of_type("widgets");
+  forever.forget_deleted_after = std::chrono::milliseconds::max();
+  CHECK_THROWS_WITH_AS(reconcile::LiveView(*f.view_mq, *f.store, f.io.get_executor(), forever),
+                       "LiveView: forget_deleted_after must be between 0 and 366 days", std::invalid_argument);
+  auto backwards = of_type("widgets");
+  backwards.forget_departed_after = std::chrono::milliseconds(-1);
+  CHECK_THROWS_WITH_AS(reconcile::LiveView(*f.view_mq, *f.store, f.io.get_executor(), backwards),
+                       "LiveView: forget_departed_after must be between 0 and 366 days", std::invalid_argument);
   reconcile::LiveView view(*f.view_mq, *f.store, f.io.get_executor(), of_type("widgets"));
   view.start();
   CHECK_THROWS_AS(view.start(), std::logic_error);

@@ -248,7 +248,7 @@ TEST_CASE("migrating from the first migration keeps the data and carries claims 
   CHECK_THROWS_AS(f.store->claim_buildrequests(std::span(&request, 1), 1), AlreadyClaimed);
 }
 
-TEST_CASE("migrating past 0005 dates the deletions made before it now, and leaves live resources undated") {
+TEST_CASE("migrating past 0005 dates the deletions made before it now; undated deletions count as recent") {
   Fixture f;
   CHECK(migrate(*f.store, 4) == 4);
   exec(*f.store,
@@ -265,6 +265,12 @@ TEST_CASE("migrating past 0005 dates the deletions made before it now, and leave
   CHECK(rows[1].is_null(1));
   CHECK(f.store->deletions("widgets") == std::map<std::string, std::int64_t>{{"gone", 2}});
   CHECK(f.store->get_resource("widgets", "here").value()["state"] == Json{{"size", 1}});
+
+  // A program older than 0005, still running in a rolling upgrade, deletes
+  // without a date: recent deletions include it.
+  exec(*f.store, "UPDATE resources SET deleted = TRUE, revision = 2 WHERE id = 'here'");
+  CHECK(f.store->deletions("widgets", std::nullopt, std::chrono::minutes(1)) ==
+        std::map<std::string, std::int64_t>{{"gone", 2}, {"here", 2}});
 }
 
 TEST_CASE("migrating an up-to-date database changes nothing and announces nothing") {

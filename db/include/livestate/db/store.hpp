@@ -183,7 +183,8 @@ class Operations {
   /// them), each with the revision of its deletion: what a reader that missed
   /// a deletion message needs to tell a late message about a deleted entry
   /// from a new one. `within`: only those deleted in that time before now
-  /// (StoreOptions::clock; the deleting store's clock stamped them). Built-in
+  /// (StoreOptions::clock; the deleting store's clock stamped them), and those
+  /// a program older than migration 0005 deleted after it (undated). Built-in
   /// types are never deleted: always empty.
   [[nodiscard]] std::map<std::string, std::int64_t> deletions(
       std::string_view type, std::optional<std::vector<std::string>> ids = std::nullopt,

@@ -88,7 +88,7 @@ struct ViewOptions {
   /// (by the deleting stores' clocks), so that memory and resyncs cost what
   /// the recent deletions do, not what every deletion ever made does; a
   /// message delayed longer can bring a deleted entry back until the next
-  /// resync (see resync_every).
+  /// resync (see resync_every). Both windows: 0 to 366 days.
   std::chrono::milliseconds forget_deleted_after{30'000};
   /// Messages applied between two checks of whether a reload is due: a
   /// reload is batched with whatever else became due meanwhile.
