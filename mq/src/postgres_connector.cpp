@@ -1335,6 +1335,20 @@ std::string text_array(const std::vector<std::string>& elements) {
 //
 // `json` (not jsonb) keeps its input text: `entry -> 'b'` is the body exactly
 // as the producer serialized it.
+// What both batch statements do with their `batch` of messages: the
+// durable queues' copies, then the notifications ($1 origin, $2 channel, $3
+// the payloads).
+#define LIVESTATE_SEND_BATCH_TAIL                                                                        \
+  " queued AS ("                                                                                         \
+  "  INSERT INTO livestate_mq_queued (queue, origin, sequence, key, body)"                               \
+  "  SELECT q.name, $1, b.sequence, b.key, b.body FROM batch b JOIN livestate_mq_queues q"               \
+  "  ON (cardinality(q.filter) = cardinality(b.key)"                                                     \
+  "      OR (q.any_suffix AND cardinality(b.key) >= cardinality(q.filter)))"                             \
+  "  AND NOT EXISTS (SELECT 1 FROM unnest(q.filter) WITH ORDINALITY AS f(element, i)"                    \
+  "                  WHERE f.element IS NOT NULL AND f.element IS DISTINCT FROM b.key[f.i])"             \
+  "  ORDER BY b.position, b.entry_position, q.name)"                                                     \
+  " SELECT count(pg_notify($2, p.payload)) FROM unnest($3::text[]) WITH ORDINALITY AS p(payload, position)"
+
 constexpr const char* send_sql =
     "WITH batch AS MATERIALIZED ("
     "  SELECT p.position, e.position AS entry_position, (e.entry ->> 's')::bigint AS sequence,"
@@ -1343,35 +1357,21 @@ constexpr const char* send_sql =
     "                  (SELECT b.body FROM livestate_mq_bodies b WHERE b.id = (e.entry ->> 'r')::bigint)) AS body"
     "  FROM unnest($3::text[]) WITH ORDINALITY AS p(payload, position),"
     "       json_array_elements(p.payload::json -> 'm') WITH ORDINALITY AS e(entry, position)"
-    "  WHERE EXISTS (SELECT 1 FROM livestate_mq_queues)),"
-    " queued AS ("
-    "  INSERT INTO livestate_mq_queued (queue, origin, sequence, key, body)"
-    "  SELECT q.name, $1, b.sequence, b.key, b.body FROM batch b JOIN livestate_mq_queues q"
-    "  ON (cardinality(q.filter) = cardinality(b.key)"
-    "      OR (q.any_suffix AND cardinality(b.key) >= cardinality(q.filter)))"
-    "  AND NOT EXISTS (SELECT 1 FROM unnest(q.filter) WITH ORDINALITY AS f(element, i)"
-    "                  WHERE f.element IS NOT NULL AND f.element IS DISTINCT FROM b.key[f.i])"
-    "  ORDER BY b.position, b.entry_position, q.name)"
-    " SELECT count(pg_notify($2, p.payload)) FROM unnest($3::text[]) WITH ORDINALITY AS p(payload, position)";
+    "  WHERE EXISTS (SELECT 1 FROM livestate_mq_queues))," LIVESTATE_SEND_BATCH_TAIL;
 
 // The batch statement for payloads PostgreSQL's json functions can't read:
 // they refuse the escape \u0000 (a NUL character in a string; text has no
 // form for it). The messages then also travel as text, one array each of
-// sequences, keys (JSON arrays) and bodies, for the durable queues' copies.
+// sequences, keys (JSON arrays) and bodies ($4, $5, $6), for the durable
+// queues' copies.
 constexpr const char* send_as_text_sql =
     "WITH batch AS ("
-    "  SELECT u.position, u.sequence, ARRAY(SELECT json_array_elements_text(u.key::json)) AS key, u.body"
-    "  FROM unnest($3::bigint[], $4::text[], $5::text[]) WITH ORDINALITY AS u(sequence, key, body, position)"
-    "  WHERE EXISTS (SELECT 1 FROM livestate_mq_queues)),"
-    " queued AS ("
-    "  INSERT INTO livestate_mq_queued (queue, origin, sequence, key, body)"
-    "  SELECT q.name, $1, b.sequence, b.key, b.body FROM batch b JOIN livestate_mq_queues q"
-    "  ON (cardinality(q.filter) = cardinality(b.key)"
-    "      OR (q.any_suffix AND cardinality(b.key) >= cardinality(q.filter)))"
-    "  AND NOT EXISTS (SELECT 1 FROM unnest(q.filter) WITH ORDINALITY AS f(element, i)"
-    "                  WHERE f.element IS NOT NULL AND f.element IS DISTINCT FROM b.key[f.i])"
-    "  ORDER BY b.position, q.name)"
-    " SELECT count(pg_notify($2, p.payload)) FROM unnest($6::text[]) WITH ORDINALITY AS p(payload, position)";
+    "  SELECT u.position, 1 AS entry_position, u.sequence,"
+    "         ARRAY(SELECT json_array_elements_text(u.key::json)) AS key, u.body"
+    "  FROM unnest($4::bigint[], $5::text[], $6::text[]) WITH ORDINALITY AS u(sequence, key, body, position)"
+    "  WHERE EXISTS (SELECT 1 FROM livestate_mq_queues))," LIVESTATE_SEND_BATCH_TAIL;
+
+#undef LIVESTATE_SEND_BATCH_TAIL
 
 // The same for one message (every produce() outside a transaction): no
 // arrays to unpack, the key given as text[]; the server runs it in about
@@ -1451,8 +1451,8 @@ class Sender {
       texts.push_back(bodies[body_of[i]]);
     }
     run(send_as_text_sql, std::vector<std::optional<std::string>>{
-                              std::string(m_origin), std::string(m_channel), text_array(sequences),
-                              text_array(keys), text_array(texts), text_array(payloads)});
+                              std::string(m_origin), std::string(m_channel), text_array(payloads),
+                              text_array(sequences), text_array(keys), text_array(texts)});
   }
 
  private:
