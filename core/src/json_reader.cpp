@@ -44,6 +44,13 @@ class Reader {
     while (m_at != m_end && (*m_at == ' ' || *m_at == '\n' || *m_at == '\r' || *m_at == '\t')) ++m_at;
   }
 
+  // Consumes `expected` when it comes next.
+  bool take(char expected) noexcept {
+    if (m_at == m_end || *m_at != expected) return false;
+    ++m_at;
+    return true;
+  }
+
   bool value(Json& out, int depth) {
     if (m_at == m_end) return false;
     switch (*m_at) {
@@ -77,17 +84,13 @@ class Reader {
     out = Json::object();
     auto& members = out.get_ref<Json::object_t&>();
     skip_whitespace();
-    if (m_at != m_end && *m_at == '}') {
-      ++m_at;
-      return true;
-    }
+    if (take('}')) return true;
     for (;;) {
       if (m_at == m_end || *m_at != '"') return false;
       std::string key;
       if (!string(key)) return false;
       skip_whitespace();
-      if (m_at == m_end || *m_at != ':') return false;
-      ++m_at;
+      if (!take(':')) return false;
       skip_whitespace();
       Json member;
       if (!value(member, depth)) return false;
@@ -100,13 +103,8 @@ class Reader {
         members.insert_or_assign(std::move(key), std::move(member));
       }
       skip_whitespace();
-      if (m_at == m_end) return false;
-      if (*m_at == '}') {
-        ++m_at;
-        return true;
-      }
-      if (*m_at != ',') return false;
-      ++m_at;
+      if (take('}')) return true;
+      if (!take(',')) return false;
       skip_whitespace();
     }
   }
@@ -117,21 +115,13 @@ class Reader {
     out = Json::array();
     auto& elements = out.get_ref<Json::array_t&>();
     skip_whitespace();
-    if (m_at != m_end && *m_at == ']') {
-      ++m_at;
-      return true;
-    }
+    if (take(']')) return true;
     for (;;) {
       Json& element = elements.emplace_back();
       if (!value(element, depth)) return false;
       skip_whitespace();
-      if (m_at == m_end) return false;
-      if (*m_at == ']') {
-        ++m_at;
-        return true;
-      }
-      if (*m_at != ',') return false;
-      ++m_at;
+      if (take(']')) return true;
+      if (!take(',')) return false;
       skip_whitespace();
     }
   }

@@ -389,15 +389,10 @@ Decoded decode(std::string_view payload) {
     return refuse(ProblemKind::too_deep, "nested deeper than " + std::to_string(max_depth) + " levels");
   }
   Json envelope;
-  if (auto read = detail::read_json(payload, max_depth)) {
-    envelope = std::move(*read);
-  } else {
-    // Json::parse says why (or reads what read_json leaves to it).
-    try {
-      envelope = Json::parse(payload);
-    } catch (const Json::exception& error) {  // parse_error, or out_of_range for a number beyond a double
-      return refuse(ProblemKind::not_json, "not JSON: " + std::string(parse_error_text(error.what())));
-    }
+  try {
+    envelope = detail::parse_json(payload);
+  } catch (const Json::exception& error) {  // parse_error, or out_of_range for a number beyond a double
+    return refuse(ProblemKind::not_json, "not JSON: " + std::string(parse_error_text(error.what())));
   }
   if (!envelope.is_object()) {
     return refuse(ProblemKind::not_an_envelope, "the payload is " + describe(envelope) + ", not a JSON object");

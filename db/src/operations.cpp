@@ -972,17 +972,14 @@ std::map<std::string, std::int64_t> Operations::deletions(std::string_view type,
     sql += " AND id IN " + placeholders(ids->size());
     params.insert(params.end(), ids->begin(), ids->end());
   }
+  // Undated: deleted by a program older than 0005 since the migration (a
+  // rolling upgrade), when exactly is unknown.
+  if (within) sql += " AND (deleted_at >= ? OR deleted_at IS NULL)";
   run(false, [&](Context& context) {
     deleted.clear();
     std::vector<Value> bound = params;
-    std::string query = sql;
-    if (within) {
-      // Undated: deleted by a program older than 0005 since the migration
-      // (a rolling upgrade), when exactly is unknown.
-      query += " AND (deleted_at >= ? OR deleted_at IS NULL)";
-      bound.emplace_back(context.now() - std::chrono::duration<double>(*within).count());
-    }
-    for (const auto& row : context.query(query, bound)) deleted.emplace(row.as_text(0), row.as_int(1));
+    if (within) bound.emplace_back(context.now() - std::chrono::duration<double>(*within).count());
+    for (const auto& row : context.query(sql, bound)) deleted.emplace(row.as_text(0), row.as_int(1));
   });
   return deleted;
 }

@@ -1295,8 +1295,6 @@ std::unique_ptr<Consumer> Core::start_consuming(Callback callback, Filter filter
       options.on_control));
 }
 
-// Sends messages: each becomes an entry of a payload; a body too large for a
-// notification is stored in livestate_mq_bodies and sent by reference.
 // PostgreSQL's text form of a text[] value.
 std::string text_array(const std::vector<std::string>& elements) {
   std::size_t size = 2;
@@ -1323,18 +1321,6 @@ std::string text_array(const std::vector<std::string>& elements) {
   return literal;
 }
 
-// One statement sends a whole batch: it sends the payloads and, only when
-// some durable queue exists, keeps a copy of each message for every queue
-// whose filter matches it (in order: the rows' ids follow the messages),
-// reading the messages back from the payloads (a body sent by reference from
-// livestate_mq_bodies, written earlier in the same transaction). Both happen in
-// the caller's transaction, so both or neither commit. The payloads are the
-// only data sent: each body crosses the wire once, and without durable queues
-// the server only unpacks the array of payloads (the EXISTS is a one-time
-// filter: the messages are not parsed at all).
-//
-// `json` (not jsonb) keeps its input text: `entry -> 'b'` is the body exactly
-// as the producer serialized it.
 // What both batch statements do with their `batch` of messages: the
 // durable queues' copies, then the notifications ($1 origin, $2 channel, $3
 // the payloads).
@@ -1349,6 +1335,18 @@ std::string text_array(const std::vector<std::string>& elements) {
   "  ORDER BY b.position, b.entry_position, q.name)"                                                     \
   " SELECT count(pg_notify($2, p.payload)) FROM unnest($3::text[]) WITH ORDINALITY AS p(payload, position)"
 
+// One statement sends a whole batch: it sends the payloads and, only when
+// some durable queue exists, keeps a copy of each message for every queue
+// whose filter matches it (in order: the rows' ids follow the messages),
+// reading the messages back from the payloads (a body sent by reference from
+// livestate_mq_bodies, written earlier in the same transaction). Both happen in
+// the caller's transaction, so both or neither commit. The payloads are the
+// only data sent: each body crosses the wire once, and without durable queues
+// the server only unpacks the array of payloads (the EXISTS is a one-time
+// filter: the messages are not parsed at all).
+//
+// `json` (not jsonb) keeps its input text: `entry -> 'b'` is the body exactly
+// as the producer serialized it.
 constexpr const char* send_sql =
     "WITH batch AS MATERIALIZED ("
     "  SELECT p.position, e.position AS entry_position, (e.entry ->> 's')::bigint AS sequence,"
@@ -1387,6 +1385,8 @@ constexpr const char* send_one_sql =
     "  ORDER BY q.name)"
     " SELECT pg_notify($5, $6)";
 
+// Sends messages: each becomes an entry of a payload; a body too large for a
+// notification is stored in livestate_mq_bodies and sent by reference.
 class Sender {
  public:
   Sender(std::string_view origin, std::string_view channel, std::uint64_t& sequence)
