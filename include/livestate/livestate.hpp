@@ -17,6 +17,7 @@
 #include "livestate/mq/connector.hpp"
 #include "livestate/mq/consumer.hpp"
 #include "livestate/mq/control.hpp"
+#include "livestate/mq/errors.hpp"
 #include "livestate/mq/faulty.hpp"
 #include "livestate/mq/postgres.hpp"
 #include "livestate/mq/simple_mq.hpp"

@@ -1,5 +1,7 @@
 #include "livestate/mq/connector.hpp"
 
+#include "livestate/mq/errors.hpp"
+
 #include <utility>
 
 #include <boost/asio/error.hpp>
@@ -7,6 +9,9 @@
 namespace livestate::mq {
 
 Consumer::~Consumer() = default;
+TransportError::~TransportError() = default;
+NotSent::~NotSent() = default;
+MaybeSent::~MaybeSent() = default;
 
 struct Connector::WaitState {
   std::mutex mutex;

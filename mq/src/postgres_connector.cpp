@@ -45,8 +45,6 @@
 
 namespace livestate::mq {
 
-TransportError::~TransportError() = default;
-
 namespace {
 
 namespace asio = boost::asio;
@@ -874,7 +872,7 @@ class Core final : public std::enable_shared_from_this<Core> {
     if (PQstatus(m_producer.get()) != CONNECTION_OK) {
       const std::string reason = one_line(PQerrorMessage(m_producer.get()));
       m_producer.reset();
-      throw TransportError("cannot produce: cannot connect to " + m_name + ": " + reason +
+      throw NotSent("cannot produce: cannot connect to " + m_name + ": " + reason +
                            " (the message was not sent)");
     }
     // The send statement is prepared once per connection and planned once
@@ -884,7 +882,7 @@ class Core final : public std::enable_shared_from_this<Core> {
     if (PQresultStatus(settings.get()) != PGRES_COMMAND_OK) {
       const std::string reason = one_line(PQerrorMessage(m_producer.get()));
       m_producer.reset();
-      throw TransportError("cannot produce: setting up the connection to " + m_name + " failed: " + reason +
+      throw NotSent("cannot produce: setting up the connection to " + m_name + " failed: " + reason +
                            " (the message was not sent)");
     }
     return m_producer.get();
@@ -1564,7 +1562,7 @@ void Core::produce(const RoutingKey& key, const Json& body) {
       }
       if (in_doubt) {
         m_producer.reset();
-        throw TransportError("produce(" + key.str() + ") on " + m_name +
+        throw MaybeSent("produce(" + key.str() + ") on " + m_name +
                              ": the connection was lost while sending: "
                              "the message may or may not have been sent: " + error.what());
       }
@@ -1577,7 +1575,7 @@ void Core::produce(const RoutingKey& key, const Json& body) {
         forget_tables(connection);
         continue;
       }
-      throw TransportError("produce(" + key.str() + ") on " + m_name + " failed (the message was not sent): " +
+      throw NotSent("produce(" + key.str() + ") on " + m_name + " failed (the message was not sent): " +
                            error.what());
     }
   }

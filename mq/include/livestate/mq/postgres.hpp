@@ -10,17 +10,9 @@
 
 #include "livestate/core/error.hpp"
 #include "livestate/mq/connector.hpp"
+#include "livestate/mq/errors.hpp"
 
 namespace livestate::mq {
-
-/// Thrown by the PostgreSQL connector's produce() when the server can't take
-/// the message; the message says whether it may have been sent anyway (a
-/// connection lost during the statement) or certainly was not.
-class TransportError : public Error {
- public:
-  using Error::Error;
-  ~TransportError() override;
-};
 
 struct PostgresOptions {
   /// The NOTIFY channel (quoted as an identifier; any text).
