@@ -5,7 +5,9 @@
 //
 // Two locks, one job each: m_inbox_mutex between the connector's threads and
 // the strand; m_mutex over the rules, for the strand and the view's readers
-// (get(), stats()…), and over stopping.
+// (get(), stats()…), and over stopping. A read runs on the strand with no
+// lock held, so that stop() never waits for a query: it waits only for the
+// rules' work in progress (short) and a change callback in progress.
 
 #include "livestate/reconcile/live_view.hpp"
 
@@ -99,8 +101,8 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
     on_strand([](detail::ViewRules& rules, Clock::time_point now) { rules.start(now); });
   }
 
-  // Waits for a read in progress (it may be querying the store) and a change
-  // callback in progress in another thread.
+  // Returns at once, also while a read runs on the strand: its result is
+  // discarded. Waits only for a change callback in progress in another thread.
   void stop() noexcept {
     std::unique_ptr<mq::Consumer> messages, schema;
     {
@@ -113,9 +115,17 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
     schema.reset();
     std::unique_lock lock(m_mutex);
     m_announced.wait(lock, [&] {
-      return !m_reading && (m_announcing == std::thread::id() || m_announcing == std::this_thread::get_id());
+      return m_announcing == std::thread::id() || m_announcing == std::this_thread::get_id();
     });
-    if (m_announcing == std::thread::id()) m_callback = nullptr;
+    if (m_announcing == std::thread::id()) m_callback = nullptr;  // its captures go now, not with the last read
+    if (std::exchange(m_timers_cancelled, true)) return;
+    lock.unlock();
+    // The timers go too, so that the executor's run() need not wait for them.
+    asio::post(m_strand, [self = shared_from_this()] {
+      for (const auto& weak : self->m_timers) {
+        if (const auto timer = weak.lock()) timer->cancel();
+      }
+    });
   }
 
   bool ready() const {
@@ -223,6 +233,8 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
   // gone or stopped by then (the timer holds only a weak reference to it).
   void arm(const detail::Timer& timer) {
     auto steady = std::make_shared<asio::steady_timer>(m_strand, timer.at);
+    std::erase_if(m_timers, [](const auto& weak) { return weak.expired(); });
+    m_timers.push_back(steady);
     steady->async_wait([weak = weak_from_this(), steady, timer](boost::system::error_code error) {
       auto self = weak.lock();
       if (error || !self) return;
@@ -268,25 +280,16 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
 
   void read() {
     std::optional<detail::Read> read;
-    if (!step([&](detail::ViewRules& rules, Clock::time_point now) {
-          read = rules.next_read(now);
-          m_reading = read.has_value();
-        }) ||
-        !read) {
-      return;
-    }
+    if (!step([&](detail::ViewRules& rules, Clock::time_point now) { read = rules.next_read(now); }) || !read) return;
     detail::ReadResult result;
     try {
       result = run(*read);
-      done_reading();
     } catch (const std::logic_error&) {
-      done_reading();
       // A programming error (an unknown field in `where`): surfaces from the
       // executor, unless the view has stopped meanwhile.
       if (step([&](detail::ViewRules& rules, Clock::time_point now) { rules.read_failed(*read, false, now); })) throw;
       return;
     } catch (const std::exception& error) {
-      done_reading();
       log(LogLevel::warning, component,
           "view of " + m_rules.type() + ": " + error.what() + "; retrying by a resync");
       step([&](detail::ViewRules& rules, Clock::time_point now) { rules.read_failed(*read, true, now); });
@@ -294,12 +297,6 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
     }
     // Once stopped, the result is discarded here.
     step([&](detail::ViewRules& rules, Clock::time_point now) { rules.read_done(*read, std::move(result), now); });
-  }
-
-  void done_reading() {
-    std::lock_guard lock(m_mutex);
-    m_reading = false;
-    if (m_stopped) m_announced.notify_all();
   }
 
   detail::ReadResult run(const detail::Read& read) {
@@ -333,7 +330,7 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
   std::unique_ptr<mq::Consumer> m_schema;
   bool m_started = false;
   std::atomic<bool> m_stopped{false};  // also read, without the lock, between callbacks
-  bool m_reading = false;  // a read is in progress on the strand
+  bool m_timers_cancelled = false;
   std::thread::id m_announcing;  // the thread calling the change callback, if one is
   std::condition_variable m_announced;
 
@@ -344,6 +341,7 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
   // The strand's own.
   detail::Actions m_actions;
   std::vector<detail::Inbound> m_batch;
+  std::vector<std::weak_ptr<asio::steady_timer>> m_timers;
 };
 
 LiveView::LiveView(mq::Connector& connector, db::Store& store, asio::any_io_executor executor, ViewOptions options) {
@@ -359,6 +357,7 @@ LiveView::~LiveView() { m_impl->stop(); }
 
 void LiveView::on_change(ChangeCallback callback) { m_impl->set_callback(std::move(callback)); }
 void LiveView::start() { m_impl->start(); }
+void LiveView::stop() noexcept { m_impl->stop(); }
 bool LiveView::ready() const { return m_impl->ready(); }
 std::optional<Json> LiveView::get(const std::string& id) const { return m_impl->get(id); }
 std::map<std::string, Json> LiveView::entries() const { return m_impl->entries(); }

@@ -48,7 +48,8 @@ struct ViewOptions {
   /// leaves the view (`removed`).
   Json where = Json::object();
   /// Reads for reloads go here when set (e.g. a store on a read-only replica);
-  /// else to the store the view was given. Borrowed: must outlive the view.
+  /// else to the store the view was given. Borrowed: must outlive the view's
+  /// reads (LiveView's Object lifetimes).
   db::Store* reload_from = nullptr;
   /// The same for any Source (takes precedence over reload_from).
   Source* reload_source = nullptr;
@@ -166,25 +167,40 @@ struct Difference {
 ///
 /// Thread safety: the view's work (messages, reloads, change callbacks) runs
 /// on a strand of the executor, one step at a time; reloads query the store
-/// there, blocking that thread for the query. get(), entries(), stats() and
-/// verify() may be called from any thread.
+/// there, blocking that thread for the query. get(), entries(), stats(),
+/// verify(), resync() and stop() may be called from any thread.
 ///
-/// Object lifetimes: the connector and the store must outlive the view. The
-/// destructor stops consuming and abandons pending work; do not destroy the
-/// view from one of its own change callbacks.
+/// Object lifetimes: the executor's execution context must outlive the view.
+/// stop() and the destructor return at once, never waiting for a query: a
+/// read in progress then (a reload or resync, on an executor thread) runs to
+/// its end and its result is discarded; the view's own state lives as long
+/// as that read needs it, and its timers are cancelled. So:
+/// - the connector may be destroyed as soon as stop() or the destructor has
+///   returned;
+/// - the store (and reload_from, reload_source, or the Source the view reads)
+///   must outlive that read too: destroy it only once the executor no longer
+///   runs the view's work (its io_context's run() has returned, or the
+///   threads running it were joined), not merely once the view is gone. An
+///   executor thread declared after the store, and joined when it goes out
+///   of scope, does that.
+/// Once stop() or the destructor has returned, no change callback runs, except
+/// the one that called it: a view may be stopped or destroyed from one of its
+/// own change callbacks (that callback finishes; no other is called). Called
+/// from another thread, they wait for a callback in progress to return.
 class LiveView {
  public:
   using ChangeCallback = std::function<void(const Change&)>;
 
   LiveView(mq::Connector& connector, db::Store& store, boost::asio::any_io_executor executor, ViewOptions options);
   /// A view over any source of rows (source.hpp), borrowed: it must outlive
-  /// the view.
+  /// the view's reads (see Object lifetimes).
   LiveView(mq::Connector& connector, Source& source, boost::asio::any_io_executor executor, ViewOptions options);
   LiveView(const LiveView&) = delete;
   LiveView& operator=(const LiveView&) = delete;
   ~LiveView();
 
   /// Sets the change callback (before start(); run on the view's strand).
+  /// Throws std::logic_error after start().
   void on_change(ChangeCallback callback);
 
   /// Subscribes, then loads the snapshot, then applies what arrived meanwhile
@@ -192,6 +208,11 @@ class LiveView {
   /// or applied twice. The subscription happens in this call; the load runs
   /// on the executor. Throws std::logic_error when called twice.
   void start();
+
+  /// Stops consuming and abandons pending work; no change callback runs once
+  /// it has returned (see Object lifetimes). Returns at once, also while a
+  /// read is in progress. Idempotent; the view can't be started again.
+  void stop() noexcept;
 
   /// Has the first snapshot been loaded?
   [[nodiscard]] bool ready() const;
