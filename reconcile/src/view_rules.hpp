@@ -7,8 +7,9 @@
 // no clock of its own (every input carries the time), so every detector can
 // be tested by feeding it events (tests/unit/view_rules.cpp).
 //
-// The driver (live_view.cpp) calls it from the view's strand, under the lock
-// that the view's readers (get(), stats()…) take too. Not thread-safe.
+// Not thread-safe: the driver (live_view.cpp) calls it under the lock that
+// the view's readers (get(), stats()…) take too; from the view's strand,
+// except compare(), which verify() calls from its caller's thread.
 
 #include <chrono>
 #include <cstdint>
@@ -18,7 +19,7 @@
 #include <vector>
 
 #include "livestate/core/json.hpp"
-#include "livestate/reconcile/live_view.hpp"
+#include "livestate/reconcile/live_view_types.hpp"
 #include "expiring_revisions.hpp"
 #include "lifecycle.hpp"
 #include "reload_schedule.hpp"

@@ -12,7 +12,7 @@
 
 #include "livestate/core/routing_key.hpp"
 #include "livestate/mq/control.hpp"
-#include "livestate/reconcile/live_view.hpp"
+#include "livestate/reconcile/live_view_types.hpp"
 #include "view_inbox.hpp"
 #include "view_rules.hpp"
 
