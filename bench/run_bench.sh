@@ -4,7 +4,7 @@
 # (bench/perf_page.py):
 #   view  view_bench: what a live view costs (the "view" section)
 #   wire  wire_bench: what decoding a notification costs, the library's JSON
-#         reader beside nlohmann's (the "wire" section)
+#         reader beside nlohmann's and simdjson (the "wire" section)
 #
 # usage: bench/run_bench.sh view|wire [--quick] [--no-page] [PATH/TO/BINARY] [-- ARGS...]
 #   PATH       the benchmark binary, run as it is (default: view_bench or
