@@ -4,7 +4,8 @@
 # Buildbot's (bench/compare.sh), the store against the raw database
 # (bench/store_compare.sh), the PostgreSQL connector against raw pg_notify
 # (bench/pg_compare.sh), live views and decoding (bench/run_bench.sh). Takes
-# about 15 minutes on 2 cores; run it on a machine doing nothing else.
+# about 5 minutes on 2 cores once built; run it on a machine doing nothing
+# else.
 #
 # usage: bench/run_all.sh [--quick] [--no-page]
 #   --quick    smoke tests only: the numbers mean nothing (the page is left alone)
