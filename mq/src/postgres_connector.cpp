@@ -35,6 +35,8 @@
 #include <boost/asio/strand.hpp>
 
 #include "livestate/core/detail/json_reader.hpp"
+#include "livestate/core/detail/postgres.hpp"
+#include "livestate/core/detail/text.hpp"
 #include "livestate/core/log.hpp"
 #include "livestate/core/wire.hpp"
 #include "livestate/mq/control.hpp"
@@ -62,40 +64,11 @@ struct ResultClearer {
 using Result = std::unique_ptr<PGresult, ResultClearer>;
 
 // libpq's messages end in a newline and may span lines; ours are one line.
-std::string one_line(const char* text) {
-  std::string line;
-  bool space = false;
-  for (const char* c = text; c != nullptr && *c != '\0'; ++c) {
-    if (*c == '\n' || *c == '\r' || *c == '\t' || *c == ' ') {
-      space = !line.empty();
-      continue;
-    }
-    if (space) line += ' ';
-    space = false;
-    line += *c;
-  }
-  return line;
-}
+std::string one_line(const char* text) { return livestate::detail::one_line(text != nullptr ? text : ""); }
 
-// "postgresql://user:secret@host/db" -> "postgresql://user:***@host/db".
-std::string redact(std::string_view url) {
-  std::string result(url);
-  if (const auto scheme = result.find("://"); scheme != std::string::npos) {
-    const auto at = result.find('@', scheme + 3);
-    const auto colon = result.find(':', scheme + 3);
-    const auto slash = result.find('/', scheme + 3);
-    if (at != std::string::npos && colon < at && (slash == std::string::npos || at < slash)) {
-      result.replace(colon + 1, at - colon - 1, "***");
-    }
-  }
-  for (auto position = result.find("password="); position != std::string::npos;
-       position = result.find("password=", position + 1)) {
-    auto end = position + 9;
-    while (end < result.size() && result[end] != ' ' && result[end] != '&') ++end;
-    result.replace(position + 9, end - position - 9, "***");
-  }
-  return result;
-}
+// "postgresql://user:secret@host/db" -> "postgresql://user:***@host/db", in
+// every form libpq reads.
+std::string redact(std::string_view url) { return livestate::detail::redact_postgres_url(url); }
 
 std::string random_origin() {
   std::random_device device;
@@ -1528,6 +1501,7 @@ void Core::prune(PGconn* connection) {
 }
 
 void Core::produce(const RoutingKey& key, const Json& body) {
+  wire::check_depth(body, key.str());  // before anything serializes it, and before anything is sent
   std::lock_guard lock(m_producer_mutex);
   const SentMessage message{&key, &body};
   for (int attempt = 1;; ++attempt) {
@@ -1609,6 +1583,7 @@ void Core::forget_tables(PGconn* connection) noexcept {
 }
 
 void Core::send_in_transaction(std::span<const SentMessage> messages, SqlRunner& sql) {
+  for (const auto& message : messages) wire::check_depth(*message.body, message.key->str());
   if (!m_tables_ready) {
     std::lock_guard lock(m_producer_mutex);
     ensure_tables(producer());
@@ -1686,6 +1661,18 @@ int register_connector() noexcept {
 
 std::unique_ptr<PostgresConnector> make_postgres_connector(std::string_view url, asio::any_io_executor executor,
                                                            PostgresOptions options) {
+  // A URL libpq can't read is refused now, in words without its passwords
+  // (libpq's own quote the token they refuse), rather than by every
+  // connection attempt, later, in the log.
+  char* error = nullptr;
+  if (PQconninfoOption* parsed = PQconninfoParse(std::string(url).c_str(), &error)) {
+    PQconninfoFree(parsed);
+  } else {
+    const std::string reason = error != nullptr ? one_line(error) : "out of memory";
+    if (error != nullptr) PQfreemem(error);
+    throw UnsupportedUrl("cannot listen or produce on " + redact(url) +
+                         ": libpq cannot read it: " + livestate::detail::scrub_postgres_secrets(reason, url));
+  }
   return std::make_unique<PostgresConnectorImpl>(url, std::move(executor), std::move(options));
 }
 
