@@ -103,8 +103,9 @@ SECTIONS = {
         "values, number types included, are checked against `Json::parse`'s on the payloads and on "
         "awkward texts. Ratios are to `read_json`'s time (below 1: faster than it). The library keeps "
         "its own reader unless simdjson builds the values clearly faster: simdjson would be a new "
-        "dependency, and its DOM reads `-0` as an unsigned zero where nlohmann has a signed one, so "
-        "that text holding a bare `-0` would need another reader.",
+        "dependency, and its DOM cannot tell `-0` from `0` (nlohmann reads the first as a signed "
+        "integer, the second as an unsigned one), so that text holding a bare `-0` would need "
+        "another reader.",
         "`bench/run_bench.sh wire`",
     ),
 }
