@@ -112,6 +112,8 @@ class DurableQueueRef(base.QueueRef):
             return defer.succeed(None)
         self._stopped = True
         self.callback = None
+        if self._ack_call is not None and self._ack_call.active():
+            self._ack_call.cancel()
         if self in self._mq.durable:
             self._mq.durable.remove(self)
         d = self._acknowledge()

@@ -120,11 +120,9 @@ class Listener:
 
     def _probe(self):
         connection = self._connection
-        if not self.listening or connection is None or connection.closed:
+        if not self.listening or connection is None or connection.closed or self._probing:
             return
-        if connection.busy or self._probing:
-            self._arm_probe()
-            return
+        # Queued behind a query in flight, if any: together they must answer in time.
         self._probing = True
         timeout = self._reactor.callLater(self._probe_timeout, self._unanswered, connection)
 

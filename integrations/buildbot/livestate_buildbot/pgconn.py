@@ -178,15 +178,18 @@ class Connection:
         if connecting and not self._same_socket():
             self._redup()
         if state == psycopg2.extensions.POLL_OK:
-            self._notifications()
-            if self._current is not None:
-                done, cursor = self._current
-                self._current = None
+            # What finished is taken first: a notification's handler may
+            # start the next query.
+            finished, self._current = self._current, None
+            if finished is not None:
+                done, cursor = finished
                 if cursor is None and self._timer is not None:
                     if self._timer.active():
                         self._timer.cancel()
                     self._timer = None
                 rows = cursor.fetchall() if cursor is not None and cursor.description is not None else None
+            self._notifications()
+            if finished is not None:
                 done.callback(rows)
             if self._current is None and not self.closed:
                 self._start_next()

@@ -51,6 +51,7 @@ class Publisher:
         self._backoff = schema.Backoff()
         self._tables_ready = False
         self._down_since = None
+        self._outage_told = False
         self._stopping = False
         self._waiters = []  # (sequence, Deferred) for flushed()
         self._since_prune = 0
@@ -95,12 +96,14 @@ class Publisher:
     # -- the connection -------------------------------------------------------------
 
     def start(self):
+        self._down_since = self._reactor.seconds()  # until the first connection
         self._connect()
 
     @defer.inlineCallbacks
     def stop(self, timeout=5.0):
-        """Sends what is queued, for at most `timeout` seconds, then closes."""
-        if self._queue or self._sending:
+        """Sends what is queued, for at most `timeout` seconds while connected,
+        then closes."""
+        if (self._queue or self._sending) and self._connected:
             waited = self.flushed()
             timer = self._reactor.callLater(timeout, waited.cancel)
             try:
@@ -110,6 +113,9 @@ class Publisher:
                         f'{redact(self._url)}')
             if timer.active():
                 timer.cancel()
+        elif self._queue:
+            log.msg(f'livestate: stopping with {len(self._queue)} message(s) not sent: {redact(self._url)} '
+                    'is unreachable')
         self._stopping = True
         for call in (self._flush_call, self._reconnect_call):
             if call is not None and call.active():
@@ -126,10 +132,11 @@ class Publisher:
         self._connection = connection
 
         def connected(_):
-            if self._down_since is not None:
+            if self._outage_told:
                 log.msg(f'livestate: publishing to {redact(self._url)} again, after '
                         f'{self._reactor.seconds() - self._down_since:.1f} s')
             self._down_since = None
+            self._outage_told = False
             self._connected = True
             self._backoff.reset()
             self._schedule_flush()
@@ -143,7 +150,9 @@ class Publisher:
             return
         if self._down_since is None:
             self._down_since = self._reactor.seconds()
-            log.msg(f'livestate: lost the publishing connection to {redact(self._url)} ({error}); '
+        if not self._outage_told:
+            self._outage_told = True
+            log.msg(f'livestate: no publishing connection to {redact(self._url)} ({error}); '
                     f'{len(self._queue)} message(s) wait; connecting again')
         self.stats['reconnects'] += 1
         if self._reconnect_call is None:
@@ -257,9 +266,10 @@ class Publisher:
         self._update_settled()
         now = self._reactor.seconds()
         if self._last_drop_report is None or now - self._last_drop_report >= 60:
-            away = f'for {now - self._down_since:.0f} s' if self._down_since is not None else 'too slow'
-            log.msg(f'livestate: ERROR: PostgreSQL at {redact(self._url)} has been unreachable {away} and more '
-                    f'than max_queued={self._max_queued} messages wait: dropped the oldest '
+            state = (f'has been unreachable for {now - self._down_since:.0f} s' if self._down_since is not None
+                     else 'is too slow')
+            log.msg(f'livestate: ERROR: PostgreSQL at {redact(self._url)} {state} and more than '
+                    f'max_queued={self._max_queued} messages wait to be sent: dropped the oldest '
                     f'({self._dropped_unreported} since the last report). Other masters miss them: they see '
                     'a gap and look for build requests themselves.')
             self._last_drop_report = now
