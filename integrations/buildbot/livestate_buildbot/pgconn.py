@@ -107,13 +107,13 @@ class Connection:
     def connect(self, timeout):
         """Fires with None once connected; fails with ConnectionLost."""
         done = defer.Deferred()
+        self._current = (done, None)
         try:
             self._pg = psycopg2.connect(self._url, async_=1, application_name=self._application_name,
                                         **_CONNECT_OPTIONS)
-        except psycopg2.Error as error:
-            self.closed = True
-            return defer.fail(ConnectionLost(_one_line(error)))
-        self._current = (done, None)
+        except psycopg2.Error as error:  # a URL libpq can't read
+            self._lose(ConnectionLost(_one_line(error)))
+            return done
         self._timer = self._reactor.callLater(
             timeout, self._lose, ConnectionLost(f'no connection within {timeout:g} s'))
         self._step()

@@ -142,7 +142,7 @@ class Publisher:
             self._schedule_flush()
 
         d = connection.connect(timeout=10)
-        d.addCallbacks(connected, lambda f: self._lost(f.value) if not connection.on_lost else None)
+        d.addCallbacks(connected, lambda _: None)  # on_lost has been told
 
     def _lost(self, error):
         self._connected = False

@@ -167,6 +167,24 @@ class Transport(unittest.TestCase):
         yield eventually(lambda: got, what='B hears again')
 
     @defer.inlineCallbacks
+    def test_every_master_looks_for_work_when_a_master_is_marked_stopped(self):
+        a = yield self.master()
+        b = yield self.master()
+        yield task.deferLater(reactor, 0.1, lambda: None)
+        looks = a.master.botmaster.looks, b.master.botmaster.looks
+        # What Buildbot's housekeeping announces for a dead master, whose
+        # claims it released without a message.
+        a.produce(('masters', '3', 'stopped'), {'masterid': 3, 'name': 'gone', 'active': False})
+        yield eventually(lambda: a.master.botmaster.looks > looks[0] and b.master.botmaster.looks > looks[1],
+                         what='both masters looked for work')
+
+    @defer.inlineCallbacks
+    def test_a_bad_url_is_told_and_tried_again_not_raised(self):
+        a = yield self.master(db_url='postgresql://[::1', listen=False)
+        a.produce(('changes', '1', 'new'), {'changeid': 1})
+        yield eventually(lambda: a.publisher.stats['reconnects'] >= 2, what='attempts go on')
+
+    @defer.inlineCallbacks
     def test_a_listener_that_stops_answering_is_given_up_and_made_again(self):
         b = yield self.master()
         b.listener._probe_interval = 0.2
