@@ -2,11 +2,13 @@
 tests/pg/with-test-postgres.sh): LivestateMQ services in one reactor, each
 with its own connections, as two masters have. Run with twisted.trial."""
 
+import atexit
 import math
 import os
 import subprocess
 import sys
 import uuid
+from urllib.parse import urlsplit, urlunsplit
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -20,8 +22,32 @@ from livestate_buildbot.connector import LivestateMQ  # noqa: E402
 from livestate_buildbot.durable import PersistentNameInUse  # noqa: E402
 from livestate_buildbot.pgconn import ConnectionLost  # noqa: E402
 
-PG = os.environ.get('LIVESTATE_TEST_PG')
+SERVER = os.environ.get('LIVESTATE_TEST_PG')
 CLI = os.environ.get('LIVESTATE_CLI')
+# A database of these tests' own, so that their durable queues and bodies
+# never meet the C++ suites' on the same server (queues are database-wide).
+DATABASE = f'livestate_buildbot_plugin_{os.getpid()}'
+PG = urlunsplit(urlsplit(SERVER)._replace(path='/' + DATABASE)) if SERVER else None
+
+
+def admin(statement):
+    connection = psycopg2.connect(SERVER)
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute(statement)
+    connection.close()
+
+
+_created = []
+
+
+def create_database():
+    """Once (trial has no class setup), dropped when the tests end."""
+    if not _created:
+        admin(f'DROP DATABASE IF EXISTS {DATABASE}')
+        admin(f'CREATE DATABASE {DATABASE}')
+        _created.append(DATABASE)
+        atexit.register(admin, f'DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)')
 
 
 class FakeBotmaster:
@@ -72,8 +98,9 @@ class Transport(unittest.TestCase):
     timeout = 60
 
     def setUp(self):
-        if not PG:
+        if not SERVER:
             raise unittest.SkipTest('needs LIVESTATE_TEST_PG (tests/pg/with-test-postgres.sh)')
+        create_database()
         self.channel = 'test-' + uuid.uuid4().hex[:12]
 
     @defer.inlineCallbacks
