@@ -89,8 +89,10 @@ class Publisher:
         """Fires once every message published so far is committed or given up."""
         if self.settled >= self.sequence:
             return defer.succeed(None)
-        done = defer.Deferred()
-        self._waiters.append((self.sequence, done))
+        waiter = []
+        done = defer.Deferred(lambda _: self._waiters.remove(waiter[0]) if waiter[0] in self._waiters else None)
+        waiter.append((self.sequence, done))
+        self._waiters.append(waiter[0])
         return done
 
     # -- the connection -------------------------------------------------------------

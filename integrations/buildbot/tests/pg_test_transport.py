@@ -235,6 +235,21 @@ class Transport(unittest.TestCase):
             self.assertEqual(a.publisher.stats['dropped'], 7)
             yield eventually(lambda: a.publisher.stats['reconnects'] >= 2, what='connection attempts go on')
             self.assertFalse(a.listener.listening)
+            # Stopping doesn't wait for a server that isn't there.
+            started = reactor.seconds()
+            yield a.stopService()
+            self.assertLess(reactor.seconds() - started, 2)
+
+    @defer.inlineCallbacks
+    def test_stopping_sends_what_is_queued_first(self):
+        a = yield self.master()
+        b = yield self.master()
+        got, _ = yield self.collect(b, ('changes', None, 'new'))
+        for i in range(50):
+            a.produce(('changes', str(i), 'new'), {'changeid': i})
+        yield a.stopService()
+        self.assertEqual(a.publisher.settled, 50)
+        yield eventually(lambda: len(got) == 50, what='B got everything A queued before it stopped')
 
     @defer.inlineCallbacks
     def test_a_durable_consumer_gets_what_was_produced_while_it_was_stopped(self):
