@@ -134,10 +134,14 @@ class DurableQueueRef(base.QueueRef):
     @defer.inlineCallbacks
     def _read_table(self):
         rows = yield self._connection.query(BACKLOG_SQL, [self.name])
+        delivered_live = set(self._acks)  # delivered, their rows not deleted yet
         for row_id, origin, sequence, key, body in rows:
             if self._stopped:
                 return
             if row_id in self._ids:
+                continue
+            if (origin, sequence) in delivered_live:
+                self._ids.append(row_id)
                 continue
             try:
                 body = json.loads(body)

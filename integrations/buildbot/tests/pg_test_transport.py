@@ -279,6 +279,28 @@ class Transport(unittest.TestCase):
         yield qref3.stopConsuming()
 
     @defer.inlineCallbacks
+    def test_a_durable_consumer_gets_what_was_sent_while_its_master_was_not_listening(self):
+        a = yield self.master()
+        b = yield self.master()
+        name = 'outage-' + uuid.uuid4().hex[:8]
+        got, qref = yield self.collect(b, ('jobs', None, 'done'), name)
+        a.produce(('jobs', '1', 'done'), {'n': 1})
+        yield eventually(lambda: got, what='live delivery')
+        reconnect = b.listener._connect
+        b.listener._connect = lambda: None  # the server stays out of reach for a while
+        self.assertEqual(terminate(f'livestate-listen {b.origin}'), 1)
+        yield eventually(lambda: not b.listener.listening, what='B stopped listening')
+        a.produce(('jobs', '2', 'done'), {'n': 2})
+        a.produce(('jobs', '3', 'done'), {'n': 3})
+        yield a.publisher.flushed()
+        b.listener._connect = reconnect
+        reconnect()
+        yield eventually(lambda: len(got) == 3, what='what was missed, from the table')
+        yield task.deferLater(reactor, 0.5, lambda: None)
+        self.assertEqual([body['n'] for _, body in got], [1, 2, 3])
+        yield qref.stopConsuming()
+
+    @defer.inlineCallbacks
     def test_a_second_consumer_of_a_durable_name_is_refused(self):
         a = yield self.master()
         b = yield self.master()
