@@ -339,6 +339,9 @@ def run(work, cli, trace_out):
 
 
 def main():
+    # Stopped from outside (ctest's timeout): the masters, the worker and the
+    # database go with it (run()'s finally).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if len(sys.argv) not in (2, 3):
         print(__doc__)
         return 2
