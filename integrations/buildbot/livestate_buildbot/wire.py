@@ -125,16 +125,23 @@ def encode(origin, messages, limit=MAX_PAYLOAD_BYTES):
 # ---------------------------------------------------------------------------
 # Decoding: untrusted input; nothing but MemoryError leaves decode().
 
+_STRUCTURE = re.compile(r'[\[\]{}"\\]')
+
+
 def _nested_deeper_than(text, limit):
     """Brackets outside strings, counted before anything is parsed."""
+    if text.count('[') + text.count('{') <= limit:  # the common case, at C speed
+        return False
     depth = 0
     in_string = False
-    i, size = 0, len(text)
-    while i < size:
-        c = text[i]
+    escaped_at = -1
+    for match in _STRUCTURE.finditer(text):
+        c, at = match.group(), match.start()
+        if at == escaped_at:
+            continue
         if in_string:
             if c == '\\':
-                i += 1
+                escaped_at = at + 1
             elif c == '"':
                 in_string = False
         elif c == '"':
@@ -145,7 +152,6 @@ def _nested_deeper_than(text, limit):
                 return True
         elif c in ']}':
             depth -= 1
-        i += 1
     return False
 
 
