@@ -125,23 +125,18 @@ def encode(origin, messages, limit=MAX_PAYLOAD_BYTES):
 # ---------------------------------------------------------------------------
 # Decoding: untrusted input; nothing but MemoryError leaves decode().
 
-_STRUCTURE = re.compile(r'[\[\]{}"\\]')
-
-
 def _nested_deeper_than(text, limit):
-    """Brackets outside strings, counted before anything is parsed."""
-    if text.count('[') + text.count('{') <= limit:  # the common case, at C speed
-        return False
+    """Brackets outside strings, counted as the C++ decoder counts them,
+    before parsing: for text that is not JSON (valid JSON is measured after
+    parsing, faster)."""
     depth = 0
     in_string = False
-    escaped_at = -1
-    for match in _STRUCTURE.finditer(text):
-        c, at = match.group(), match.start()
-        if at == escaped_at:
-            continue
+    i, size = 0, len(text)
+    while i < size:
+        c = text[i]
         if in_string:
             if c == '\\':
-                escaped_at = at + 1
+                i += 1
             elif c == '"':
                 in_string = False
         elif c == '"':
@@ -152,6 +147,24 @@ def _nested_deeper_than(text, limit):
                 return True
         elif c in ']}':
             depth -= 1
+        i += 1
+    return False
+
+
+def _value_deeper_than(value, limit):
+    """Does a parsed value nest deeper than `limit`? Level by level, no recursion."""
+    level = [value] if isinstance(value, (dict, list)) else []
+    depth = 1
+    while level:
+        if depth > limit:
+            return True
+        inner = []
+        for container in level:
+            for member in (container.values() if isinstance(container, dict) else container):
+                if isinstance(member, (dict, list)):
+                    inner.append(member)
+        level = inner
+        depth += 1
     return False
 
 
@@ -258,6 +271,13 @@ def _refused(kind, what):
     return decoded
 
 
+def _too_deep(payload):
+    from .deep import stream_position
+    decoded = _refused(TOO_DEEP, f'nested deeper than {MAX_DEPTH} levels')
+    decoded.origin, decoded.refused_sequences = stream_position(payload)
+    return decoded
+
+
 def decode(payload):
     """Decodes one payload (str, or bytes in UTF-8)."""
     if isinstance(payload, (bytes, bytearray)):
@@ -267,15 +287,19 @@ def decode(payload):
             return _refused(NOT_JSON, f'not JSON: invalid UTF-8 at byte {error.start}')
     if payload.startswith('\ufeff'):  # a byte-order mark, skipped as nlohmann skips it
         payload = payload[1:]
-    if _nested_deeper_than(payload, MAX_DEPTH):
-        from .deep import stream_position
-        decoded = _refused(TOO_DEEP, f'nested deeper than {MAX_DEPTH} levels')
-        decoded.origin, decoded.refused_sequences = stream_position(payload)
-        return decoded
+    # Nesting is judged before anything else, as the C++ decoder judges it;
+    # the brackets of a payload with few of them are not worth counting.
+    few_brackets = payload.count('[') + payload.count('{') <= MAX_DEPTH
     try:
         envelope = _parse(payload)
-    except (ValueError, RecursionError) as error:
+    except RecursionError:
+        return _too_deep(payload)
+    except ValueError as error:
+        if not few_brackets and _nested_deeper_than(payload, MAX_DEPTH):
+            return _too_deep(payload)
         return _refused(NOT_JSON, f'not JSON: {error}')
+    if not few_brackets and _value_deeper_than(envelope, MAX_DEPTH):
+        return _too_deep(payload)
     if not isinstance(envelope, dict):
         return _refused(NOT_AN_ENVELOPE, f'the payload is {_describe(envelope)}, not a JSON object')
     if 'v' not in envelope:
