@@ -133,3 +133,34 @@ TEST_CASE("a view whose listening connection is killed resyncs on reconnect and 
   CHECK(view.entries().size() == 2);
   CHECK(view.stats().resyncs >= 2);
 }
+
+TEST_CASE("a view and its store destroyed while the view's snapshot query is blocked: the query ends on its own") {
+  livestate::test::FreshSchema schema;
+  auto connector = mq::make_simple_mq();
+  auto store = db::Store::open(schema.url(), *connector);
+  (void)store->master_active("m");
+  // Another session holds the table, so that the view's snapshot blocks in
+  // its SELECT on an executor thread.
+  pqxx::connection locker(schema.url());
+  pqxx::work hold(locker);
+  hold.exec("LOCK TABLE masters IN ACCESS EXCLUSIVE MODE");
+  Executor executor;  // declared after the store: the old pattern this must keep safe
+  auto view = std::make_unique<reconcile::LiveView>(*connector, *store, executor.get(),
+                                                    reconcile::ViewOptions{.type = "masters"});
+  view->start();
+  const bool blocked = eventually([&] {
+    pqxx::connection observer(livestate::test::test_server_url());
+    pqxx::nontransaction query(observer);
+    return query
+               .exec1("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name = '" +
+                      schema.name() + "'")[0]
+               .as<int>() > 0;
+  });
+  REQUIRE(blocked);
+  const auto started = std::chrono::steady_clock::now();
+  view.reset();   // returns at once, the query still blocked
+  store.reset();  // the Store object goes; the query keeps the connection it uses
+  CHECK(std::chrono::steady_clock::now() - started < 5s);
+  hold.commit();  // the query ends, on a connection that outlived its Store object
+  std::this_thread::sleep_for(200ms);
+}

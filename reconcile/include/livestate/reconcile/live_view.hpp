@@ -52,12 +52,14 @@ class Source;
 /// as that read needs it, and its timers are cancelled. So:
 /// - the connector may be destroyed as soon as stop() or the destructor has
 ///   returned;
-/// - the store (and reload_from, reload_source, or the Source the view reads)
-///   must outlive that read too: destroy it only once the executor no longer
-///   runs the view's work (its io_context's run() has returned, or the
-///   threads running it were joined), not merely once the view is gone. An
-///   executor thread declared after the store, and joined when it goes out
-///   of scope, does that.
+/// - a db::Store (the view's, or reload_from) must outlive the view, and may
+///   be destroyed as soon as the view is: a read still running then keeps
+///   the store's connections it uses (it reads through a handle that shares
+///   them) and ends on its own;
+/// - a Source of your own (the constructor's, or reload_source) must outlive
+///   that read too: destroy it only once the executor no longer runs the
+///   view's work (its io_context's run() has returned, or the threads running
+///   it were joined), not merely once the view is gone.
 /// Once stop() or the destructor has returned, no change callback runs, except
 /// the one that called it: a view may be stopped or destroyed from one of its
 /// own change callbacks (that callback finishes; no other is called). Called
