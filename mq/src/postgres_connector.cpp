@@ -39,63 +39,18 @@
 #include "livestate/core/wire.hpp"
 #include "livestate/mq/control.hpp"
 #include "livestate/mq/postgres.hpp"
-#include "livestate/mq/simple_mq.hpp"
 #include "livestate/mq/transactional.hpp"
+#include "dispatcher.hpp"
 #include "postgres_registry.hpp"
+#include "pq_connection.hpp"
 
 namespace livestate::mq {
 
 namespace {
-
 namespace asio = boost::asio;
 using namespace std::chrono_literals;
-constexpr std::string_view component = "mq.postgres";
-
-struct ConnectionCloser {
-  void operator()(PGconn* connection) const noexcept { PQfinish(connection); }
-};
-using Connection = std::unique_ptr<PGconn, ConnectionCloser>;
-
-struct ResultClearer {
-  void operator()(PGresult* result) const noexcept { PQclear(result); }
-};
-using Result = std::unique_ptr<PGresult, ResultClearer>;
-
-// libpq's messages end in a newline and may span lines; ours are one line.
-std::string one_line(const char* text) {
-  std::string line;
-  bool space = false;
-  for (const char* c = text; c != nullptr && *c != '\0'; ++c) {
-    if (*c == '\n' || *c == '\r' || *c == '\t' || *c == ' ') {
-      space = !line.empty();
-      continue;
-    }
-    if (space) line += ' ';
-    space = false;
-    line += *c;
-  }
-  return line;
-}
-
-// "postgresql://user:secret@host/db" -> "postgresql://user:***@host/db".
-std::string redact(std::string_view url) {
-  std::string result(url);
-  if (const auto scheme = result.find("://"); scheme != std::string::npos) {
-    const auto at = result.find('@', scheme + 3);
-    const auto colon = result.find(':', scheme + 3);
-    const auto slash = result.find('/', scheme + 3);
-    if (at != std::string::npos && colon < at && (slash == std::string::npos || at < slash)) {
-      result.replace(colon + 1, at - colon - 1, "***");
-    }
-  }
-  for (auto position = result.find("password="); position != std::string::npos;
-       position = result.find("password=", position + 1)) {
-    auto end = position + 9;
-    while (end < result.size() && result[end] != ' ' && result[end] != '&') ++end;
-    result.replace(position + 9, end - position - 9, "***");
-  }
-  return result;
-}
+using namespace detail;
+constexpr std::string_view component = log_component;
 
 std::string random_origin() {
   std::random_device device;
@@ -103,24 +58,6 @@ std::string random_origin() {
   char text[24];
   std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(digits(device)));
   return text;
-}
-
-// libpq connection parameters: our defaults first, then the user's URL or
-// conninfo (expanded from "dbname"), whose own settings win.
-Connection start_connection(const std::string& url, const char* application, bool blocking,
-                            std::chrono::seconds connect_timeout) {
-  const std::string timeout = std::to_string(connect_timeout.count());
-  const char* keywords[] = {"keepalives",     "keepalives_idle", "keepalives_interval",
-                            "keepalives_count", "connect_timeout", "fallback_application_name",
-                            "dbname",         nullptr};
-  const char* values[] = {"1", "5", "2", "3", timeout.c_str(), application, url.c_str(), nullptr};
-  PGconn* raw = blocking ? PQconnectdbParams(keywords, values, 1) : PQconnectStartParams(keywords, values, 1);
-  if (raw == nullptr) throw std::bad_alloc();
-  // Server notices ("relation already exists, skipping", "terminating
-  // connection…") go to livestate's log, not to stderr.
-  PQsetNoticeProcessor(
-      raw, [](void*, const char* message) { log(LogLevel::debug, component, one_line(message)); }, nullptr);
-  return Connection(raw);
 }
 
 // The channel as a quoted identifier (LISTEN takes no parameter).
@@ -131,15 +68,6 @@ std::string quoted_channel(const std::string& channel) {
     if (c == '"') quoted += '"';
   }
   return quoted + "\"";
-}
-
-// Does a connection that is idle (no query running) still work? The server
-// sends nothing unasked to a session that doesn't LISTEN, so a readable socket
-// means it ended the session.
-bool idle_connection_alive(PGconn* connection) {
-  if (connection == nullptr || PQstatus(connection) != CONNECTION_OK) return false;
-  pollfd probe{PQsocket(connection), POLLIN, 0};
-  return ::poll(&probe, 1, 0) == 0;
 }
 
 // The connector's tables, created on first use by whichever process comes
@@ -160,203 +88,13 @@ constexpr const char* tables_sql[] = {
     "CREATE INDEX IF NOT EXISTS livestate_mq_queued_message ON livestate_mq_queued (queue, origin, sequence)",
 };
 
-// What flows from the listener to the dispatcher, in order.
-struct Delivery {
-  RoutingKey key;
-  Json body;
-  std::optional<std::string> origin;
-  std::uint64_t sequence = 0;  // 0: none
-};
-
 // A decoded message waiting for its turn (and maybe for its body).
 struct Received {
   std::optional<std::string> origin;
   wire::Incoming message;
 };
-using Item = std::variant<Delivery, ControlEvent>;
-
-ControlEvent overflow_event(std::uint64_t missed) {
-  return ControlEvent{ControlKind::overflow, std::to_string(missed) + " message(s) dropped: consumers fell behind",
-                      std::nullopt, missed};
-}
-
-// What every consumer's deliveries add up to (shared by the connector and its
-// consumers, which may outlive it for a moment).
-struct DispatchCounters {
-  std::atomic<std::uint64_t> delivered{0};
-  std::atomic<std::uint64_t> callback_errors{0};
-  std::atomic<std::uint64_t> dropped{0};
-  std::atomic<std::uint64_t> backlog_peak{0};
-};
-
-ControlEvent control_event_of(const Json& body) {
-  ControlEvent event{ControlKind::reconnected, body.value("reason", std::string()), std::nullopt,
-                     body.value("missed", std::uint64_t{0})};
-  const auto kind = body.value("kind", std::string());
-  for (const auto candidate : {ControlKind::reconnected, ControlKind::gap, ControlKind::overflow, ControlKind::expired}) {
-    if (kind == to_string(candidate)) event.kind = candidate;
-  }
-  if (body.contains("origin")) event.origin = body["origin"].get<std::string>();
-  return event;
-}
-
-// A consumer's callback errors: counted, and logged the first time, then at
-// most one line a minute with the count since (a consumer that throws on every
-// message must not flood the log).
-class CallbackErrors {
- public:
-  CallbackErrors(std::shared_ptr<DispatchCounters> counters, std::string name)
-      : m_counters(std::move(counters)), m_name(std::move(name)) {}
-
-  void record(const char* what) noexcept {
-    ++m_counters->callback_errors;
-    ++m_unlogged;
-    const auto now = std::chrono::steady_clock::now();
-    if (m_logged && now - m_last_logged < std::chrono::minutes(1)) return;
-    try {
-      log(LogLevel::error, component,
-          m_name + " threw" + (m_unlogged > 1 ? " (" + std::to_string(m_unlogged) + " times)" : "") + ": " + what);
-    } catch (...) {
-      return;  // out of memory for the line: counted, logged next time
-    }
-    m_logged = true;
-    m_last_logged = now;
-    m_unlogged = 0;
-  }
-
- private:
-  std::shared_ptr<DispatchCounters> m_counters;
-  std::string m_name;
-  bool m_logged = false;
-  std::uint64_t m_unlogged = 0;
-  std::chrono::steady_clock::time_point m_last_logged{};
-};
-
-// One consumer's queue: fed in order by the dispatcher, drained on a strand
-// of its own, at most `bound` messages long. Past the bound its messages are
-// dropped (for it alone) and it gets an overflow event in their place.
-class Subscriber final : public std::enable_shared_from_this<Subscriber> {
- public:
-  using Work = std::function<void()>;
-  using Entry = std::variant<std::shared_ptr<const Delivery>, ControlEvent, Work>;
-  using MessageHandler = std::function<void(const Delivery&)>;
-
-  Subscriber(const asio::any_io_executor& executor, std::size_t bound, std::shared_ptr<DispatchCounters> counters,
-             std::string name, MessageHandler on_message, ControlCallback on_control)
-      : m_strand(asio::make_strand(executor)),
-        m_bound(std::max<std::size_t>(bound, 1)),
-        m_counters(counters),
-        m_errors(std::move(counters), std::move(name)),
-        m_on_message(std::move(on_message)),
-        m_on_control(std::move(on_control)) {}
-
-  // From the dispatcher (or the consumer's own set-up, for work), in order.
-  void push(Entry entry) {
-    {
-      std::lock_guard lock(m_mutex);
-      if (m_stopped) return;
-      // The bound counts messages; control events and work always get in.
-      const bool message = std::holds_alternative<std::shared_ptr<const Delivery>>(entry);
-      if (message && m_messages >= m_bound) {
-        ++m_dropped;
-        ++m_counters->dropped;
-        return;
-      }
-      if (m_dropped > 0) m_queue.emplace_back(overflow_event(std::exchange(m_dropped, 0)));
-      m_queue.push_back(std::move(entry));
-      if (message) {
-        ++m_messages;
-        std::uint64_t peak = m_counters->backlog_peak.load(std::memory_order_relaxed);
-        while (m_messages > peak && !m_counters->backlog_peak.compare_exchange_weak(peak, m_messages)) {
-        }
-      }
-      if (m_scheduled) return;
-      m_scheduled = true;
-    }
-    asio::post(m_strand, [self = shared_from_this()] { self->drain(); });
-  }
-
-  // Nothing is called after this returns, except the call in progress when it
-  // is made from that call itself.
-  void stop() noexcept {
-    std::unique_lock lock(m_mutex);
-    m_stopped = true;
-    m_queue.clear();
-    m_messages = 0;
-    const auto me = std::this_thread::get_id();
-    m_idle.wait(lock, [&] { return m_invoking == std::thread::id{} || m_invoking == me; });
-  }
-
- private:
-  void drain() {
-    std::unique_lock lock(m_mutex);
-    // A batch, then the strand is given back to the executor's other work.
-    for (int i = 0; i < 64; ++i) {
-      if (m_stopped) break;
-      if (m_queue.empty()) {
-        if (m_dropped == 0) break;
-        m_queue.emplace_back(overflow_event(std::exchange(m_dropped, 0)));
-      }
-      Entry entry = std::move(m_queue.front());
-      m_queue.pop_front();
-      if (std::holds_alternative<std::shared_ptr<const Delivery>>(entry)) --m_messages;
-      m_invoking = std::this_thread::get_id();
-      lock.unlock();
-      invoke(entry);
-      lock.lock();
-      m_invoking = std::thread::id{};
-      m_idle.notify_all();
-    }
-    if (m_stopped || (m_queue.empty() && m_dropped == 0)) {
-      m_scheduled = false;
-      return;
-    }
-    lock.unlock();
-    asio::post(m_strand, [self = shared_from_this()] { self->drain(); });
-  }
-
-  void invoke(const Entry& entry) noexcept {
-    try {
-      if (const auto* delivery = std::get_if<std::shared_ptr<const Delivery>>(&entry)) {
-        m_on_message(**delivery);
-        ++m_counters->delivered;
-      } else if (const auto* event = std::get_if<ControlEvent>(&entry)) {
-        if (m_on_control) m_on_control(*event);
-      } else {
-        std::get<Work>(entry)();
-      }
-    } catch (const std::exception& error) {
-      m_errors.record(error.what());
-    } catch (...) {
-      m_errors.record("a non-standard exception");
-    }
-  }
-
-  asio::strand<asio::any_io_executor> m_strand;
-  const std::size_t m_bound;
-  std::shared_ptr<DispatchCounters> m_counters;
-  CallbackErrors m_errors;  // the strand's
-  MessageHandler m_on_message;
-  ControlCallback m_on_control;
-
-  std::mutex m_mutex;
-  std::condition_variable m_idle;
-  std::deque<Entry> m_queue;
-  std::size_t m_messages = 0;  // the messages in m_queue
-  std::uint64_t m_dropped = 0;
-  bool m_scheduled = false;
-  bool m_stopped = false;
-  std::thread::id m_invoking{};
-};
-
-// ---------------------------------------------------------------------------
 
 class DurableQueue;
-std::optional<std::string> run_blocking(PGconn* connection, const std::string& sql,
-                                        const std::vector<std::optional<std::string>>& params, bool& in_doubt,
-                                        const char* prepared = nullptr);
-std::string text_array(const std::vector<std::string>& elements);
-
 class Core final : public std::enable_shared_from_this<Core> {
  public:
   Core(std::string url, asio::any_io_executor executor, PostgresOptions options)
@@ -365,34 +103,21 @@ class Core final : public std::enable_shared_from_this<Core> {
         m_options(std::move(options)),
         m_origin(random_origin()),
         m_listen_strand(asio::make_strand(executor)),
-        m_dispatch_strand(asio::make_strand(executor)),
         m_executor(executor),
         m_retry_timer(m_listen_strand),
         m_probe_timer(m_listen_strand),
         m_wait_deadline(m_listen_strand),
-        m_router(make_simple_mq()),
-        m_control_router(make_simple_mq()) {}
+        m_dispatcher(std::make_shared<Dispatcher>(executor, m_options.max_buffered, m_counters)) {}
 
   void start() {
     asio::post(m_listen_strand, [self = shared_from_this()] { self->connect(); });
   }
 
-  // Stops everything; afterwards no consumer is called. Waits for a dispatch
-  // running in another thread.
+  // Stops everything; afterwards no consumer is called. Waits for callbacks
+  // running in other threads.
   void stop() noexcept {
     m_stopped.store(true);
-    {
-      std::unique_lock lock(m_dispatch_mutex, std::defer_lock);
-      if (m_dispatch_thread.load() != std::this_thread::get_id()) lock.lock();
-    }
-    std::vector<std::weak_ptr<Subscriber>> subscribers;
-    {
-      std::lock_guard lock(m_subscribers_mutex);
-      subscribers.swap(m_subscribers);
-    }
-    for (const auto& weak : subscribers) {
-      if (auto subscriber = weak.lock()) subscriber->stop();
-    }
+    m_dispatcher->stop();
     asio::post(m_listen_strand, [self = shared_from_this()] { self->close_listener(); });
     std::lock_guard lock(m_state_mutex);
     m_listening = false;
@@ -403,33 +128,11 @@ class Core final : public std::enable_shared_from_this<Core> {
 
   std::unique_ptr<Consumer> start_consuming(Callback callback, Filter filter, const ConsumeOptions& options);
 
-  // A consumer's queue, fed by the router with the messages that match
-  // `filter` and, when it has a control callback, with control events. The
-  // subscriptions stop with the returned consumer.
-  struct Subscription {
-    std::shared_ptr<Subscriber> subscriber;
-    std::unique_ptr<Consumer> messages;
-    std::unique_ptr<Consumer> control;
-  };
+  // A consumer's queue, fed with the messages that match `filter` and, when
+  // it has a control callback, with control events.
   Subscription subscribe(const Filter& filter, std::string name, Subscriber::MessageHandler on_message,
                          ControlCallback on_control) {
-    auto subscriber = std::make_shared<Subscriber>(m_executor, m_options.max_buffered, m_counters, std::move(name),
-                                                   std::move(on_message), on_control);
-    {
-      std::lock_guard lock(m_subscribers_mutex);
-      std::erase_if(m_subscribers, [](const auto& weak) { return weak.expired(); });
-      m_subscribers.push_back(subscriber);
-    }
-    Subscription subscription{subscriber, nullptr, nullptr};
-    // The router calls these on m_dispatch_strand, within dispatch().
-    if (on_control) {
-      subscription.control = m_control_router->start_consuming(
-          [subscriber](const RoutingKey&, const Json& body) { subscriber->push(control_event_of(body)); },
-          Filter{"control"});
-    }
-    subscription.messages = m_router->start_consuming(
-        [subscriber, this](const RoutingKey&, const Json&) { subscriber->push(m_current); }, filter);
-    return subscription;
+    return m_dispatcher->subscribe(filter, std::move(name), std::move(on_message), std::move(on_control));
   }
 
   // --- producing -------------------------------------------------------------
@@ -442,13 +145,14 @@ class Core final : public std::enable_shared_from_this<Core> {
     PostgresStats stats = m_stats;
     stats.delivered = m_counters->delivered;
     stats.callback_errors = m_counters->callback_errors;
-    stats.dropped_overflow += m_counters->dropped;
+    stats.dropped_overflow = m_counters->dropped;
     stats.backlog_peak = m_counters->backlog_peak;
     stats.listening = m_listening;
     return stats;
   }
   [[nodiscard]] ConnectorStats connector_stats() const {
-    ConnectorStats stats = m_router->stats();
+    ConnectorStats stats;
+    stats.consumers = m_dispatcher->consumers();
     stats.produced = m_produced.load();
     stats.delivered = m_counters->delivered;
     stats.callback_errors = m_counters->callback_errors;
@@ -541,6 +245,7 @@ class Core final : public std::enable_shared_from_this<Core> {
       count_origins();
       log(LogLevel::warning, component, "listening again on " + m_name + " after: " + reason);
       enqueue(ControlEvent{ControlKind::reconnected, "reconnected after: " + reason, std::nullopt, 0});
+      deliver_ready();
     }
     schedule_probe();
   }
@@ -563,6 +268,7 @@ class Core final : public std::enable_shared_from_this<Core> {
     collect_results();
     if (m_stopped || !m_listener) return;
     take_notifications();
+    deliver_ready();
     if (PQstatus(m_listener.get()) != CONNECTION_OK) return lost("the server closed the connection");
     read();
   }
@@ -759,6 +465,7 @@ class Core final : public std::enable_shared_from_this<Core> {
                    self->m_pending.pop_front();
                  }
                  self->release_ready();
+                 self->deliver_ready();
                });
   }
 
@@ -804,61 +511,12 @@ class Core final : public std::enable_shared_from_this<Core> {
     m_listener.reset();
   }
 
-  // --- dispatching (m_dispatch_strand) -------------------------------------------
-
-  void enqueue(Item item) {
-    {
-      std::lock_guard lock(m_queue_mutex);
-      if (std::holds_alternative<Delivery>(item) && m_queue.size() >= m_options.max_buffered) {
-        ++m_overflowed;
-        std::lock_guard state(m_state_mutex);
-        ++m_stats.dropped_overflow;
-        return;
-      }
-      if (m_overflowed > 0) m_queue.emplace_back(overflow_event(std::exchange(m_overflowed, 0)));
-      m_queue.push_back(std::move(item));
-      if (m_dispatch_scheduled) return;
-      m_dispatch_scheduled = true;
-    }
-    asio::post(m_dispatch_strand, [self = shared_from_this()] { self->dispatch(); });
-  }
-
-  void dispatch() {
-    std::deque<Item> batch;
-    {
-      std::lock_guard lock(m_queue_mutex);
-      // Messages were dropped after those now queued: say so after them.
-      if (m_overflowed > 0) m_queue.emplace_back(overflow_event(std::exchange(m_overflowed, 0)));
-      const auto count = std::min<std::size_t>(m_queue.size(), 256);
-      batch.insert(batch.end(), std::make_move_iterator(m_queue.begin()),
-                   std::make_move_iterator(m_queue.begin() + static_cast<std::ptrdiff_t>(count)));
-      m_queue.erase(m_queue.begin(), m_queue.begin() + static_cast<std::ptrdiff_t>(count));
-    }
-    {
-      std::lock_guard lock(m_dispatch_mutex);
-      m_dispatch_thread = std::this_thread::get_id();
-      for (auto& item : batch) {
-        if (m_stopped) break;
-        if (auto* delivery = std::get_if<Delivery>(&item)) {
-          // The router calls back each matching consumer's push(m_current).
-          m_current = std::make_shared<const Delivery>(std::move(*delivery));
-          m_router->produce(m_current->key, m_current->body);
-          m_current.reset();
-        } else {
-          const auto& event = std::get<ControlEvent>(item);
-          Json body{{"kind", to_string(event.kind)}, {"reason", event.reason}, {"missed", event.missed}};
-          if (event.origin) body["origin"] = *event.origin;
-          m_control_router->produce(RoutingKey{"control"}, body);
-        }
-      }
-      m_dispatch_thread = std::thread::id{};
-    }
-    std::lock_guard lock(m_queue_mutex);
-    if (m_queue.empty() || m_stopped) {
-      m_dispatch_scheduled = false;
-      return;
-    }
-    asio::post(m_dispatch_strand, [self = shared_from_this()] { self->dispatch(); });
+  // Delivered at the end of the current read, in order.
+  void enqueue(Item item) { m_ready.push_back(std::move(item)); }
+  void deliver_ready() {
+    if (m_ready.empty()) return;
+    m_dispatcher->deliver(m_ready);
+    m_ready.clear();
   }
 
   // --- producing ---------------------------------------------------------------
@@ -905,7 +563,6 @@ class Core final : public std::enable_shared_from_this<Core> {
 
   // Listener state: m_listen_strand only.
   asio::strand<asio::any_io_executor> m_listen_strand;
-  asio::strand<asio::any_io_executor> m_dispatch_strand;
   asio::any_io_executor m_executor;
   Connection m_listener;
   std::optional<asio::posix::stream_descriptor> m_socket;
@@ -940,19 +597,9 @@ class Core final : public std::enable_shared_from_this<Core> {
   bool m_listening = false;
   bool m_ever_listened = false;
 
-  std::mutex m_queue_mutex;
-  std::deque<Item> m_queue;
-  bool m_dispatch_scheduled = false;
-  std::uint64_t m_overflowed = 0;
-
-  std::mutex m_dispatch_mutex;
-  std::atomic<std::thread::id> m_dispatch_thread{};
-  std::unique_ptr<Connector> m_router;
-  std::unique_ptr<Connector> m_control_router;
-  std::shared_ptr<const Delivery> m_current;  // the message being dispatched (m_dispatch_strand)
+  std::vector<Item> m_ready;  // m_listen_strand
   std::shared_ptr<DispatchCounters> m_counters = std::make_shared<DispatchCounters>();
-  std::mutex m_subscribers_mutex;
-  std::vector<std::weak_ptr<Subscriber>> m_subscribers;
+  std::shared_ptr<Dispatcher> m_dispatcher;
 
   std::mutex m_producer_mutex;
   Connection m_producer;
@@ -965,16 +612,12 @@ class Core final : public std::enable_shared_from_this<Core> {
 // together.
 class PostgresConsumer final : public Consumer {
  public:
-  explicit PostgresConsumer(Core::Subscription subscription) : m_subscription(std::move(subscription)) {}
+  explicit PostgresConsumer(Subscription subscription) : m_subscription(std::move(subscription)) {}
   ~PostgresConsumer() override { stop_consuming(); }
-  void stop_consuming() override {
-    if (m_subscription.messages) m_subscription.messages->stop_consuming();
-    if (m_subscription.control) m_subscription.control->stop_consuming();
-    m_subscription.subscriber->stop();
-  }
+  void stop_consuming() override { m_subscription.stop(); }
 
  private:
-  Core::Subscription m_subscription;
+  Subscription m_subscription;
 };
 
 // A durable consumer: its queue's messages are rows of livestate_mq_queued,
@@ -995,7 +638,7 @@ class DurableQueue final : public std::enable_shared_from_this<DurableQueue> {
         m_callback(std::move(callback)),
         m_on_control(std::move(on_control)),
         m_errors(m_core->m_counters, "durable consumer '" + m_name + "'"),
-        m_ack_timer(m_core->m_dispatch_strand) {}
+        m_ack_timer(asio::make_strand(m_core->m_executor)) {}
 
   // In the caller's thread: claims the queue, subscribes, reads the backlog,
   // and has it delivered on the executor before anything live.
@@ -1048,15 +691,13 @@ class DurableQueue final : public std::enable_shared_from_this<DurableQueue> {
                            " yet");
     }
     auto backlog = std::make_shared<std::vector<Row>>(read_backlog());
-    m_subscription.subscriber->push(
+    m_subscription.subscriber()->push(
         Subscriber::Work([self = shared_from_this(), backlog] { self->catch_up(std::move(*backlog)); }));
   }
 
   void stop() noexcept {
     if (m_stopped.exchange(true)) return;
-    if (m_subscription.messages) m_subscription.messages->stop_consuming();
-    if (m_subscription.control) m_subscription.control->stop_consuming();
-    if (m_subscription.subscriber) m_subscription.subscriber->stop();  // waits for a callback in progress
+    m_subscription.stop();  // waits for a callback in progress
     std::lock_guard lock(m_connection_mutex);
     flush_acknowledgements();
     m_connection.reset();  // releases the name's lock
@@ -1244,7 +885,7 @@ class DurableQueue final : public std::enable_shared_from_this<DurableQueue> {
   Filter m_filter;
   Callback m_callback;
   ControlCallback m_on_control;
-  Core::Subscription m_subscription;
+  Subscription m_subscription;
   std::uint64_t m_expired = 0;
 
   // The subscriber's strand.
@@ -1291,32 +932,6 @@ std::unique_ptr<Consumer> Core::start_consuming(Callback callback, Filter filter
   return std::make_unique<PostgresConsumer>(subscribe(
       filter, name, [callback = std::move(callback)](const Delivery& delivery) { callback(delivery.key, delivery.body); },
       options.on_control));
-}
-
-// PostgreSQL's text form of a text[] value.
-std::string text_array(const std::vector<std::string>& elements) {
-  std::size_t size = 2;
-  for (const auto& element : elements) size += element.size() + 3;
-  std::string literal;
-  literal.reserve(size + size / 16);
-  literal += '{';
-  for (const auto& element : elements) {
-    if (literal.size() > 1) literal += ',';
-    literal += '"';
-    // Runs without a quote or backslash are copied whole. (A plain loop:
-    // find_first_of with a set calls memchr once per character.)
-    std::size_t start = 0;
-    for (std::size_t i = 0; i < element.size(); ++i) {
-      if (element[i] != '"' && element[i] != '\\') continue;
-      literal.append(element, start, i - start);
-      literal += '\\';
-      start = i;
-    }
-    literal.append(element, start, std::string::npos);
-    literal += '"';
-  }
-  literal += '}';
-  return literal;
 }
 
 // What both batch statements do with their `batch` of messages: the
@@ -1459,42 +1074,8 @@ class Sender {
   std::uint64_t& m_sequence;
 };
 
-// A statement the server refused, with its SQLSTATE.
-class StatementError : public TransportError {
- public:
-  StatementError(const std::string& what, std::string sqlstate) : TransportError(what), m_sqlstate(std::move(sqlstate)) {}
-  const std::string& sqlstate() const noexcept { return m_sqlstate; }
-
- private:
-  std::string m_sqlstate;
-};
-
-constexpr const char* undefined_table = "42P01";
 constexpr const char* send_statement = "livestate_send";
 constexpr const char* send_one_statement = "livestate_send_one";
-
-// Runs `sql`, or the statement prepared as `prepared` when that is given.
-std::optional<std::string> run_blocking(PGconn* connection, const std::string& sql,
-                                        const std::vector<std::optional<std::string>>& params, bool& in_doubt,
-                                        const char* prepared) {
-  std::vector<const char*> values;
-  for (const auto& param : params) values.push_back(param ? param->c_str() : nullptr);
-  Result result(prepared != nullptr
-                    ? PQexecPrepared(connection, prepared, static_cast<int>(values.size()), values.data(), nullptr,
-                                     nullptr, 0)
-                    : PQexecParams(connection, sql.c_str(), static_cast<int>(values.size()), nullptr, values.data(),
-                                   nullptr, nullptr, 0));
-  const auto status = PQresultStatus(result.get());
-  if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) {
-    in_doubt = PQstatus(connection) != CONNECTION_OK;
-    const char* sqlstate = PQresultErrorField(result.get(), PG_DIAG_SQLSTATE);
-    throw StatementError(one_line(PQerrorMessage(connection)), sqlstate != nullptr ? sqlstate : "");
-  }
-  if (status == PGRES_TUPLES_OK && PQntuples(result.get()) > 0 && !PQgetisnull(result.get(), 0, 0)) {
-    return std::string(PQgetvalue(result.get(), 0, 0));
-  }
-  return std::nullopt;
-}
 
 void Core::ensure_tables(PGconn* connection) {
   if (m_tables_ready) return;

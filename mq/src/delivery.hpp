@@ -1,0 +1,43 @@
+#pragma once
+
+// What flows from the PostgreSQL connector's listener to its consumers, in
+// order, and what every consumer's deliveries add up to.
+
+#include <atomic>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <variant>
+
+#include "livestate/core/message.hpp"
+#include "livestate/mq/control.hpp"
+
+namespace livestate::mq::detail {
+
+/// A message received, ready for consumers.
+struct Delivery {
+  RoutingKey key;
+  Json body;
+  std::optional<std::string> origin;
+  std::uint64_t sequence = 0;  ///< 0: none
+};
+
+/// What the listener hands to consumers: messages, and control events in
+/// order with them.
+using Item = std::variant<Delivery, ControlEvent>;
+
+[[nodiscard]] inline ControlEvent overflow_event(std::uint64_t missed) {
+  return ControlEvent{ControlKind::overflow, std::to_string(missed) + " message(s) dropped: consumers fell behind",
+                      std::nullopt, missed};
+}
+
+/// Shared by the connector and its consumers, which may outlive it for a
+/// moment.
+struct DispatchCounters {
+  std::atomic<std::uint64_t> delivered{0};
+  std::atomic<std::uint64_t> callback_errors{0};
+  std::atomic<std::uint64_t> dropped{0};
+  std::atomic<std::uint64_t> backlog_peak{0};
+};
+
+}  // namespace livestate::mq::detail
