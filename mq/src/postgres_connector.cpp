@@ -42,7 +42,10 @@
 #include "livestate/mq/transactional.hpp"
 #include "dispatcher.hpp"
 #include "postgres_registry.hpp"
+#include "connector_config.hpp"
 #include "pq_connection.hpp"
+#include "producer.hpp"
+#include "tables.hpp"
 
 namespace livestate::mq {
 
@@ -70,24 +73,6 @@ std::string quoted_channel(const std::string& channel) {
   return quoted + "\"";
 }
 
-// The connector's tables, created on first use by whichever process comes
-// first (the transaction-level lock keeps two from racing): bodies sent by
-// reference, durable queues, and the messages kept for them.
-constexpr const char* tables_sql[] = {
-    "SELECT pg_advisory_xact_lock(7308416553390571923)",
-    "CREATE TABLE IF NOT EXISTS livestate_mq_bodies ("
-    " id BIGSERIAL PRIMARY KEY, body TEXT NOT NULL, created_at TIMESTAMPTZ NOT NULL DEFAULT now())",
-    "CREATE TABLE IF NOT EXISTS livestate_mq_queues ("
-    " name TEXT PRIMARY KEY, filter TEXT[] NOT NULL, any_suffix BOOLEAN NOT NULL,"
-    " created_at TIMESTAMPTZ NOT NULL DEFAULT now(), last_active TIMESTAMPTZ NOT NULL DEFAULT now(),"
-    " expired BIGINT NOT NULL DEFAULT 0)",
-    "CREATE TABLE IF NOT EXISTS livestate_mq_queued ("
-    " queue TEXT NOT NULL REFERENCES livestate_mq_queues (name) ON DELETE CASCADE,"
-    " id BIGSERIAL, origin TEXT NOT NULL, sequence BIGINT NOT NULL, key TEXT[] NOT NULL, body TEXT NOT NULL,"
-    " created_at TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (queue, id))",
-    "CREATE INDEX IF NOT EXISTS livestate_mq_queued_message ON livestate_mq_queued (queue, origin, sequence)",
-};
-
 // A decoded message waiting for its turn (and maybe for its body).
 struct Received {
   std::optional<std::string> origin;
@@ -98,16 +83,13 @@ class DurableQueue;
 class Core final : public std::enable_shared_from_this<Core> {
  public:
   Core(std::string url, asio::any_io_executor executor, PostgresOptions options)
-      : m_url(std::move(url)),
-        m_name(redact(m_url)),
-        m_options(std::move(options)),
-        m_origin(random_origin()),
+      : m_config{url, redact(url), std::move(options), random_origin()},
         m_listen_strand(asio::make_strand(executor)),
         m_executor(executor),
         m_retry_timer(m_listen_strand),
         m_probe_timer(m_listen_strand),
         m_wait_deadline(m_listen_strand),
-        m_dispatcher(std::make_shared<Dispatcher>(executor, m_options.max_buffered, m_counters)) {}
+        m_dispatcher(std::make_shared<Dispatcher>(executor, m_config.options.max_buffered, m_counters)) {}
 
   void start() {
     asio::post(m_listen_strand, [self = shared_from_this()] { self->connect(); });
@@ -137,8 +119,10 @@ class Core final : public std::enable_shared_from_this<Core> {
 
   // --- producing -------------------------------------------------------------
 
-  void produce(const RoutingKey& key, const Json& body);
-  void send_in_transaction(std::span<const SentMessage> messages, SqlRunner& sql);
+  void produce(const RoutingKey& key, const Json& body) { m_producer.produce(key, body); }
+  void send_in_transaction(std::span<const SentMessage> messages, SqlRunner& sql) {
+    m_producer.send_in_transaction(messages, sql);
+  }
 
   [[nodiscard]] PostgresStats stats() const {
     std::lock_guard lock(m_state_mutex);
@@ -153,12 +137,12 @@ class Core final : public std::enable_shared_from_this<Core> {
   [[nodiscard]] ConnectorStats connector_stats() const {
     ConnectorStats stats;
     stats.consumers = m_dispatcher->consumers();
-    stats.produced = m_produced.load();
+    stats.produced = m_producer.produced();
     stats.delivered = m_counters->delivered;
     stats.callback_errors = m_counters->callback_errors;
     return stats;
   }
-  [[nodiscard]] const std::string& origin() const noexcept { return m_origin; }
+  [[nodiscard]] const std::string& origin() const noexcept { return m_config.origin; }
 
   bool wait_listening(std::chrono::milliseconds timeout) const {
     std::unique_lock lock(m_state_mutex);
@@ -171,11 +155,11 @@ class Core final : public std::enable_shared_from_this<Core> {
 
   void connect() {
     if (m_stopped) return;
-    m_listener = start_connection(m_url, "livestate-listener", false, m_options.connect_timeout);
+    m_listener = start_connection(m_config.url, "livestate-listener", false, m_config.options.connect_timeout);
     if (PQstatus(m_listener.get()) == CONNECTION_BAD) {
       return lost("cannot connect: " + one_line(PQerrorMessage(m_listener.get())));
     }
-    m_wait_deadline.expires_after(m_options.connect_timeout);
+    m_wait_deadline.expires_after(m_config.options.connect_timeout);
     m_wait_deadline.async_wait([self = shared_from_this(), generation = m_generation](boost::system::error_code error) {
       if (!error && generation == self->m_generation && !self->m_connected) self->lost("connecting timed out");
     });
@@ -213,7 +197,7 @@ class Core final : public std::enable_shared_from_this<Core> {
     m_wait_deadline.cancel();
     watch_socket();
     if (PQsetnonblocking(m_listener.get(), 1) != 0) return lost("cannot make the connection non-blocking");
-    send_query("LISTEN " + quoted_channel(m_options.channel), {}, [self = shared_from_this()](Result result) {
+    send_query("LISTEN " + quoted_channel(m_config.options.channel), {}, [self = shared_from_this()](Result result) {
       if (PQresultStatus(result.get()) != PGRES_COMMAND_OK) {
         return self->lost("LISTEN refused: " + one_line(PQresultErrorMessage(result.get())));
       }
@@ -223,7 +207,7 @@ class Core final : public std::enable_shared_from_this<Core> {
   }
 
   void listening() {
-    m_backoff = m_options.reconnect_initial;
+    m_backoff = m_config.options.reconnect_initial;
     bool reconnected = false;
     std::string reason;
     {
@@ -243,7 +227,7 @@ class Core final : public std::enable_shared_from_this<Core> {
       // we knew mean nothing any more, and every consumer must know.
       m_next_sequence.clear();
       count_origins();
-      log(LogLevel::warning, component, "listening again on " + m_name + " after: " + reason);
+      log(LogLevel::warning, component, "listening again on " + m_config.name + " after: " + reason);
       enqueue(ControlEvent{ControlKind::reconnected, "reconnected after: " + reason, std::nullopt, 0});
       deliver_ready();
     }
@@ -317,7 +301,7 @@ class Core final : public std::enable_shared_from_this<Core> {
   }
 
   void schedule_probe() {
-    m_probe_timer.expires_after(m_options.probe_interval);
+    m_probe_timer.expires_after(m_config.options.probe_interval);
     m_probe_timer.async_wait([self = shared_from_this(), generation = m_generation](boost::system::error_code error) {
       if (error || generation != self->m_generation || self->m_stopped) return;
       self->probe();
@@ -328,13 +312,13 @@ class Core final : public std::enable_shared_from_this<Core> {
   // within probe_timeout means a half-open connection.
   void probe() {
     const auto idle = std::chrono::steady_clock::now() - m_last_traffic;
-    if (idle < m_options.probe_interval || m_probing) return schedule_probe();
+    if (idle < m_config.options.probe_interval || m_probing) return schedule_probe();
     m_probing = true;
-    m_wait_deadline.expires_after(m_options.probe_timeout);
+    m_wait_deadline.expires_after(m_config.options.probe_timeout);
     m_wait_deadline.async_wait([self = shared_from_this(), generation = m_generation](boost::system::error_code error) {
       if (!error && generation == self->m_generation && self->m_probing) {
         self->lost("no answer to a liveness probe within " +
-                   std::to_string(self->m_options.probe_timeout.count()) + " ms");
+                   std::to_string(self->m_config.options.probe_timeout.count()) + " ms");
       }
     });
     send_query("SELECT 1", {}, [self = shared_from_this()](Result) {
@@ -347,7 +331,7 @@ class Core final : public std::enable_shared_from_this<Core> {
   void take_notifications() {
     while (PGnotify* raw = PQnotifies(m_listener.get())) {
       std::unique_ptr<PGnotify, decltype(&PQfreemem)> notification(raw, &PQfreemem);
-      if (m_options.channel != notification->relname) continue;
+      if (m_config.options.channel != notification->relname) continue;
       decode(notification->extra);
     }
     release_ready();
@@ -375,7 +359,7 @@ class Core final : public std::enable_shared_from_this<Core> {
     if (last.time_since_epoch().count() != 0 && now - last < 60s) return;
     last = now;
     log(LogLevel::warning, component,
-        "dropped a malformed message on channel " + m_options.channel + " (" +
+        "dropped a malformed message on channel " + m_config.options.channel + " (" +
             std::string(wire::to_string(problem.kind)) + "): " + problem.detail +
             " (further ones of this kind are counted, logged at most once a minute)");
   }
@@ -387,7 +371,7 @@ class Core final : public std::enable_shared_from_this<Core> {
     // An unknown origin past its first message: it may be one forgotten, so
     // what it sent meanwhile may be lost, unless we have not been listening
     // long enough to know.
-    const bool maybe_forgotten = first && sequence > 1 && now - m_listening_since > m_options.forget_origins_after;
+    const bool maybe_forgotten = first && sequence > 1 && now - m_listening_since > m_config.options.forget_origins_after;
     if (maybe_forgotten || (!first && sequence > next->second.next)) {
       const std::uint64_t missed = maybe_forgotten ? sequence - 1 : sequence - next->second.next;
       {
@@ -408,7 +392,7 @@ class Core final : public std::enable_shared_from_this<Core> {
   // At most every tenth of forget_origins_after: the silent origins go.
   void forget_silent_origins(std::chrono::steady_clock::time_point now) {
     const auto horizon =
-        std::chrono::duration_cast<std::chrono::steady_clock::duration>(m_options.forget_origins_after);
+        std::chrono::duration_cast<std::chrono::steady_clock::duration>(m_config.options.forget_origins_after);
     if (now - m_origins_swept < horizon / 10) return;
     m_origins_swept = now;
     std::erase_if(m_next_sequence, [&](const auto& entry) { return now - entry.second.heard > horizon; });
@@ -481,13 +465,13 @@ class Core final : public std::enable_shared_from_this<Core> {
       return listening;
     }();
     log(was_listening ? LogLevel::warning : LogLevel::info, component,
-        "listening connection to " + m_name + " lost: " + reason + "; reconnecting in " +
+        "listening connection to " + m_config.name + " lost: " + reason + "; reconnecting in " +
             std::to_string(m_backoff.count()) + " ms");
     close_listener();
     // Backoff with jitter: between half and all of the current step.
     std::uniform_int_distribution<long long> jitter(m_backoff.count() / 2, m_backoff.count());
     m_retry_timer.expires_after(std::chrono::milliseconds(jitter(m_random)));
-    m_backoff = std::min(m_backoff * 2, m_options.reconnect_max);
+    m_backoff = std::min(m_backoff * 2, m_config.options.reconnect_max);
     m_retry_timer.async_wait([self = shared_from_this()](boost::system::error_code error) {
       if (!error) self->connect();
     });
@@ -521,45 +505,12 @@ class Core final : public std::enable_shared_from_this<Core> {
 
   // --- producing ---------------------------------------------------------------
 
-  // The producing connection, connected (again) when needed. Caller holds
-  // m_producer_mutex.
-  PGconn* producer() {
-    if (idle_connection_alive(m_producer.get())) return m_producer.get();
-    m_send_prepared = false;
-    m_producer = start_connection(m_url, "livestate-producer", true, m_options.connect_timeout);
-    if (PQstatus(m_producer.get()) != CONNECTION_OK) {
-      const std::string reason = one_line(PQerrorMessage(m_producer.get()));
-      m_producer.reset();
-      throw NotSent("cannot produce: cannot connect to " + m_name + ": " + reason +
-                           " (the message was not sent)");
-    }
-    // The send statement is prepared once per connection and planned once
-    // (its cost is in planning, not running); JIT would spend milliseconds
-    // compiling a statement that runs in microseconds.
-    Result settings(PQexec(m_producer.get(), "SET jit = off; SET plan_cache_mode = force_generic_plan"));
-    if (PQresultStatus(settings.get()) != PGRES_COMMAND_OK) {
-      const std::string reason = one_line(PQerrorMessage(m_producer.get()));
-      m_producer.reset();
-      throw NotSent("cannot produce: setting up the connection to " + m_name + " failed: " + reason +
-                           " (the message was not sent)");
-    }
-    return m_producer.get();
-  }
-
   friend class DurableQueue;
- public:
-  void ensure_tables(PGconn* connection);
- private:
-  void prepare_send(PGconn* connection);
-  void forget_tables(PGconn* connection) noexcept;
-  void prune(PGconn* connection);
 
-  std::string m_url;
-  std::string m_name;
-  PostgresOptions m_options;
-  std::string m_origin;
+  ConnectorConfig m_config;
   std::atomic<bool> m_stopped{false};
-  std::atomic<std::uint64_t> m_produced{0};
+  std::shared_ptr<Tables> m_tables = std::make_shared<Tables>();
+  Producer m_producer{m_config, m_tables};
 
   // Listener state: m_listen_strand only.
   asio::strand<asio::any_io_executor> m_listen_strand;
@@ -574,7 +525,7 @@ class Core final : public std::enable_shared_from_this<Core> {
   asio::steady_timer m_retry_timer;
   asio::steady_timer m_probe_timer;
   asio::steady_timer m_wait_deadline;
-  std::chrono::milliseconds m_backoff{m_options.reconnect_initial};
+  std::chrono::milliseconds m_backoff{m_config.options.reconnect_initial};
   std::mt19937_64 m_random{std::random_device{}()};
   std::chrono::steady_clock::time_point m_last_traffic{};
   std::deque<Query> m_queries;
@@ -601,11 +552,6 @@ class Core final : public std::enable_shared_from_this<Core> {
   std::shared_ptr<DispatchCounters> m_counters = std::make_shared<DispatchCounters>();
   std::shared_ptr<Dispatcher> m_dispatcher;
 
-  std::mutex m_producer_mutex;
-  Connection m_producer;
-  std::uint64_t m_sequence = 0;
-  bool m_send_prepared = false;  // on m_producer
-  std::atomic<bool> m_tables_ready{false};
 };
 
 // A consumer of the connector: its subscriptions and its queue, stopped
@@ -644,12 +590,12 @@ class DurableQueue final : public std::enable_shared_from_this<DurableQueue> {
   // and has it delivered on the executor before anything live.
   void start() {
     std::lock_guard lock(m_connection_mutex);
-    m_connection = start_connection(m_core->m_url, "livestate-queue", true, m_core->m_options.connect_timeout);
+    m_connection = start_connection(m_core->m_config.url, "livestate-queue", true, m_core->m_config.options.connect_timeout);
     if (PQstatus(m_connection.get()) != CONNECTION_OK) {
-      throw TransportError("cannot start durable consumer '" + m_name + "': cannot connect to " + m_core->m_name +
+      throw TransportError("cannot start durable consumer '" + m_name + "': cannot connect to " + m_core->m_config.name +
                            ": " + one_line(PQerrorMessage(m_connection.get())));
     }
-    m_core->ensure_tables(m_connection.get());
+    m_core->m_tables->ensure(m_connection.get());
     if (run("SELECT pg_try_advisory_lock(hashtextextended('livestate.queue.' || $1, 0))", {m_name}) != "t") {
       throw PersistentNameInUse("durable consumer '" + m_name +
                                 "' is already active (in this or another process): stop it first");
@@ -686,8 +632,8 @@ class DurableQueue final : public std::enable_shared_from_this<DurableQueue> {
           if (auto self = weak.lock()) self->on_control(event);
         });
     // What is committed from now on is heard live; the table has the rest.
-    if (!m_core->wait_listening(std::chrono::duration_cast<std::chrono::milliseconds>(m_core->m_options.connect_timeout))) {
-      throw TransportError("cannot start durable consumer '" + m_name + "': not listening to " + m_core->m_name +
+    if (!m_core->wait_listening(std::chrono::duration_cast<std::chrono::milliseconds>(m_core->m_config.options.connect_timeout))) {
+      throw TransportError("cannot start durable consumer '" + m_name + "': not listening to " + m_core->m_config.name +
                            " yet");
     }
     auto backlog = std::make_shared<std::vector<Row>>(read_backlog());
@@ -812,10 +758,10 @@ class DurableQueue final : public std::enable_shared_from_this<DurableQueue> {
 
   // With m_connection_mutex held.
   void reconnect() {
-    m_connection = start_connection(m_core->m_url, "livestate-queue", true, m_core->m_options.connect_timeout);
+    m_connection = start_connection(m_core->m_config.url, "livestate-queue", true, m_core->m_config.options.connect_timeout);
     if (PQstatus(m_connection.get()) != CONNECTION_OK ||
         run("SELECT pg_try_advisory_lock(hashtextextended('livestate.queue.' || $1, 0))", {m_name}) != "t") {
-      throw TransportError("cannot reconnect durable consumer '" + m_name + "' to " + m_core->m_name);
+      throw TransportError("cannot reconnect durable consumer '" + m_name + "' to " + m_core->m_config.name);
     }
   }
 
@@ -932,285 +878,6 @@ std::unique_ptr<Consumer> Core::start_consuming(Callback callback, Filter filter
   return std::make_unique<PostgresConsumer>(subscribe(
       filter, name, [callback = std::move(callback)](const Delivery& delivery) { callback(delivery.key, delivery.body); },
       options.on_control));
-}
-
-// What both batch statements do with their `batch` of messages: the
-// durable queues' copies, then the notifications ($1 origin, $2 channel, $3
-// the payloads).
-#define LIVESTATE_SEND_BATCH_TAIL                                                                        \
-  " queued AS ("                                                                                         \
-  "  INSERT INTO livestate_mq_queued (queue, origin, sequence, key, body)"                               \
-  "  SELECT q.name, $1, b.sequence, b.key, b.body FROM batch b JOIN livestate_mq_queues q"               \
-  "  ON (cardinality(q.filter) = cardinality(b.key)"                                                     \
-  "      OR (q.any_suffix AND cardinality(b.key) >= cardinality(q.filter)))"                             \
-  "  AND NOT EXISTS (SELECT 1 FROM unnest(q.filter) WITH ORDINALITY AS f(element, i)"                    \
-  "                  WHERE f.element IS NOT NULL AND f.element IS DISTINCT FROM b.key[f.i])"             \
-  "  ORDER BY b.position, b.entry_position, q.name)"                                                     \
-  " SELECT count(pg_notify($2, p.payload)) FROM unnest($3::text[]) WITH ORDINALITY AS p(payload, position)"
-
-// One statement sends a whole batch: it sends the payloads and, only when
-// some durable queue exists, keeps a copy of each message for every queue
-// whose filter matches it (in order: the rows' ids follow the messages),
-// reading the messages back from the payloads (a body sent by reference from
-// livestate_mq_bodies, written earlier in the same transaction). Both happen in
-// the caller's transaction, so both or neither commit. The payloads are the
-// only data sent: each body crosses the wire once, and without durable queues
-// the server only unpacks the array of payloads (the EXISTS is a one-time
-// filter: the messages are not parsed at all).
-//
-// `json` (not jsonb) keeps its input text: `entry -> 'b'` is the body exactly
-// as the producer serialized it.
-constexpr const char* send_sql =
-    "WITH batch AS MATERIALIZED ("
-    "  SELECT p.position, e.position AS entry_position, (e.entry ->> 's')::bigint AS sequence,"
-    "         ARRAY(SELECT json_array_elements_text(e.entry -> 'k')) AS key,"
-    "         COALESCE((e.entry -> 'b')::text,"
-    "                  (SELECT b.body FROM livestate_mq_bodies b WHERE b.id = (e.entry ->> 'r')::bigint)) AS body"
-    "  FROM unnest($3::text[]) WITH ORDINALITY AS p(payload, position),"
-    "       json_array_elements(p.payload::json -> 'm') WITH ORDINALITY AS e(entry, position)"
-    "  WHERE EXISTS (SELECT 1 FROM livestate_mq_queues))," LIVESTATE_SEND_BATCH_TAIL;
-
-// The batch statement for payloads PostgreSQL's json functions can't read:
-// they refuse the escape \u0000 (a NUL character in a string; text has no
-// form for it). The messages then also travel as text, one array each of
-// sequences, keys (JSON arrays) and bodies ($4, $5, $6), for the durable
-// queues' copies.
-constexpr const char* send_as_text_sql =
-    "WITH batch AS ("
-    "  SELECT u.position, 1 AS entry_position, u.sequence,"
-    "         ARRAY(SELECT json_array_elements_text(u.key::json)) AS key, u.body"
-    "  FROM unnest($4::bigint[], $5::text[], $6::text[]) WITH ORDINALITY AS u(sequence, key, body, position)"
-    "  WHERE EXISTS (SELECT 1 FROM livestate_mq_queues))," LIVESTATE_SEND_BATCH_TAIL;
-
-#undef LIVESTATE_SEND_BATCH_TAIL
-
-// The same for one message (every produce() outside a transaction): no
-// arrays to unpack, the key given as text[]; the server runs it in about
-// four fifths of the time of the batch statement with one message.
-constexpr const char* send_one_sql =
-    "WITH queued AS ("
-    "  INSERT INTO livestate_mq_queued (queue, origin, sequence, key, body)"
-    "  SELECT q.name, $1, $2, $3::text[], $4 FROM livestate_mq_queues q"
-    "  WHERE (cardinality(q.filter) = cardinality($3::text[])"
-    "         OR (q.any_suffix AND cardinality($3::text[]) >= cardinality(q.filter)))"
-    "  AND NOT EXISTS (SELECT 1 FROM unnest(q.filter) WITH ORDINALITY AS f(element, i)"
-    "                  WHERE f.element IS NOT NULL AND f.element IS DISTINCT FROM ($3::text[])[f.i])"
-    "  ORDER BY q.name)"
-    " SELECT pg_notify($5, $6)";
-
-// Sends messages: each becomes an entry of a payload; a body too large for a
-// notification is stored in livestate_mq_bodies and sent by reference.
-class Sender {
- public:
-  Sender(std::string_view origin, std::string_view channel, std::uint64_t& sequence)
-      : m_origin(origin), m_channel(channel), m_sequence(sequence) {}
-
-  template <class Run>
-  void send(std::span<const SentMessage> messages, Run&& run) {
-    std::vector<wire::Outgoing> outgoing;
-    std::vector<std::string> bodies;
-    outgoing.reserve(messages.size());
-    bodies.reserve(messages.size());  // entries point into it: no reallocation
-    std::vector<std::size_t> body_of;  // each message's body, in `bodies`
-    body_of.reserve(messages.size());
-    const Json* last_body = nullptr;
-    std::int64_t last_reference = 0;  // the row of last_body, when it is stored
-    for (const auto& message : messages) {
-      // Each body is serialized once, for the payload (and a single message's
-      // durable queues), and stored once when too large: the messages of one
-      // change share theirs.
-      if (message.body != last_body) {
-        bodies.emplace_back(message.body->dump(-1, ' ', false, Json::error_handler_t::replace));
-        last_body = message.body;
-        last_reference = 0;
-      }
-      const std::string& body = bodies.back();
-      body_of.push_back(bodies.size() - 1);
-      wire::Outgoing entry{message.key, message.body, 0, ++m_sequence, &body};
-      if (last_reference == 0 && wire::encoded_size(m_origin, entry) > wire::max_payload_bytes) {
-        const auto id = run("INSERT INTO livestate_mq_bodies (body) VALUES ($1) RETURNING id",
-                            std::vector<std::optional<std::string>>{body});
-        last_reference = std::stoll(id.value());
-      }
-      if (last_reference != 0) {
-        entry.body = nullptr;
-        entry.body_text = nullptr;
-        entry.reference = last_reference;
-      }
-      outgoing.push_back(entry);
-    }
-    if (messages.size() == 1 && outgoing.front().reference == 0) {
-      const auto& key = *messages.front().key;
-      auto payload = std::move(wire::encode(m_origin, outgoing).front());  // reads bodies: before they move
-      run(send_one_sql, std::vector<std::optional<std::string>>{
-                            std::string(m_origin), std::to_string(outgoing.front().sequence),
-                            text_array(std::vector<std::string>(key.begin(), key.end())), std::move(bodies.front()),
-                            std::string(m_channel), std::move(payload)});
-      return;
-    }
-    auto payloads = wire::encode(m_origin, outgoing);
-    const bool readable = std::none_of(payloads.begin(), payloads.end(), [](const std::string& payload) {
-      return payload.find("\\u0000") != std::string::npos;
-    });
-    if (readable) {
-      run(send_sql, std::vector<std::optional<std::string>>{std::string(m_origin), std::string(m_channel),
-                                                            text_array(payloads)});
-      return;
-    }
-    std::vector<std::string> sequences, keys, texts;
-    for (std::size_t i = 0; i < messages.size(); ++i) {
-      sequences.push_back(std::to_string(outgoing[i].sequence));
-      keys.push_back(Json(std::vector<std::string>(messages[i].key->begin(), messages[i].key->end())).dump());
-      texts.push_back(bodies[body_of[i]]);
-    }
-    run(send_as_text_sql, std::vector<std::optional<std::string>>{
-                              std::string(m_origin), std::string(m_channel), text_array(payloads),
-                              text_array(sequences), text_array(keys), text_array(texts)});
-  }
-
- private:
-  std::string_view m_origin;
-  std::string_view m_channel;
-  std::uint64_t& m_sequence;
-};
-
-constexpr const char* send_statement = "livestate_send";
-constexpr const char* send_one_statement = "livestate_send_one";
-
-void Core::ensure_tables(PGconn* connection) {
-  if (m_tables_ready) return;
-  bool in_doubt = false;
-  run_blocking(connection, "BEGIN", {}, in_doubt);
-  try {
-    for (const char* sql : tables_sql) run_blocking(connection, sql, {}, in_doubt);
-    run_blocking(connection, "COMMIT", {}, in_doubt);
-  } catch (...) {
-    bool ignored = false;
-    try {
-      run_blocking(connection, "ROLLBACK", {}, ignored);
-    } catch (...) {
-    }
-    throw;
-  }
-  m_tables_ready = true;
-}
-
-// Old bodies and messages of queues whose consumer never came back go; a
-// queue remembers how many it lost, to tell its consumer.
-void Core::prune(PGconn* connection) {
-  bool in_doubt = false;
-  run_blocking(connection, "DELETE FROM livestate_mq_bodies WHERE created_at < now() - make_interval(secs => $1)",
-               {std::to_string(m_options.body_retention.count())}, in_doubt);
-  run_blocking(connection,
-               "WITH gone AS (DELETE FROM livestate_mq_queued WHERE created_at < now() - make_interval(secs => $1) "
-               "RETURNING queue) UPDATE livestate_mq_queues q SET expired = q.expired + c.n "
-               "FROM (SELECT queue, count(*) AS n FROM gone GROUP BY queue) c WHERE q.name = c.queue",
-               {std::to_string(m_options.queue_retention.count())}, in_doubt);
-}
-
-void Core::produce(const RoutingKey& key, const Json& body) {
-  std::lock_guard lock(m_producer_mutex);
-  const SentMessage message{&key, &body};
-  for (int attempt = 1;; ++attempt) {
-    PGconn* connection = producer();
-    const std::uint64_t sequence_before = m_sequence;
-    bool in_doubt = false;
-    bool in_transaction = false;
-    try {
-      ensure_tables(connection);
-      prepare_send(connection);
-      Sender sender(m_origin, m_options.channel, m_sequence);
-      // One statement, atomic on its own; a body stored by reference joins it
-      // in a transaction.
-      sender.send(std::span<const SentMessage>(&message, 1), [&](const char* sql, const auto& params) {
-        if (sql == send_one_sql) return run_blocking(connection, {}, params, in_doubt, send_one_statement);
-        if (sql == send_sql) return run_blocking(connection, {}, params, in_doubt, send_statement);
-        if (!in_transaction) {
-          run_blocking(connection, "BEGIN", {}, in_doubt);
-          in_transaction = true;
-        }
-        return run_blocking(connection, sql, params, in_doubt);
-      });
-      if (in_transaction) run_blocking(connection, "COMMIT", {}, in_doubt);
-      break;
-    } catch (const TransportError& error) {
-      if (in_transaction && !in_doubt) {
-        bool ignored = false;
-        try {
-          run_blocking(connection, "ROLLBACK", {}, ignored);
-        } catch (...) {
-        }
-      }
-      if (in_doubt) {
-        m_producer.reset();
-        throw MaybeSent("produce(" + key.str() + ") on " + m_name +
-                             ": the connection was lost while sending: "
-                             "the message may or may not have been sent: " + error.what());
-      }
-      m_sequence = sequence_before;
-      // The connector's tables are gone (a database restored from a dump
-      // taken before they existed, or dropped by hand): make them again, once.
-      const auto* statement = dynamic_cast<const StatementError*>(&error);
-      if (attempt == 1 && statement != nullptr && statement->sqlstate() == undefined_table) {
-        log(LogLevel::warning, component, "the connector's tables on " + m_name + " are gone; creating them again");
-        forget_tables(connection);
-        continue;
-      }
-      throw NotSent("produce(" + key.str() + ") on " + m_name + " failed (the message was not sent): " +
-                           error.what());
-    }
-  }
-  if (++m_produced % 1000 == 0) {
-    try {
-      prune(m_producer.get());
-    } catch (const std::exception& error) {
-      log(LogLevel::warning, component, std::string("pruning old bodies and queued messages failed: ") + error.what());
-    }
-  }
-}
-
-void Core::prepare_send(PGconn* connection) {
-  if (m_send_prepared) return;
-  for (const auto& [name, sql] : {std::pair{send_statement, send_sql}, std::pair{send_one_statement, send_one_sql}}) {
-    Result result(PQprepare(connection, name, sql, 0, nullptr));
-    if (PQresultStatus(result.get()) != PGRES_COMMAND_OK) {
-      const char* sqlstate = PQresultErrorField(result.get(), PG_DIAG_SQLSTATE);
-      throw StatementError(one_line(PQerrorMessage(connection)), sqlstate != nullptr ? sqlstate : "");
-    }
-  }
-  m_send_prepared = true;
-}
-
-void Core::forget_tables(PGconn* connection) noexcept {
-  m_tables_ready = false;
-  if (m_send_prepared && connection != nullptr) {
-    Result ignored(PQexec(connection, "DEALLOCATE ALL"));
-  }
-  m_send_prepared = false;
-}
-
-void Core::send_in_transaction(std::span<const SentMessage> messages, SqlRunner& sql) {
-  if (!m_tables_ready) {
-    std::lock_guard lock(m_producer_mutex);
-    ensure_tables(producer());
-  }
-  TransportStream& stream = sql.stream();
-  if (stream.origin.empty()) {
-    static std::atomic<std::uint64_t> sessions{0};
-    stream.origin = m_origin + "." + std::to_string(++sessions);
-  }
-  Sender sender(stream.origin, m_options.channel, stream.sequence);
-  try {
-    sender.send(messages, [&](const char* statement, const std::vector<std::optional<std::string>>& params) {
-      return sql.run(statement, params);
-    });
-  } catch (...) {
-    // Perhaps the connector's tables are gone: the next send makes sure
-    // (CREATE TABLE IF NOT EXISTS) rather than failing forever.
-    m_tables_ready = false;
-    throw;
-  }
-  m_produced += messages.size();
 }
 
 // ---------------------------------------------------------------------------

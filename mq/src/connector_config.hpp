@@ -1,0 +1,18 @@
+#pragma once
+
+// What every part of a PostgreSQL connector knows about it.
+
+#include <string>
+
+#include "livestate/mq/postgres.hpp"
+
+namespace livestate::mq::detail {
+
+struct ConnectorConfig {
+  std::string url;   ///< as given: may hold a password
+  std::string name;  ///< the URL without its password, for messages and logs
+  PostgresOptions options;
+  std::string origin;  ///< this connector's origin in the wire format
+};
+
+}  // namespace livestate::mq::detail

@@ -1,0 +1,141 @@
+#include "producer.hpp"
+
+#include "livestate/core/log.hpp"
+#include "sender.hpp"
+
+namespace livestate::mq::detail {
+
+using Params = std::vector<std::optional<std::string>>;
+
+// Connected (again) when needed.
+PGconn* Producer::connection() {
+  if (idle_connection_alive(m_connection.get())) return m_connection.get();
+  m_send_prepared = false;
+  m_connection = start_connection(m_config.url, "livestate-producer", true, m_config.options.connect_timeout);
+  if (PQstatus(m_connection.get()) != CONNECTION_OK) {
+    const std::string reason = one_line(PQerrorMessage(m_connection.get()));
+    m_connection.reset();
+    throw NotSent("cannot produce: cannot connect to " + m_config.name + ": " + reason +
+                  " (the message was not sent)");
+  }
+  // The send statement is prepared once per connection and planned once
+  // (its cost is in planning, not running); JIT would spend milliseconds
+  // compiling a statement that runs in microseconds.
+  Result settings(PQexec(m_connection.get(), "SET jit = off; SET plan_cache_mode = force_generic_plan"));
+  if (PQresultStatus(settings.get()) != PGRES_COMMAND_OK) {
+    const std::string reason = one_line(PQerrorMessage(m_connection.get()));
+    m_connection.reset();
+    throw NotSent("cannot produce: setting up the connection to " + m_config.name + " failed: " + reason +
+                  " (the message was not sent)");
+  }
+  return m_connection.get();
+}
+
+void Producer::produce(const RoutingKey& key, const Json& body) {
+  std::lock_guard lock(m_mutex);
+  const SentMessage message{&key, &body};
+  for (int attempt = 1;; ++attempt) {
+    PGconn* connection = this->connection();
+    const std::uint64_t sequence_before = m_sequence;
+    bool in_doubt = false;
+    bool in_transaction = false;
+    try {
+      m_tables->ensure(connection);
+      prepare_send(connection);
+      // One statement, atomic on its own; a body stored by reference joins it
+      // in a transaction.
+      send(std::span<const SentMessage>(&message, 1), m_config.origin, m_config.options.channel, m_sequence,
+           [&](SendStatement statement, const Params& params) {
+             if (const char* prepared = prepared_name(statement)) {
+               return run_blocking(connection, {}, params, in_doubt, prepared);
+             }
+             if (!in_transaction) {
+               run_blocking(connection, "BEGIN", {}, in_doubt);
+               in_transaction = true;
+             }
+             return run_blocking(connection, sql_of(statement), params, in_doubt);
+           });
+      if (in_transaction) run_blocking(connection, "COMMIT", {}, in_doubt);
+      break;
+    } catch (const TransportError& error) {
+      if (in_transaction && !in_doubt) {
+        bool ignored = false;
+        try {
+          run_blocking(connection, "ROLLBACK", {}, ignored);
+        } catch (...) {
+        }
+      }
+      if (in_doubt) {
+        m_connection.reset();
+        throw MaybeSent("produce(" + key.str() + ") on " + m_config.name +
+                        ": the connection was lost while sending: "
+                        "the message may or may not have been sent: " +
+                        error.what());
+      }
+      m_sequence = sequence_before;
+      // The connector's tables are gone (a database restored from a dump
+      // taken before they existed, or dropped by hand): make them again, once.
+      const auto* statement = dynamic_cast<const StatementError*>(&error);
+      if (attempt == 1 && statement != nullptr && statement->sqlstate() == undefined_table) {
+        log(LogLevel::warning, log_component,
+            "the connector's tables on " + m_config.name + " are gone; creating them again");
+        forget_tables(connection);
+        continue;
+      }
+      throw NotSent("produce(" + key.str() + ") on " + m_config.name +
+                    " failed (the message was not sent): " + error.what());
+    }
+  }
+  if (++m_produced % 1000 == 0) {
+    try {
+      prune(m_connection.get(), m_config.options.body_retention, m_config.options.queue_retention);
+    } catch (const std::exception& error) {
+      log(LogLevel::warning, log_component,
+          std::string("pruning old bodies and queued messages failed: ") + error.what());
+    }
+  }
+}
+
+void Producer::prepare_send(PGconn* connection) {
+  if (m_send_prepared) return;
+  for (const auto statement : {SendStatement::batch, SendStatement::one}) {
+    Result result(PQprepare(connection, prepared_name(statement), sql_of(statement).c_str(), 0, nullptr));
+    if (PQresultStatus(result.get()) != PGRES_COMMAND_OK) {
+      const char* sqlstate = PQresultErrorField(result.get(), PG_DIAG_SQLSTATE);
+      throw StatementError(one_line(PQerrorMessage(connection)), sqlstate != nullptr ? sqlstate : "");
+    }
+  }
+  m_send_prepared = true;
+}
+
+void Producer::forget_tables(PGconn* connection) noexcept {
+  m_tables->forget();
+  if (m_send_prepared && connection != nullptr) {
+    Result ignored(PQexec(connection, "DEALLOCATE ALL"));
+  }
+  m_send_prepared = false;
+}
+
+void Producer::send_in_transaction(std::span<const SentMessage> messages, SqlRunner& sql) {
+  if (!m_tables->ready()) {
+    std::lock_guard lock(m_mutex);
+    m_tables->ensure(connection());
+  }
+  TransportStream& stream = sql.stream();
+  if (stream.origin.empty()) {
+    static std::atomic<std::uint64_t> sessions{0};
+    stream.origin = m_config.origin + "." + std::to_string(++sessions);
+  }
+  try {
+    send(messages, stream.origin, m_config.options.channel, stream.sequence,
+         [&](SendStatement statement, const Params& params) { return sql.run(sql_of(statement), params); });
+  } catch (...) {
+    // Perhaps the connector's tables are gone: the next send makes sure
+    // (CREATE TABLE IF NOT EXISTS) rather than failing forever.
+    m_tables->forget();
+    throw;
+  }
+  m_produced += messages.size();
+}
+
+}  // namespace livestate::mq::detail
