@@ -119,7 +119,13 @@ void Producer::forget_tables(PGconn* connection) noexcept {
 void Producer::send_in_transaction(std::span<const SentMessage> messages, SqlRunner& sql) {
   if (!m_tables->ready()) {
     std::lock_guard lock(m_mutex);
-    m_tables->ensure(connection());
+    PGconn* connection = this->connection();  // NotSent
+    try {
+      m_tables->ensure(connection);
+    } catch (const StatementError& error) {
+      throw NotSent("cannot send in a transaction: making the connector's tables on " + m_config.name +
+                    " failed (the messages were not sent): " + error.what());
+    }
   }
   TransportStream& stream = sql.stream();
   if (stream.origin.empty()) {
