@@ -1,17 +1,18 @@
 #include "durable_queue.hpp"
 
 #include <atomic>
+#include <deque>
 #include <mutex>
 #include <set>
 #include <vector>
 
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/strand.hpp>
 
-#include "livestate/core/detail/json_reader.hpp"
 #include "livestate/core/error.hpp"
 #include "livestate/core/log.hpp"
 #include "pq_connection.hpp"
+#include "pq_session.hpp"
+#include "queue_table.hpp"
 
 namespace livestate::mq::detail {
 
@@ -20,14 +21,25 @@ namespace {
 namespace asio = boost::asio;
 using namespace std::chrono_literals;
 
+// How long a statement of a durable queue may take once it started.
+constexpr std::chrono::milliseconds statement_deadline = 10s;
+
 // A durable consumer: its queue's messages are rows of livestate_mq_queued,
 // written by producers in the transactions that send them, and deleted once
 // delivered (acknowledged in batches). Resuming reads what is left, in order,
-// before anything live; a live copy of a message already delivered from the
-// table is skipped. At least once: a message delivered but not yet
-// acknowledged when the consumer stops (or crashes) comes again next time.
-// The queue's connection holds an advisory lock on its name: one active
-// consumer per name, in every process.
+// before anything live; so does a consumer told that it may have missed
+// messages (its listener reconnected, its queue overflowed). A live copy of a
+// message already delivered from the table is skipped. At least once: a
+// message delivered but not yet acknowledged when the consumer stops (or
+// crashes) comes again next time. The queue's connection holds an advisory
+// lock on its name: one active consumer per name, in every process.
+//
+// Claiming the queue and reading its first backlog happen in the caller's
+// thread (start_consuming). After that, everything runs on the consumer's
+// strand, and its statements (acknowledgements, reads, reconnecting) go
+// through an AsyncSession: a server that stalls delays this consumer alone.
+// Callbacks run as Work of the consumer's queue (Subscriber), which is how
+// stop() knows when none runs any more.
 class DurableQueue final : public std::enable_shared_from_this<DurableQueue> {
  public:
   DurableQueue(DurableQueueContext context, std::string name, Filter filter, Callback callback,
@@ -38,42 +50,22 @@ class DurableQueue final : public std::enable_shared_from_this<DurableQueue> {
         m_callback(std::move(callback)),
         m_on_control(std::move(on_control)),
         m_errors(m_context.dispatcher->counters(), "durable consumer '" + m_name + "'"),
-        m_ack_timer(asio::make_strand(m_context.executor)) {}
+        m_backoff(m_context.config->options.reconnect_initial) {}
 
-  // In the caller's thread: claims the queue, subscribes, reads the backlog,
-  // and has it delivered on the executor before anything live.
   void start() {
-    std::lock_guard lock(m_connection_mutex);
-    m_connection = start_connection(m_context.config->url, "livestate-queue", true, m_context.config->options.connect_timeout);
+    const auto& config = *m_context.config;
+    m_connection = start_connection(config.url, "livestate-queue", true, config.options.connect_timeout);
     if (PQstatus(m_connection.get()) != CONNECTION_OK) {
-      throw TransportError("cannot start durable consumer '" + m_name + "': cannot connect to " + m_context.config->name +
+      throw TransportError("cannot start durable consumer '" + m_name + "': cannot connect to " + config.name +
                            ": " + one_line(PQerrorMessage(m_connection.get())));
     }
     m_context.tables->ensure(m_connection.get());
-    if (run("SELECT pg_try_advisory_lock(hashtextextended('livestate.queue.' || $1, 0))", {m_name}) != "t") {
+    bool in_doubt = false;
+    if (run_blocking(m_connection.get(), lock_queue_sql, {m_name}, in_doubt) != "t") {
       throw PersistentNameInUse("durable consumer '" + m_name +
                                 "' is already active (in this or another process): stop it first");
     }
-    std::string filter_literal = "{";
-    for (const auto& element : m_filter.elements()) {
-      if (filter_literal.size() > 1) filter_literal += ',';
-      filter_literal += element ? text_array({*element}).substr(1, text_array({*element}).size() - 2) : "NULL";
-    }
-    filter_literal += "}";
-    const auto same = run(
-        "INSERT INTO livestate_mq_queues (name, filter, any_suffix) VALUES ($1, $2::text[], $3) "
-        "ON CONFLICT (name) DO UPDATE SET last_active = now() "
-        "RETURNING (filter IS NOT DISTINCT FROM $2::text[] AND any_suffix = $3)::text",
-        {m_name, filter_literal, m_filter.any_suffix() ? "true" : "false"});
-    if (same != "true") {
-      PQfinish(m_connection.release());
-      throw PersistentNameInUse("durable consumer '" + m_name + "' was created with another filter than " +
-                                m_filter.str() + ": use that filter, or another name");
-    }
-    m_expired = std::stoull(run("SELECT expired FROM livestate_mq_queues WHERE name = $1", {m_name}).value_or("0"));
-    if (m_expired > 0) {
-      run("UPDATE livestate_mq_queues SET expired = expired - $2 WHERE name = $1", {m_name, std::to_string(m_expired)});
-    }
+    m_expired = register_queue(m_connection.get(), m_name, m_filter);
     // Its own queue and strand: it delivers from the table and live in one
     // order, and a slow one holds up nobody else.
     std::weak_ptr<DurableQueue> weak = weak_from_this();
@@ -86,93 +78,96 @@ class DurableQueue final : public std::enable_shared_from_this<DurableQueue> {
           if (auto self = weak.lock()) self->on_control(event);
         });
     // What is committed from now on is heard live; the table has the rest.
-    if (!m_context.status->wait_listening(std::chrono::duration_cast<std::chrono::milliseconds>(m_context.config->options.connect_timeout))) {
-      throw TransportError("cannot start durable consumer '" + m_name + "': not listening to " + m_context.config->name +
+    if (!m_context.status->wait_listening(
+            std::chrono::duration_cast<std::chrono::milliseconds>(config.options.connect_timeout))) {
+      throw TransportError("cannot start durable consumer '" + m_name + "': not listening to " + config.name +
                            " yet");
     }
-    auto backlog = std::make_shared<std::vector<Row>>(read_backlog());
-    m_subscription.subscriber()->push(
-        Subscriber::Work([self = shared_from_this(), backlog] { self->catch_up(std::move(*backlog)); }));
+    Result result(PQexecParams(m_connection.get(), read_queue_sql, 1, nullptr, std::vector{m_name.c_str()}.data(),
+                               nullptr, nullptr, 0));
+    if (PQresultStatus(result.get()) != PGRES_TUPLES_OK) {
+      throw TransportError("durable consumer '" + m_name +
+                           "': cannot read its queue: " + one_line(PQerrorMessage(m_connection.get())));
+    }
+    auto rows = std::make_shared<std::vector<QueueRow>>(rows_of(result.get(), m_name));
+    {
+      std::lock_guard lock(m_mutex);
+      m_session = std::make_shared<AsyncSession>(m_subscription.subscriber()->strand(), statement_deadline);
+      m_session->adopt(std::move(m_connection));
+    }
+    m_subscription.subscriber()->push(Subscriber::Work([self = shared_from_this(), rows] { self->caught_up(*rows); }));
   }
 
   void stop() noexcept {
     if (m_stopped.exchange(true)) return;
     m_subscription.stop();  // waits for a callback in progress
-    std::lock_guard lock(m_connection_mutex);
-    flush_acknowledgements();
-    m_connection.reset();  // releases the name's lock
+    std::lock_guard lock(m_mutex);
+    if (!m_session) {
+      m_connection.reset();  // releases the name's lock
+      return;
+    }
+    // The last acknowledgements, and the name's lock, given back at once
+    // when the connection is free (else closing it gives them back).
+    m_session->close([&](PGconn* connection) {
+      PQsetnonblocking(connection, 0);
+      bool in_doubt = false;
+      try {
+        if (!m_acknowledgements.empty()) {
+          run_blocking(connection, Acknowledgements::sql, m_acknowledgements.params(m_name), in_doubt);
+        }
+        run_blocking(connection, unlock_queue_sql, {m_name}, in_doubt);
+      } catch (const std::exception& error) {
+        log(LogLevel::warning, log_component, "durable consumer '" + m_name + "': acknowledging failed (those messages "
+                                              "will be delivered again): " + error.what());
+      }
+    });
   }
 
  private:
-  struct Row {
-    std::int64_t id;
-    std::string origin;
-    std::uint64_t sequence;
-    RoutingKey key;
-    Json body;
-  };
+  // --- delivering (Work of the consumer's queue) ---------------------------------
 
-  // With m_connection_mutex held.
-  std::optional<std::string> run(const std::string& sql, const std::vector<std::optional<std::string>>& params) {
-    bool in_doubt = false;
-    return run_blocking(m_connection.get(), sql, params, in_doubt);
-  }
-
-  std::vector<Row> read_backlog() {
-    std::vector<Row> rows;
-    std::vector<const char*> values{m_name.c_str()};
-    Result result(PQexecParams(m_connection.get(),
-                               "SELECT id, origin, sequence, array_to_json(key)::text, body FROM livestate_mq_queued "
-                               "WHERE queue = $1 ORDER BY id",
-                               1, nullptr, values.data(), nullptr, nullptr, 0));
-    if (PQresultStatus(result.get()) != PGRES_TUPLES_OK) {
-      throw TransportError("durable consumer '" + m_name + "': cannot read its queue: " +
-                           one_line(PQerrorMessage(m_connection.get())));
-    }
-    for (int i = 0; i < PQntuples(result.get()); ++i) {
-      try {
-        rows.push_back(Row{std::stoll(PQgetvalue(result.get(), i, 0)), PQgetvalue(result.get(), i, 1),
-                           std::stoull(PQgetvalue(result.get(), i, 2)),
-                           RoutingKey(livestate::detail::parse_json(PQgetvalue(result.get(), i, 3)).get<std::vector<std::string>>()),
-                           livestate::detail::parse_json(PQgetvalue(result.get(), i, 4))});
-      } catch (const std::exception& error) {
-        log(LogLevel::warning, log_component, "durable consumer '" + m_name + "': dropped an unreadable queued message: " +
-                                              error.what());
-      }
-    }
-    return rows;
-  }
-
-  // The subscriber's strand from here on.
-  void catch_up(std::vector<Row> backlog) {
+  // After a read of the table: its rows, then what came live meanwhile.
+  void caught_up(std::vector<QueueRow>& rows) {
     if (m_expired > 0) {
       invoke_control(ControlEvent{ControlKind::expired,
                                   std::to_string(m_expired) + " queued message(s) pruned while no consumer was active",
-                                  std::nullopt, m_expired});
+                                  std::nullopt, std::exchange(m_expired, 0)});
     }
-    deliver_rows(backlog);
-    m_catching_up = false;
-    for (auto& delivery : std::exchange(m_buffer, {})) deliver_live(delivery);
-    acknowledge_soon();
-  }
-
-  void deliver_rows(std::vector<Row>& rows) {
     for (auto& row : rows) {
       if (m_stopped) return;
       if (m_delivered_from_table.size() > 100000) m_delivered_from_table.clear();
       m_delivered_from_table.emplace(row.origin, row.sequence);
       invoke(row.key, row.body);
-      std::lock_guard lock(m_connection_mutex);
-      m_acknowledged_ids.push_back(std::to_string(row.id));
+      std::lock_guard lock(m_mutex);
+      m_acknowledgements.row(row.id);
+    }
+    m_reading = false;
+    m_backoff = m_context.config->options.reconnect_initial;
+    if (std::exchange(m_read_again, false)) {
+      read();  // live messages stay held until it is done
+    } else {
+      deliver_held();
     }
   }
 
+  void deliver_held() {
+    if (m_reading) return;  // another read started: its rows come first
+    m_catching_up = false;
+    for (auto& delivery : std::exchange(m_held, {})) deliver_live(delivery);
+    acknowledge_soon();
+  }
+
   void on_live(const Delivery& delivery) {
-    if (m_catching_up) {
-      m_buffer.push_back(delivery);
-      return;
+    if (!m_catching_up) return deliver_live(delivery);
+    if (m_discarding) return;
+    // Too many held: they are all in the table, and so is what comes until
+    // the next read starts, which reads them in order.
+    if (m_held.size() >= std::max<std::size_t>(m_context.config->options.max_buffered, 1)) {
+      m_held.clear();
+      m_discarding = true;
+      return read();
     }
-    deliver_live(delivery);
+    m_held.push_back(delivery);
   }
 
   void deliver_live(const Delivery& delivery) {
@@ -182,127 +177,174 @@ class DurableQueue final : public std::enable_shared_from_this<DurableQueue> {
     }
     invoke(delivery.key, delivery.body);
     if (delivery.origin && delivery.sequence != 0) {
-      std::lock_guard lock(m_connection_mutex);
-      m_acknowledged_origins.push_back(*delivery.origin);
-      m_acknowledged_sequences.push_back(std::to_string(delivery.sequence));
+      std::lock_guard lock(m_mutex);
+      m_acknowledgements.message(*delivery.origin, delivery.sequence);
     }
     acknowledge_soon();
   }
 
   void on_control(const ControlEvent& event) {
     invoke_control(event);
-    if ((event.kind != ControlKind::reconnected && event.kind != ControlKind::overflow) || m_stopped) return;
     // Whatever was committed while the listener was away, or dropped because
     // this consumer fell behind, is in the table.
-    std::vector<Row> missed;
-    {
-      std::lock_guard lock(m_connection_mutex);
-      try {
-        flush_acknowledgements();
-        if (!m_connection || PQstatus(m_connection.get()) != CONNECTION_OK) reconnect();
-        missed = read_backlog();
-      } catch (const std::exception& error) {
-        log(LogLevel::error, log_component, "durable consumer '" + m_name + "': cannot read its queue after a reconnect: " +
-                                            error.what());
-      }
-    }
-    deliver_rows(missed);
-    acknowledge_soon();
-  }
-
-  // With m_connection_mutex held.
-  void reconnect() {
-    m_connection = start_connection(m_context.config->url, "livestate-queue", true, m_context.config->options.connect_timeout);
-    if (PQstatus(m_connection.get()) != CONNECTION_OK ||
-        run("SELECT pg_try_advisory_lock(hashtextextended('livestate.queue.' || $1, 0))", {m_name}) != "t") {
-      throw TransportError("cannot reconnect durable consumer '" + m_name + "' to " + m_context.config->name);
-    }
+    if (event.kind == ControlKind::reconnected || event.kind == ControlKind::overflow) read();
   }
 
   // Subscriber::stop waits for these: none runs after stop() returns.
   void invoke(const RoutingKey& key, const Json& body) {
     if (m_stopped) return;
-    try {
+    m_errors.guard([&] {
       m_callback(key, body);
       ++m_context.dispatcher->counters()->delivered;
-    } catch (const std::exception& error) {
-      m_errors.record(error.what());
-    } catch (...) {
-      m_errors.record("a non-standard exception");
-    }
+    });
   }
 
   void invoke_control(const ControlEvent& event) {
     if (!m_on_control || m_stopped) return;
-    try {
-      m_on_control(event);
-    } catch (const std::exception& error) {
-      m_errors.record(error.what());
-    } catch (...) {
-      m_errors.record("a non-standard exception");
+    m_errors.guard([&] { m_on_control(event); });
+  }
+
+  // --- the table (the consumer's strand) --------------------------------------------
+
+  // Reads the table (after acknowledging what was delivered), connecting
+  // again first when needed; live messages are held from the start of the
+  // read until its rows are delivered.
+  void read() {
+    if (m_stopped) return;
+    if (m_reading) {
+      m_read_again = true;
+      return;
     }
+    m_reading = true;
+    if (m_session->connected() && m_locked) return start_read();
+    reconnect();
+  }
+
+  void reconnect() {
+    const auto& config = *m_context.config;
+    m_locked = false;
+    m_session->async_connect(config.url, "livestate-queue", config.options.connect_timeout,
+                             [weak = weak_from_this()](AsyncSession::Outcome connected) {
+                               auto self = weak.lock();
+                               if (!self || self->m_stopped) return;
+                               if (!connected.ok) return self->read_failed("cannot reconnect: " + connected.error);
+                               self->m_session->async_run(lock_queue_sql, {self->m_name},
+                                                          [weak](AsyncSession::Outcome locked) {
+                                                            if (auto queue = weak.lock()) queue->locked(locked);
+                                                          });
+                             });
+  }
+
+  void locked(const AsyncSession::Outcome& outcome) {
+    if (m_stopped) return;
+    if (!outcome.ok) return read_failed("cannot take its lock again: " + outcome.error);
+    if (PQgetisnull(outcome.result.get(), 0, 0) != 0 || PQgetvalue(outcome.result.get(), 0, 0) != std::string("t")) {
+      // Its previous session still holds it: the server has not seen it end.
+      return read_failed("its previous connection still holds its lock");
+    }
+    m_locked = true;
+    start_read();
+  }
+
+  void start_read() {
+    m_catching_up = true;
+    m_discarding = false;
+    flush_acknowledgements();
+    m_session->async_run(read_queue_sql, {m_name}, [weak = weak_from_this()](AsyncSession::Outcome outcome) {
+      auto self = weak.lock();
+      if (!self || self->m_stopped) return;
+      if (!outcome.ok) return self->read_failed("cannot read its queue: " + outcome.error);
+      auto rows = std::make_shared<std::vector<QueueRow>>(rows_of(outcome.result.get(), self->m_name));
+      self->m_subscription.subscriber()->push(Subscriber::Work([self, rows] { self->caught_up(*rows); }));
+    });
+  }
+
+  // What was missed stays in the table: read it later; deliver what is held.
+  void read_failed(const std::string& reason) {
+    log(LogLevel::warning, log_component,
+        "durable consumer '" + m_name + "' on " + m_context.config->name + ": " + reason + "; reading its queue again in " +
+            std::to_string(m_backoff.count()) + " ms");
+    m_reading = false;
+    m_read_again = false;
+    m_subscription.subscriber()->push(Subscriber::Work([self = shared_from_this()] { self->deliver_held(); }));
+    if (m_retry_timer) return;
+    m_retry_timer.emplace(m_subscription.subscriber()->strand());
+    m_retry_timer->expires_after(m_backoff);
+    m_backoff = std::min(m_backoff * 2, m_context.config->options.reconnect_max);
+    m_retry_timer->async_wait([weak = weak_from_this()](boost::system::error_code error) {
+      auto self = weak.lock();
+      if (!self || error) return;
+      self->m_retry_timer.reset();
+      self->read();
+    });
   }
 
   void acknowledge_soon() {
-    std::unique_lock lock(m_connection_mutex);
-    const auto pending = m_acknowledged_ids.size() + m_acknowledged_sequences.size();
-    if (pending >= 256) {
-      flush_acknowledgements();
-      return;
+    std::size_t pending = 0;
+    {
+      std::lock_guard lock(m_mutex);
+      pending = m_acknowledgements.size();
     }
-    if (pending == 0 || m_ack_timer_armed) return;
-    m_ack_timer_armed = true;
-    lock.unlock();
-    m_ack_timer.expires_after(200ms);
-    m_ack_timer.async_wait([weak = weak_from_this()](boost::system::error_code) {
+    if (pending >= 256) return flush_acknowledgements();
+    if (pending == 0 || m_ack_timer) return;
+    m_ack_timer.emplace(m_subscription.subscriber()->strand());
+    m_ack_timer->expires_after(200ms);
+    m_ack_timer->async_wait([weak = weak_from_this()](boost::system::error_code) {
       if (auto self = weak.lock()) {
-        std::lock_guard guard(self->m_connection_mutex);
-        self->m_ack_timer_armed = false;
+        self->m_ack_timer.reset();
         self->flush_acknowledgements();
       }
     });
   }
 
-  // With m_connection_mutex held. A failure leaves the rows: they come again.
-  void flush_acknowledgements() noexcept {
-    if ((m_acknowledged_ids.empty() && m_acknowledged_sequences.empty()) || !m_connection) return;
-    try {
-      run("DELETE FROM livestate_mq_queued WHERE queue = $1 AND (id = ANY($2::bigint[]) OR (origin, sequence) IN "
-          "(SELECT * FROM unnest($3::text[], $4::bigint[])))",
-          {m_name, text_array(m_acknowledged_ids), text_array(m_acknowledged_origins),
-           text_array(m_acknowledged_sequences)});
-    } catch (const std::exception& error) {
-      log(LogLevel::warning, log_component, "durable consumer '" + m_name + "': acknowledging failed (those messages "
-                                        "will be delivered again): " + error.what());
+  // A failure puts them back, for the next time.
+  void flush_acknowledgements() {
+    if (m_stopped) return;
+    if (!m_session->connected()) return read();  // connects again, then acknowledges
+    auto sent = std::make_shared<Acknowledgements>();
+    {
+      std::lock_guard lock(m_mutex);
+      if (m_acknowledgements.empty()) return;
+      *sent = std::exchange(m_acknowledgements, {});
     }
-    m_acknowledged_ids.clear();
-    m_acknowledged_origins.clear();
-    m_acknowledged_sequences.clear();
+    m_session->async_run(Acknowledgements::sql, sent->params(m_name),
+                         [weak = weak_from_this(), sent](AsyncSession::Outcome outcome) {
+                           auto self = weak.lock();
+                           if (!self || outcome.ok || self->m_stopped) return;
+                           log(LogLevel::warning, log_component,
+                               "durable consumer '" + self->m_name + "': acknowledging failed (tried again later; "
+                               "until then they stay in its queue): " + outcome.error);
+                           std::lock_guard lock(self->m_mutex);
+                           self->m_acknowledgements.merge(std::move(*sent));
+                         });
   }
 
-  DurableQueueContext m_context;
-  std::string m_name;
-  Filter m_filter;
-  Callback m_callback;
-  ControlCallback m_on_control;
+  const DurableQueueContext m_context;
+  const std::string m_name;
+  const Filter m_filter;
+  const Callback m_callback;
+  const ControlCallback m_on_control;
   Subscription m_subscription;
-  std::uint64_t m_expired = 0;
-
-  // The subscriber's strand.
-  bool m_catching_up = true;
-  std::vector<Delivery> m_buffer;
-  std::set<std::pair<std::string, std::uint64_t>> m_delivered_from_table;
-  CallbackErrors m_errors;
-
   std::atomic<bool> m_stopped{false};
 
-  std::mutex m_connection_mutex;  // the connection and the acknowledgements
-  Connection m_connection;
-  std::vector<std::string> m_acknowledged_ids;
-  std::vector<std::string> m_acknowledged_origins;
-  std::vector<std::string> m_acknowledged_sequences;
-  bool m_ack_timer_armed = false;
-  asio::steady_timer m_ack_timer;
+  // The consumer's strand (start() before it shares them).
+  std::uint64_t m_expired = 0;
+  bool m_catching_up = true;  // live messages are held
+  bool m_discarding = false;  // and dropped: too many
+  bool m_reading = true;      // the table is being read (start() reads it first)
+  bool m_read_again = false;  // once more, when that is done
+  bool m_locked = true;       // the session holds the name's lock
+  std::deque<Delivery> m_held;
+  std::set<std::pair<std::string, std::uint64_t>> m_delivered_from_table;
+  CallbackErrors m_errors;
+  std::chrono::milliseconds m_backoff;
+  std::optional<asio::steady_timer> m_retry_timer;
+  std::optional<asio::steady_timer> m_ack_timer;
+
+  std::mutex m_mutex;       // what stop() takes from another thread:
+  Connection m_connection;  // until the session has it
+  std::shared_ptr<AsyncSession> m_session;
+  Acknowledgements m_acknowledgements;
 };
 
 class DurableConsumer final : public Consumer {

@@ -72,6 +72,8 @@ class Subscriber final : public std::enable_shared_from_this<Subscriber> {
   /// it is made from that call itself.
   void stop() noexcept;
 
+  /// The consumer's strand: what runs there runs in turn with its callbacks.
+  [[nodiscard]] const boost::asio::strand<boost::asio::any_io_executor>& strand() const noexcept { return m_strand; }
   /// Does it take control events?
   [[nodiscard]] bool takes_control() const noexcept { return static_cast<bool>(m_on_control); }
 
