@@ -5,6 +5,7 @@
 #include <string>
 
 #include "livestate/mq/postgres.hpp"
+#include "pq_connection.hpp"
 
 namespace livestate::mq::detail {
 
@@ -13,6 +14,11 @@ struct ConnectorConfig {
   std::string name;  ///< the URL without its password, for messages and logs
   PostgresOptions options;
   std::string origin;  ///< this connector's origin in the wire format
+
+  /// How its connections named `application` are made.
+  [[nodiscard]] ConnectionSettings connection(const char* application) const {
+    return ConnectionSettings{application, options.connect_timeout, options.statement_timeout};
+  }
 };
 
 }  // namespace livestate::mq::detail

@@ -21,9 +21,6 @@ namespace {
 namespace asio = boost::asio;
 using namespace std::chrono_literals;
 
-// How long a statement of a durable queue may take once it started.
-constexpr std::chrono::milliseconds statement_deadline = 10s;
-
 // A durable consumer: its queue's messages are rows of livestate_mq_queued,
 // written by producers in the transactions that send them, and deleted once
 // delivered (acknowledged in batches). Resuming reads what is left, in order,
@@ -54,18 +51,18 @@ class DurableQueue final : public std::enable_shared_from_this<DurableQueue> {
 
   void start() {
     const auto& config = *m_context.config;
-    m_connection = start_connection(config.url, "livestate-queue", true, config.options.connect_timeout);
+    const auto timeout = config.options.statement_timeout;
+    m_connection = start_connection(config.url, config.connection("livestate-queue"), true);
     if (PQstatus(m_connection.get()) != CONNECTION_OK) {
       throw TransportError("cannot start durable consumer '" + m_name + "': cannot connect to " + config.name +
                            ": " + one_line(PQerrorMessage(m_connection.get())));
     }
-    m_context.tables->ensure(m_connection.get());
-    bool in_doubt = false;
-    if (run_blocking(m_connection.get(), lock_queue_sql, {m_name}, in_doubt) != "t") {
+    m_context.tables->ensure(m_connection.get(), timeout);
+    if (run_blocking(m_connection.get(), lock_queue_sql, {m_name}, timeout) != "t") {
       throw PersistentNameInUse("durable consumer '" + m_name +
                                 "' is already active (in this or another process): stop it first");
     }
-    m_expired = register_queue(m_connection.get(), m_name, m_filter);
+    m_expired = register_queue(m_connection.get(), m_name, m_filter, timeout);
     // Its own queue and strand: it delivers from the table and live in one
     // order, and a slow one holds up nobody else.
     std::weak_ptr<DurableQueue> weak = weak_from_this();
@@ -83,16 +80,17 @@ class DurableQueue final : public std::enable_shared_from_this<DurableQueue> {
       throw TransportError("cannot start durable consumer '" + m_name + "': not listening to " + config.name +
                            " yet");
     }
-    Result result(PQexecParams(m_connection.get(), read_queue_sql, 1, nullptr, std::vector{m_name.c_str()}.data(),
-                               nullptr, nullptr, 0));
-    if (PQresultStatus(result.get()) != PGRES_TUPLES_OK) {
-      throw TransportError("durable consumer '" + m_name +
-                           "': cannot read its queue: " + one_line(PQerrorMessage(m_connection.get())));
+    Result result;
+    try {
+      result = exec_blocking(m_connection.get(), read_queue_sql, {m_name}, timeout);
+    } catch (const StatementError& error) {
+      throw TransportError("cannot start durable consumer '" + m_name + "': cannot read its queue on " + config.name +
+                           ": " + error.what());
     }
     auto rows = std::make_shared<std::vector<QueueRow>>(rows_of(result.get(), m_name));
     {
       std::lock_guard lock(m_mutex);
-      m_session = std::make_shared<AsyncSession>(m_subscription.subscriber()->strand(), statement_deadline);
+      m_session = std::make_shared<AsyncSession>(m_subscription.subscriber()->strand(), timeout);
       m_session->adopt(std::move(m_connection));
     }
     m_subscription.subscriber()->push(Subscriber::Work([self = shared_from_this(), rows] { self->caught_up(*rows); }));
@@ -109,13 +107,12 @@ class DurableQueue final : public std::enable_shared_from_this<DurableQueue> {
     // The last acknowledgements, and the name's lock, given back at once
     // when the connection is free (else closing it gives them back).
     m_session->close([&](PGconn* connection) {
-      PQsetnonblocking(connection, 0);
-      bool in_doubt = false;
+      const auto timeout = m_context.config->options.statement_timeout;
       try {
         if (!m_acknowledgements.empty()) {
-          run_blocking(connection, Acknowledgements::sql, m_acknowledgements.params(m_name), in_doubt);
+          run_blocking(connection, Acknowledgements::sql, m_acknowledgements.params(m_name), timeout);
         }
-        run_blocking(connection, unlock_queue_sql, {m_name}, in_doubt);
+        run_blocking(connection, unlock_queue_sql, {m_name}, timeout);
       } catch (const std::exception& error) {
         log(LogLevel::warning, log_component, "durable consumer '" + m_name + "': acknowledging failed (those messages "
                                               "will be delivered again): " + error.what());
@@ -223,7 +220,7 @@ class DurableQueue final : public std::enable_shared_from_this<DurableQueue> {
   void reconnect() {
     const auto& config = *m_context.config;
     m_locked = false;
-    m_session->async_connect(config.url, "livestate-queue", config.options.connect_timeout,
+    m_session->async_connect(config.url, config.connection("livestate-queue"),
                              [weak = weak_from_this()](AsyncSession::Outcome connected) {
                                auto self = weak.lock();
                                if (!self || self->m_stopped) return;

@@ -77,12 +77,12 @@ QueryResult summary(const PGresult* result) {
 
 }  // namespace
 
-Listener::Listener(const asio::any_io_executor& executor, std::string url, std::chrono::seconds connect_timeout,
+Listener::Listener(const asio::any_io_executor& executor, std::string url, ConnectionSettings connection,
                    ListenerSettings settings, std::shared_ptr<ListenerStatus> status,
                    std::shared_ptr<Dispatcher> dispatcher)
     : m_strand(asio::make_strand(executor)),
       m_url(std::move(url)),
-      m_connect_timeout(connect_timeout),
+      m_connection_settings(connection),
       m_status(std::move(status)),
       m_dispatcher(std::move(dispatcher)),
       m_machine(std::move(settings), default_random()),
@@ -141,7 +141,7 @@ void Listener::run(ListenerActions actions) {
 
 void Listener::connect() {
   close();
-  m_connection = start_connection(m_url, "livestate-listener", false, m_connect_timeout);
+  m_connection = start_connection(m_url, m_connection_settings, false);
   if (PQstatus(m_connection.get()) == CONNECTION_BAD) {
     return run(m_machine.connect_polled(ListenerMachine::Polled::failed, one_line(PQerrorMessage(m_connection.get())),
                                         Clock::now()));

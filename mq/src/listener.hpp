@@ -49,7 +49,7 @@ class ListenerStatus {
 
 class Listener final : public std::enable_shared_from_this<Listener> {
  public:
-  Listener(const boost::asio::any_io_executor& executor, std::string url, std::chrono::seconds connect_timeout,
+  Listener(const boost::asio::any_io_executor& executor, std::string url, ConnectionSettings connection,
            ListenerSettings settings, std::shared_ptr<ListenerStatus> status,
            std::shared_ptr<Dispatcher> dispatcher);
 
@@ -74,7 +74,7 @@ class Listener final : public std::enable_shared_from_this<Listener> {
 
   boost::asio::strand<boost::asio::any_io_executor> m_strand;
   const std::string m_url;
-  const std::chrono::seconds m_connect_timeout;
+  const ConnectionSettings m_connection_settings;
   const std::shared_ptr<ListenerStatus> m_status;
   const std::shared_ptr<Dispatcher> m_dispatcher;
   ListenerMachine m_machine;

@@ -68,7 +68,7 @@ class PostgresConnectorImpl final : public PostgresConnector, public Transaction
         m_producer(*m_config, m_tables),
         m_dispatcher(std::make_shared<Dispatcher>(m_executor, m_config->options.max_buffered,
                                                   std::make_shared<DispatchCounters>())),
-        m_listener(std::make_shared<Listener>(m_executor, m_config->url, m_config->options.connect_timeout,
+        m_listener(std::make_shared<Listener>(m_executor, m_config->url, m_config->connection("livestate-listener"),
                                               ListenerSettings::from(m_config->name, m_config->options), m_status,
                                               m_dispatcher)) {
     m_listener->start();

@@ -27,8 +27,7 @@ bool AsyncSession::connected() const {
   return m_usable;
 }
 
-void AsyncSession::async_connect(const std::string& url, const char* application,
-                                 std::chrono::seconds connect_timeout, Handler done) {
+void AsyncSession::async_connect(const std::string& url, const ConnectionSettings& settings, Handler done) {
   std::string error;
   std::uint64_t generation = 0;
   {
@@ -37,7 +36,7 @@ void AsyncSession::async_connect(const std::string& url, const char* application
       error = m_closed ? "closed" : "busy";
     } else {
       drop();
-      m_connection = start_connection(url, application, false, connect_timeout);
+      m_connection = start_connection(url, settings, false);
       generation = m_generation;
       if (PQstatus(m_connection.get()) == CONNECTION_BAD) {
         error = "cannot connect: " + one_line(PQerrorMessage(m_connection.get()));
@@ -53,7 +52,7 @@ void AsyncSession::async_connect(const std::string& url, const char* application
   }
   m_current = std::move(done);
   m_connecting = true;
-  arm_deadline(connect_timeout, "connecting timed out");
+  arm_deadline(settings.connect_timeout, "connecting timed out");
   // As libpq says: start as if PQconnectPoll had returned PGRES_POLLING_WRITING.
   wait(Descriptor::wait_write, generation);
 }

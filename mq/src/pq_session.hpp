@@ -47,8 +47,7 @@ class AsyncSession final : public std::enable_shared_from_this<AsyncSession> {
   /// Takes over a connection made elsewhere (made non-blocking here).
   void adopt(Connection connection);
   /// Connects (again) to `url`; a session already connected is closed first.
-  void async_connect(const std::string& url, const char* application, std::chrono::seconds connect_timeout,
-                     Handler done);
+  void async_connect(const std::string& url, const ConnectionSettings& settings, Handler done);
   /// Runs `sql` after what was asked before; fails at once when not connected.
   void async_run(std::string sql, std::vector<std::optional<std::string>> params, Handler done);
 

@@ -5,13 +5,11 @@
 
 namespace livestate::mq::detail {
 
-using Params = std::vector<std::optional<std::string>>;
-
 // Connected (again) when needed.
 PGconn* Producer::connection() {
   if (idle_connection_alive(m_connection.get())) return m_connection.get();
   m_send_prepared = false;
-  m_connection = start_connection(m_config.url, "livestate-producer", true, m_config.options.connect_timeout);
+  m_connection = start_connection(m_config.url, m_config.connection("livestate-producer"), true);
   if (PQstatus(m_connection.get()) != CONNECTION_OK) {
     const std::string reason = one_line(PQerrorMessage(m_connection.get()));
     m_connection.reset();
@@ -21,11 +19,13 @@ PGconn* Producer::connection() {
   // The send statement is prepared once per connection and planned once
   // (its cost is in planning, not running); JIT would spend milliseconds
   // compiling a statement that runs in microseconds.
-  Result settings(PQexec(m_connection.get(), "SET jit = off; SET plan_cache_mode = force_generic_plan"));
-  if (PQresultStatus(settings.get()) != PGRES_COMMAND_OK) {
-    const std::string reason = one_line(PQerrorMessage(m_connection.get()));
+  try {
+    run_blocking(m_connection.get(),
+                 "SELECT set_config('jit', 'off', false), set_config('plan_cache_mode', 'force_generic_plan', false)",
+                 {}, m_config.options.statement_timeout);
+  } catch (const StatementError& error) {
     m_connection.reset();
-    throw NotSent("cannot produce: setting up the connection to " + m_config.name + " failed: " + reason +
+    throw NotSent("cannot produce: setting up the connection to " + m_config.name + " failed: " + error.what() +
                   " (the message was not sent)");
   }
   return m_connection.get();
@@ -34,52 +34,55 @@ PGconn* Producer::connection() {
 void Producer::produce(const RoutingKey& key, const Json& body) {
   std::lock_guard lock(m_mutex);
   const SentMessage message{&key, &body};
+  const auto timeout = m_config.options.statement_timeout;
   for (int attempt = 1;; ++attempt) {
     PGconn* connection = this->connection();
     const std::uint64_t sequence_before = m_sequence;
-    bool in_doubt = false;
     bool in_transaction = false;
+    bool committing = false;
     try {
-      m_tables->ensure(connection);
+      m_tables->ensure(connection, timeout);
       prepare_send(connection);
       // One statement, atomic on its own; a body stored by reference joins it
       // in a transaction.
       send(std::span<const SentMessage>(&message, 1), m_config.origin, m_config.options.channel, m_sequence,
            [&](SendStatement statement, const Params& params) {
              if (const char* prepared = prepared_name(statement)) {
-               return run_blocking(connection, {}, params, in_doubt, prepared);
+               committing = !in_transaction;
+               return run_blocking(connection, {}, params, timeout, prepared);
              }
              if (!in_transaction) {
-               run_blocking(connection, "BEGIN", {}, in_doubt);
+               run_blocking(connection, "BEGIN", {}, timeout);
                in_transaction = true;
              }
-             return run_blocking(connection, sql_of(statement), params, in_doubt);
+             return run_blocking(connection, sql_of(statement), params, timeout);
            });
-      if (in_transaction) run_blocking(connection, "COMMIT", {}, in_doubt);
-      break;
-    } catch (const TransportError& error) {
-      if (in_transaction && !in_doubt) {
-        bool ignored = false;
-        try {
-          run_blocking(connection, "ROLLBACK", {}, ignored);
-        } catch (...) {
-        }
+      if (in_transaction) {
+        committing = true;
+        run_blocking(connection, "COMMIT", {}, timeout);
       }
-      if (in_doubt) {
+      break;
+    } catch (const StatementError& error) {
+      if (error.broken()) {
         m_connection.reset();
+      } else if (in_transaction) {
+        rollback(connection);
+      }
+      // Only a statement that commits may have sent the message: a broken
+      // transaction is rolled back by the server.
+      if (error.in_doubt() && committing) {
         throw MaybeSent("produce(" + key.str() + ") on " + m_config.name +
-                        ": the connection was lost while sending: "
+                        ": the connection broke or the server did not answer while sending: "
                         "the message may or may not have been sent: " +
                         error.what());
       }
       m_sequence = sequence_before;
       // The connector's tables are gone (a database restored from a dump
       // taken before they existed, or dropped by hand): make them again, once.
-      const auto* statement = dynamic_cast<const StatementError*>(&error);
-      if (attempt == 1 && statement != nullptr && statement->sqlstate() == undefined_table) {
+      if (attempt == 1 && !error.broken() && error.sqlstate() == undefined_table) {
         log(LogLevel::warning, log_component,
             "the connector's tables on " + m_config.name + " are gone; creating them again");
-        forget_tables(connection);
+        forget_tables();
         continue;
       }
       throw NotSent("produce(" + key.str() + ") on " + m_config.name +
@@ -88,30 +91,46 @@ void Producer::produce(const RoutingKey& key, const Json& body) {
   }
   if (++m_produced % 1000 == 0) {
     try {
-      prune(m_connection.get(), m_config.options.body_retention, m_config.options.queue_retention);
-    } catch (const std::exception& error) {
+      prune(m_connection.get(), m_config.options.body_retention, m_config.options.queue_retention, timeout);
+    } catch (const StatementError& error) {
+      if (error.broken()) m_connection.reset();
       log(LogLevel::warning, log_component,
           std::string("pruning old bodies and queued messages failed: ") + error.what());
     }
   }
 }
 
+void Producer::rollback(PGconn* connection) noexcept {
+  try {
+    run_blocking(connection, "ROLLBACK", {}, m_config.options.statement_timeout);
+  } catch (const StatementError& error) {
+    if (error.broken()) m_connection.reset();
+  } catch (...) {
+    m_connection.reset();  // out of memory: start afresh
+  }
+}
+
 void Producer::prepare_send(PGconn* connection) {
   if (m_send_prepared) return;
   for (const auto statement : {SendStatement::batch, SendStatement::one}) {
-    Result result(PQprepare(connection, prepared_name(statement), sql_of(statement).c_str(), 0, nullptr));
-    if (PQresultStatus(result.get()) != PGRES_COMMAND_OK) {
-      const char* sqlstate = PQresultErrorField(result.get(), PG_DIAG_SQLSTATE);
-      throw StatementError(one_line(PQerrorMessage(connection)), sqlstate != nullptr ? sqlstate : "");
-    }
+    exec_blocking(
+        connection,
+        [&](PGconn* target) {
+          return PQsendPrepare(target, prepared_name(statement), sql_of(statement).c_str(), 0, nullptr);
+        },
+        m_config.options.statement_timeout);
   }
   m_send_prepared = true;
 }
 
-void Producer::forget_tables(PGconn* connection) noexcept {
+void Producer::forget_tables() noexcept {
   m_tables->forget();
-  if (m_send_prepared && connection != nullptr) {
-    Result ignored(PQexec(connection, "DEALLOCATE ALL"));
+  if (m_send_prepared && m_connection) {
+    try {
+      run_blocking(m_connection.get(), "DEALLOCATE ALL", {}, m_config.options.statement_timeout);
+    } catch (...) {
+      m_connection.reset();  // its prepared statements go with it
+    }
   }
   m_send_prepared = false;
 }
@@ -121,7 +140,7 @@ void Producer::send_in_transaction(std::span<const SentMessage> messages, SqlRun
     std::lock_guard lock(m_mutex);
     PGconn* connection = this->connection();  // NotSent
     try {
-      m_tables->ensure(connection);
+      m_tables->ensure(connection, m_config.options.statement_timeout);
     } catch (const StatementError& error) {
       throw NotSent("cannot send in a transaction: making the connector's tables on " + m_config.name +
                     " failed (the messages were not sent): " + error.what());

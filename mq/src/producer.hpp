@@ -34,7 +34,8 @@ class Producer {
   // With m_mutex held.
   PGconn* connection();
   void prepare_send(PGconn* connection);
-  void forget_tables(PGconn* connection) noexcept;
+  void forget_tables() noexcept;
+  void rollback(PGconn* connection) noexcept;
 
   const ConnectorConfig& m_config;
   const std::shared_ptr<Tables> m_tables;

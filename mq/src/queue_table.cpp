@@ -7,7 +7,8 @@
 
 namespace livestate::mq::detail {
 
-std::uint64_t register_queue(PGconn* connection, const std::string& name, const Filter& filter) {
+std::uint64_t register_queue(PGconn* connection, const std::string& name, const Filter& filter,
+                             std::chrono::milliseconds timeout) {
   // The filter as text[], a wildcard as NULL.
   std::string literal = "{";
   for (const auto& element : filter.elements()) {
@@ -15,22 +16,21 @@ std::uint64_t register_queue(PGconn* connection, const std::string& name, const 
     literal += element ? text_array({*element}).substr(1, text_array({*element}).size() - 2) : "NULL";
   }
   literal += "}";
-  bool in_doubt = false;
   const auto same = run_blocking(connection,
                                  "INSERT INTO livestate_mq_queues (name, filter, any_suffix) VALUES ($1, $2::text[], $3) "
                                  "ON CONFLICT (name) DO UPDATE SET last_active = now() "
                                  "RETURNING (filter IS NOT DISTINCT FROM $2::text[] AND any_suffix = $3)::text",
-                                 {name, literal, filter.any_suffix() ? "true" : "false"}, in_doubt);
+                                 {name, literal, filter.any_suffix() ? "true" : "false"}, timeout);
   if (same != "true") {
     throw PersistentNameInUse("durable consumer '" + name + "' was created with another filter than " +
                               filter.str() + ": use that filter, or another name");
   }
   const auto expired = std::stoull(
-      run_blocking(connection, "SELECT expired FROM livestate_mq_queues WHERE name = $1", {name}, in_doubt)
+      run_blocking(connection, "SELECT expired FROM livestate_mq_queues WHERE name = $1", {name}, timeout)
           .value_or("0"));
   if (expired > 0) {
     run_blocking(connection, "UPDATE livestate_mq_queues SET expired = expired - $2 WHERE name = $1",
-                 {name, std::to_string(expired)}, in_doubt);
+                 {name, std::to_string(expired)}, timeout);
   }
   return expired;
 }

@@ -6,6 +6,7 @@
 
 #include <libpq-fe.h>
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -31,7 +32,8 @@ inline constexpr const char* read_queue_sql =
 /// that holds its lock. Returns how many of its messages were pruned (and
 /// counts them as told). Throws PersistentNameInUse when the queue was made
 /// with another filter, StatementError when the server refuses.
-std::uint64_t register_queue(PGconn* connection, const std::string& name, const Filter& filter);
+std::uint64_t register_queue(PGconn* connection, const std::string& name, const Filter& filter,
+                             std::chrono::milliseconds timeout);
 
 struct QueueRow {
   std::int64_t id;

@@ -115,7 +115,6 @@ const char* prepared_name(SendStatement statement) noexcept {
 
 void send(std::span<const SentMessage> messages, std::string_view origin, std::string_view channel,
           std::uint64_t& sequence, const RunStatement& run) {
-  using Params = std::vector<std::optional<std::string>>;
   std::vector<wire::Outgoing> outgoing;
   std::vector<std::string> bodies;
   outgoing.reserve(messages.size());

@@ -26,33 +26,33 @@ constexpr const char* tables_sql[] = {
 
 }  // namespace
 
-void Tables::ensure(PGconn* connection) {
+void Tables::ensure(PGconn* connection, std::chrono::milliseconds timeout) {
   if (m_ready) return;
-  bool in_doubt = false;
-  run_blocking(connection, "BEGIN", {}, in_doubt);
+  run_blocking(connection, "BEGIN", {}, timeout);
   try {
-    for (const char* sql : tables_sql) run_blocking(connection, sql, {}, in_doubt);
-    run_blocking(connection, "COMMIT", {}, in_doubt);
-  } catch (...) {
-    bool ignored = false;
-    try {
-      run_blocking(connection, "ROLLBACK", {}, ignored);
-    } catch (...) {
+    for (const char* sql : tables_sql) run_blocking(connection, sql, {}, timeout);
+    run_blocking(connection, "COMMIT", {}, timeout);
+  } catch (const StatementError& error) {
+    if (!error.broken()) {
+      try {
+        run_blocking(connection, "ROLLBACK", {}, timeout);
+      } catch (const StatementError&) {
+      }
     }
     throw;
   }
   m_ready = true;
 }
 
-void prune(PGconn* connection, std::chrono::seconds body_retention, std::chrono::seconds queue_retention) {
-  bool in_doubt = false;
+void prune(PGconn* connection, std::chrono::seconds body_retention, std::chrono::seconds queue_retention,
+           std::chrono::milliseconds timeout) {
   run_blocking(connection, "DELETE FROM livestate_mq_bodies WHERE created_at < now() - make_interval(secs => $1)",
-               {std::to_string(body_retention.count())}, in_doubt);
+               {std::to_string(body_retention.count())}, timeout);
   run_blocking(connection,
                "WITH gone AS (DELETE FROM livestate_mq_queued WHERE created_at < now() - make_interval(secs => $1) "
                "RETURNING queue) UPDATE livestate_mq_queues q SET expired = q.expired + c.n "
                "FROM (SELECT queue, count(*) AS n FROM gone GROUP BY queue) c WHERE q.name = c.queue",
-               {std::to_string(queue_retention.count())}, in_doubt);
+               {std::to_string(queue_retention.count())}, timeout);
 }
 
 }  // namespace livestate::mq::detail

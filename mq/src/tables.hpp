@@ -17,7 +17,7 @@ class Tables {
  public:
   /// Creates them (IF NOT EXISTS) on `connection`, unless this connector saw
   /// them already. Throws StatementError.
-  void ensure(PGconn* connection);
+  void ensure(PGconn* connection, std::chrono::milliseconds timeout);
   /// They may be gone (dropped, a database restored from an older dump): the
   /// next ensure() makes them again.
   void forget() noexcept { m_ready = false; }
@@ -30,6 +30,7 @@ class Tables {
 /// Old bodies go, and so do the messages of queues whose consumer never came
 /// back; a queue remembers how many it lost, to tell its consumer. Throws
 /// StatementError.
-void prune(PGconn* connection, std::chrono::seconds body_retention, std::chrono::seconds queue_retention);
+void prune(PGconn* connection, std::chrono::seconds body_retention, std::chrono::seconds queue_retention,
+           std::chrono::milliseconds timeout);
 
 }  // namespace livestate::mq::detail

@@ -21,6 +21,7 @@
 #include "livestate/mq/postgres.hpp"
 #include "connector_fixtures.hpp"
 #include "pg_test_server.hpp"
+#include "stalled_backend.hpp"
 
 namespace {
 
@@ -455,4 +456,51 @@ TEST_CASE("consumers that fall behind lose messages past the bound, counted, and
     CHECK(inbox.messages().size() == 201 - stats.dropped_overflow);
     CHECK(stats.backlog_peak <= options.max_buffered);
   }
+}
+
+TEST_CASE("a produce whose server stops answering fails within statement_timeout with MaybeSent; a producer waiting "
+          "behind it waits no longer, and goes through a new connection") {
+  using Clock = std::chrono::steady_clock;
+  Executor executor;
+  auto options = fresh_channel();
+  options.statement_timeout = 1s;
+  auto connector = listening(executor.get(), options);
+  Inbox inbox;
+  auto consumer = connector->start_consuming(inbox.callback(), Filter::parse("stall.#"));
+  connector->produce(RoutingKey{"stall", "before"}, Json::object());
+  REQUIRE(inbox.wait_for(1));
+
+  const auto backends = livestate::test::own_backends("livestate-producer");
+  REQUIRE(backends.size() == 1);
+  livestate::test::StoppedBackend stall(backends.front());
+  REQUIRE(stall.stopped());
+
+  Clock::duration second_took{};
+  bool second_threw = false;
+  std::thread second([&] {
+    std::this_thread::sleep_for(200ms);  // behind the first, which holds the producing connection
+    const auto begun = Clock::now();
+    try {
+      connector->produce(RoutingKey{"stall", "second"}, Json::object());
+    } catch (const std::exception& error) {
+      second_threw = true;
+      MESSAGE("the second produce threw: ", error.what());
+    }
+    second_took = Clock::now() - begun;
+  });
+  const auto started = Clock::now();
+  // Sent, and then nothing: it may have been sent (and it is, once the
+  // backend runs again and finds the statement waiting).
+  CHECK_THROWS_AS(connector->produce(RoutingKey{"stall", "stalled"}, Json::object()), mq::MaybeSent);
+  const auto took = Clock::now() - started;
+  second.join();
+  MESSAGE("the stalled produce failed after ", std::chrono::duration_cast<std::chrono::milliseconds>(took).count(),
+          " ms, the one behind it returned after ",
+          std::chrono::duration_cast<std::chrono::milliseconds>(second_took).count(), " ms");
+  CHECK(took >= 900ms);
+  CHECK(took < 3s);
+  CHECK_FALSE(second_threw);
+  CHECK(second_took < 3s);
+  REQUIRE(inbox.wait_for_key("stall.second"));
+  stall.resume();
 }

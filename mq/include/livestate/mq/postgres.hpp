@@ -28,6 +28,18 @@ struct PostgresOptions {
   std::chrono::milliseconds probe_timeout{3000};
   /// produce() waits at most this long for a connection; then TransportError.
   std::chrono::seconds connect_timeout{5};
+  /// Every statement the connector runs on a connection of its own (produce,
+  /// making its tables, pruning, a durable consumer's reads and
+  /// acknowledgements) gets this long from sending it to its result. Past
+  /// it the connection is closed and the statement fails: produce() throws
+  /// MaybeSent once the statement was sent (NotSent before), start_consuming
+  /// a TransportError, and a durable consumer tries again later. So a server
+  /// that stops answering (a hung disk, a paused machine) holds a producing
+  /// thread this long at most, and the threads waiting behind it no longer
+  /// than that each. It is also the connections' tcp_user_timeout (TCP
+  /// keepalives are on as well), so that a peer gone away is noticed without
+  /// waiting for an answer.
+  std::chrono::milliseconds statement_timeout{5000};
   /// Messages received but not yet delivered, per consumer (each has a queue
   /// of its own) and in the connector's queue before filters are matched:
   /// past this, a consumer that fell behind loses messages, counted, and gets
