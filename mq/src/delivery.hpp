@@ -38,6 +38,15 @@ struct DispatchCounters {
   std::atomic<std::uint64_t> callback_errors{0};
   std::atomic<std::uint64_t> dropped{0};
   std::atomic<std::uint64_t> backlog_peak{0};
+  std::atomic<std::uint64_t> queue_rows_read{0};
+  std::atomic<std::uint64_t> queue_page_peak{0};
 };
+
+/// Raises `peak` to `value` if that is more.
+inline void raise_peak(std::atomic<std::uint64_t>& peak, std::uint64_t value) noexcept {
+  std::uint64_t seen = peak.load(std::memory_order_relaxed);
+  while (value > seen && !peak.compare_exchange_weak(seen, value)) {
+  }
+}
 
 }  // namespace livestate::mq::detail

@@ -80,20 +80,21 @@ class DurableQueue final : public std::enable_shared_from_this<DurableQueue> {
       throw TransportError("cannot start durable consumer '" + m_name + "': not listening to " + config.name +
                            " yet");
     }
+    // Its first page here, so that a queue that can't be read fails
+    // start_consuming; the rest from the consumer's strand.
     Result result;
     try {
-      result = exec_blocking(m_connection.get(), read_queue_sql, {m_name}, timeout);
+      result = exec_blocking(m_connection.get(), read_queue_sql, page_params(m_name, 0), timeout);
     } catch (const StatementError& error) {
       throw TransportError("cannot start durable consumer '" + m_name + "': cannot read its queue on " + config.name +
                            ": " + error.what());
     }
-    auto rows = std::make_shared<std::vector<QueueRow>>(rows_of(result.get(), m_name));
     {
       std::lock_guard lock(m_mutex);
       m_session = std::make_shared<AsyncSession>(m_subscription.subscriber()->strand(), timeout);
       m_session->adopt(std::move(m_connection));
     }
-    m_subscription.subscriber()->push(Subscriber::Work([self = shared_from_this(), rows] { self->caught_up(*rows); }));
+    page_read(result.get());
   }
 
   void stop() noexcept {
@@ -123,14 +124,15 @@ class DurableQueue final : public std::enable_shared_from_this<DurableQueue> {
  private:
   // --- delivering (Work of the consumer's queue) ---------------------------------
 
-  // After a read of the table: its rows, then what came live meanwhile.
-  void caught_up(std::vector<QueueRow>& rows) {
+  // A page of the table: its rows, then the next page; after the last one,
+  // what came live meanwhile.
+  void deliver_page(QueuePage& page) {
     if (m_expired > 0) {
       invoke_control(ControlEvent{ControlKind::expired,
                                   std::to_string(m_expired) + " queued message(s) pruned while no consumer was active",
                                   std::nullopt, std::exchange(m_expired, 0)});
     }
-    for (auto& row : rows) {
+    for (auto& row : page.rows) {
       if (m_stopped) return;
       if (m_delivered_from_table.size() > 100000) m_delivered_from_table.clear();
       m_delivered_from_table.emplace(row.origin, row.sequence);
@@ -138,6 +140,9 @@ class DurableQueue final : public std::enable_shared_from_this<DurableQueue> {
       std::lock_guard lock(m_mutex);
       m_acknowledgements.row(row.id);
     }
+    acknowledge_soon();
+    // Read once this one is delivered: one page in memory at a time.
+    if (page.size >= queue_page_rows) return read_page(page.last_id);
     m_reading = false;
     m_backoff = m_context.config->options.reconnect_initial;
     if (std::exchange(m_read_again, false)) {
@@ -247,13 +252,26 @@ class DurableQueue final : public std::enable_shared_from_this<DurableQueue> {
     m_catching_up = true;
     m_discarding = false;
     flush_acknowledgements();
-    m_session->async_run(read_queue_sql, {m_name}, [weak = weak_from_this()](AsyncSession::Outcome outcome) {
-      auto self = weak.lock();
-      if (!self || self->m_stopped) return;
-      if (!outcome.ok) return self->read_failed("cannot read its queue: " + outcome.error);
-      auto rows = std::make_shared<std::vector<QueueRow>>(rows_of(outcome.result.get(), self->m_name));
-      self->m_subscription.subscriber()->push(Subscriber::Work([self, rows] { self->caught_up(*rows); }));
-    });
+    read_page(0);
+  }
+
+  void read_page(std::int64_t after_id) {
+    m_session->async_run(read_queue_sql, page_params(m_name, after_id),
+                         [weak = weak_from_this()](AsyncSession::Outcome outcome) {
+                           auto self = weak.lock();
+                           if (!self || self->m_stopped) return;
+                           if (!outcome.ok) return self->read_failed("cannot read its queue: " + outcome.error);
+                           self->page_read(outcome.result.get());
+                         });
+  }
+
+  // A page read: delivered in turn with the consumer's messages.
+  void page_read(const PGresult* result) {
+    auto page = std::make_shared<QueuePage>(page_of(result, m_name));
+    auto& counters = *m_context.dispatcher->counters();
+    counters.queue_rows_read += page->size;
+    raise_peak(counters.queue_page_peak, page->size);
+    m_subscription.subscriber()->push(Subscriber::Work([self = shared_from_this(), page] { self->deliver_page(*page); }));
   }
 
   // What was missed stays in the table: read it later; deliver what is held.

@@ -109,6 +109,8 @@ class PostgresConnectorImpl final : public PostgresConnector, public Transaction
     stats.callback_errors = counters.callback_errors;
     stats.dropped_overflow = counters.dropped;
     stats.backlog_peak = counters.backlog_peak;
+    stats.queue_rows_read = counters.queue_rows_read;
+    stats.queue_page_peak = counters.queue_page_peak;
     return stats;
   }
 

@@ -1,5 +1,7 @@
 #include "queue_table.hpp"
 
+#include <algorithm>
+
 #include "livestate/core/detail/json_reader.hpp"
 #include "livestate/core/error.hpp"
 #include "livestate/core/log.hpp"
@@ -35,13 +37,19 @@ std::uint64_t register_queue(PGconn* connection, const std::string& name, const 
   return expired;
 }
 
-std::vector<QueueRow> rows_of(const PGresult* result, const std::string& queue) {
-  std::vector<QueueRow> rows;
+std::vector<std::optional<std::string>> page_params(const std::string& queue, std::int64_t after_id) {
+  return {queue, std::to_string(after_id), std::to_string(queue_page_rows)};
+}
+
+QueuePage page_of(const PGresult* result, const std::string& queue) {
+  QueuePage page;
   const int count = PQntuples(result);
-  rows.reserve(static_cast<std::size_t>(count));
+  page.size = static_cast<std::size_t>(count);
+  page.rows.reserve(page.size);
   for (int i = 0; i < count; ++i) {
     try {
-      rows.push_back(QueueRow{
+      page.last_id = std::max<std::int64_t>(page.last_id, std::stoll(PQgetvalue(result, i, 0)));
+      page.rows.push_back(QueueRow{
           std::stoll(PQgetvalue(result, i, 0)), PQgetvalue(result, i, 1), std::stoull(PQgetvalue(result, i, 2)),
           RoutingKey(livestate::detail::parse_json(PQgetvalue(result, i, 3)).get<std::vector<std::string>>()),
           livestate::detail::parse_json(PQgetvalue(result, i, 4))});
@@ -50,7 +58,7 @@ std::vector<QueueRow> rows_of(const PGresult* result, const std::string& queue) 
           "durable consumer '" + queue + "': dropped an unreadable queued message: " + error.what());
     }
   }
-  return rows;
+  return page;
 }
 
 const char* const Acknowledgements::sql =

@@ -23,10 +23,16 @@ inline constexpr const char* lock_queue_sql =
     "SELECT pg_try_advisory_lock(hashtextextended('livestate.queue.' || $1, 0))";
 inline constexpr const char* unlock_queue_sql =
     "SELECT pg_advisory_unlock(hashtextextended('livestate.queue.' || $1, 0))";
-/// The queue's messages in order. $1 the queue's name.
+/// A page of the queue's messages, in order: $1 the queue's name, $2 the id
+/// after which it starts, $3 queue_page_rows. A consumer that resumes with a
+/// long backlog holds a page of it at a time.
 inline constexpr const char* read_queue_sql =
-    "SELECT id, origin, sequence, array_to_json(key)::text, body FROM livestate_mq_queued WHERE queue = $1 "
-    "ORDER BY id";
+    "SELECT id, origin, sequence, array_to_json(key)::text, body FROM livestate_mq_queued "
+    "WHERE queue = $1 AND id > $2 ORDER BY id LIMIT $3";
+inline constexpr std::size_t queue_page_rows = 1000;
+
+/// read_queue_sql's parameters for the page after `after_id`.
+[[nodiscard]] std::vector<std::optional<std::string>> page_params(const std::string& queue, std::int64_t after_id);
 
 /// Creates the queue, or finds it; in the caller's thread, on a connection
 /// that holds its lock. Returns how many of its messages were pruned (and
@@ -43,9 +49,16 @@ struct QueueRow {
   Json body;
 };
 
+struct QueuePage {
+  std::vector<QueueRow> rows;
+  std::int64_t last_id = 0;  ///< where the next page starts
+  std::size_t size = 0;      ///< rows in the result, read or not; a page is full at queue_page_rows
+};
+
 /// The rows of a read_queue_sql result; a row that can't be read is logged
-/// and left out (it stays in the table until acknowledged with the others).
-[[nodiscard]] std::vector<QueueRow> rows_of(const PGresult* result, const std::string& queue);
+/// and left out (it stays in the table until a consumer of the queue stops
+/// and starts again).
+[[nodiscard]] QueuePage page_of(const PGresult* result, const std::string& queue);
 
 /// What a consumer has delivered and the table should forget: rows read
 /// from it (by id) and live messages (by origin and sequence).

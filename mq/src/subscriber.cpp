@@ -52,9 +52,7 @@ void Subscriber::push(Entry entry) {
     m_queue.push_back(std::move(entry));
     if (message) {
       ++m_messages;
-      std::uint64_t peak = m_counters->backlog_peak.load(std::memory_order_relaxed);
-      while (m_messages > peak && !m_counters->backlog_peak.compare_exchange_weak(peak, m_messages)) {
-      }
+      raise_peak(m_counters->backlog_peak, m_messages);
     }
     if (m_scheduled) return;
     m_scheduled = true;

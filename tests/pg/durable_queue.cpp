@@ -265,3 +265,33 @@ TEST_CASE("a durable consumer whose server connection stalls delays nobody: anot
   }
   CHECK(firsts == range(0, count + 1));
 }
+
+TEST_CASE("a durable consumer resuming with a backlog of 50,000 messages gets them all, in order, before what comes "
+          "live, reading its table a page of 1,000 rows at a time") {
+  Setup setup;
+  auto consumer_side = setup.connector();
+  {
+    Inbox ignored;
+    auto consumer = consumer_side->start_consuming(ignored.callback(), Filter::parse("backlog.#"), "long");
+  }  // created, then stopped: from now on its messages are kept
+
+  auto producer = setup.connector();
+  auto store = db::Store::open(setup.schema.url(), *producer);
+  constexpr int total = 50'000;
+  for (int start = 0; start < total; start += 1000) {
+    auto tx = store->begin();
+    for (int n = start; n < start + 1000; ++n) tx.produce(RoutingKey{"backlog", "item"}, {{"n", n}});
+    tx.commit();
+  }
+
+  Inbox inbox;
+  auto consumer = consumer_side->start_consuming(inbox.callback(), Filter::parse("backlog.#"), "long");
+  producer->produce(RoutingKey{"backlog", "live"}, {{"n", total}});
+  REQUIRE(inbox.wait_for(total + 1, 60s));
+  std::this_thread::sleep_for(300ms);  // nothing more, nothing twice
+  CHECK(numbers_of(inbox.messages()) == range(0, total + 1));
+  const auto stats = consumer_side->postgres_stats();
+  CHECK(stats.queue_rows_read >= static_cast<std::uint64_t>(total));
+  // Never the whole backlog in memory: a page at most.
+  CHECK(stats.queue_page_peak == 1000);
+}

@@ -78,6 +78,10 @@ struct PostgresStats {
   std::uint64_t reconnects = 0;         ///< times the listening connection was made again
   std::string last_reconnect_reason;    ///< why it was lost last
   bool listening = false;               ///< LISTEN is active now
+  std::uint64_t queue_rows_read = 0;    ///< messages durable consumers read from their queues' tables
+  /// The most rows one read of a queue's table returned: a durable consumer
+  /// resuming with a long backlog reads it a page (1,000 rows) at a time.
+  std::uint64_t queue_page_peak = 0;
 };
 
 /// The PostgreSQL LISTEN/NOTIFY connector; see the README for the wire format
