@@ -40,6 +40,25 @@ namespace {
 namespace asio = boost::asio;
 using namespace detail;
 
+// A mistake in the program's options, found before anything runs (the
+// logic_error side, as an empty callback is): LISTEN would cut a long name
+// short and listen there while pg_notify refuses it, so the connector would
+// say it listens while every produce fails.
+void check_channel(const std::string& channel) {
+  constexpr std::size_t max_identifier_bytes = 63;  // NAMEDATALEN - 1
+  const auto refuse = [&](const std::string& why) {
+    throw std::invalid_argument("livestate::mq::make_postgres_connector: the channel \"" + channel.substr(0, 80) +
+                                "\" " + why);
+  };
+  if (channel.empty()) refuse("is empty");
+  if (channel.find('\0') != std::string::npos) refuse("holds a NUL byte, which PostgreSQL identifiers can't");
+  if (channel.size() > max_identifier_bytes) {
+    refuse("is " + std::to_string(channel.size()) +
+           " bytes long: PostgreSQL cuts identifiers to 63 bytes, so it would listen on another channel than the "
+           "one notified; use a name of 63 bytes or fewer");
+  }
+}
+
 std::string random_origin() {
   std::random_device device;
   std::uniform_int_distribution<std::uint64_t> digits;
@@ -160,6 +179,7 @@ int register_connector() noexcept {
 
 std::unique_ptr<PostgresConnector> make_postgres_connector(std::string_view url, asio::any_io_executor executor,
                                                            PostgresOptions options) {
+  check_channel(options.channel);
   return std::make_unique<PostgresConnectorImpl>(url, std::move(executor), std::move(options));
 }
 

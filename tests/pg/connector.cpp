@@ -504,3 +504,26 @@ TEST_CASE("a produce whose server stops answering fails within statement_timeout
   REQUIRE(inbox.wait_for_key("stall.second"));
   stall.resume();
 }
+
+TEST_CASE("a channel PostgreSQL would cut short (over 63 bytes), an empty one and one with a NUL byte are refused "
+          "when the connector is made; 63 bytes work") {
+  Executor executor;
+  auto options = fresh_channel();
+  options.channel = std::string(64, 'c');
+  CHECK_THROWS_WITH_AS(mq::make_postgres_connector(test_server_url(), executor.get(), options),
+                       doctest::Contains("63 bytes"), std::invalid_argument);
+  options.channel = "\xc3\xa9" + std::string(62, 'c');  // 63 characters, 64 bytes
+  CHECK_THROWS_AS(mq::make_postgres_connector(test_server_url(), executor.get(), options), std::invalid_argument);
+  options.channel = "";
+  CHECK_THROWS_AS(mq::make_postgres_connector(test_server_url(), executor.get(), options), std::invalid_argument);
+  options.channel = std::string("a\0b", 3);
+  CHECK_THROWS_AS(mq::make_postgres_connector(test_server_url(), executor.get(), options), std::invalid_argument);
+
+  options.channel = livestate::test::random_name("ch") + std::string(63 - 19, 'x');
+  REQUIRE(options.channel.size() == 63);
+  auto connector = listening(executor.get(), options);
+  Inbox inbox;
+  auto consumer = connector->start_consuming(inbox.callback(), Filter::parse("#"));
+  connector->produce(RoutingKey{"long", "channel"}, Json::object());
+  REQUIRE(inbox.wait_for(1));
+}

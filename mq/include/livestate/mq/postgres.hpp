@@ -16,6 +16,9 @@ namespace livestate::mq {
 
 struct PostgresOptions {
   /// The NOTIFY channel (quoted as an identifier; any text).
+  /// At most 63 bytes, PostgreSQL's limit for identifiers (it would listen on
+  /// the name cut short while every notification is refused), not empty,
+  /// without a NUL byte: make_postgres_connector refuses another.
   std::string channel = "livestate";
   /// Reconnection of the listening connection: exponential backoff from
   /// `reconnect_initial` to `reconnect_max`, with jitter, never giving up.
@@ -115,6 +118,8 @@ class PostgresConnector : public Connector {
 /// Makes a PostgreSQL connector and starts listening (asynchronously: the
 /// first messages are received once the executor has run the connection).
 /// Needs livestate::mq_postgres linked (livestate::livestate links it).
+/// Throws std::invalid_argument, before connecting, when options.channel is
+/// not a channel PostgreSQL takes as it is (see PostgresOptions::channel).
 std::unique_ptr<PostgresConnector> make_postgres_connector(std::string_view url,
                                                            boost::asio::any_io_executor executor,
                                                            PostgresOptions options = {});
