@@ -18,6 +18,7 @@
 #include <functional>
 #include <iomanip>
 #include <iostream>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <random>
@@ -143,16 +144,16 @@ ChaosOptions parse(const std::vector<std::string>& args) {
   ChaosOptions options;
   const std::vector<std::pair<std::string_view, std::function<void(const std::string&)>>> takes_value = {
       {"--db", [&](const std::string& v) { options.url = v; }},
-      {"--masters", [&](const std::string& v) { options.masters = static_cast<int>(whole_number("--masters", v, 1)); }},
+      {"--masters", [&](const std::string& v) { options.masters = static_cast<int>(whole_number("--masters", v, 1, 64)); }},
       {"--builders",
-       [&](const std::string& v) { options.builders = static_cast<int>(whole_number("--builders", v, 1)); }},
+       [&](const std::string& v) { options.builders = static_cast<int>(whole_number("--builders", v, 1, 1000)); }},
       {"--buildsets",
-       [&](const std::string& v) { options.buildsets = static_cast<int>(whole_number("--buildsets", v, 0)); }},
+       [&](const std::string& v) { options.buildsets = static_cast<int>(whole_number("--buildsets", v, 0, std::numeric_limits<int>::max())); }},
       {"--duration", [&](const std::string& v) { options.duration = duration_of("--duration", v); }},
       {"--backlog",
-       [&](const std::string& v) { options.backlog = static_cast<std::size_t>(whole_number("--backlog", v, 1)); }},
+       [&](const std::string& v) { options.backlog = static_cast<std::size_t>(whole_number("--backlog", v, 1, 1'000'000'000)); }},
       {"--first-master",
-       [&](const std::string& v) { options.first_master = static_cast<int>(whole_number("--first-master", v, 0)); }},
+       [&](const std::string& v) { options.first_master = static_cast<int>(whole_number("--first-master", v, 0, 1'000'000)); }},
       {"--rss-warmup", [&](const std::string& v) { options.rss_warmup = duration_of("--rss-warmup", v); }},
       {"--resync-every", [&](const std::string& v) { options.resync_every = duration_of("--resync-every", v); }},
       {"--views",
@@ -184,12 +185,8 @@ ChaosOptions parse(const std::vector<std::string>& args) {
     }
     if (!known) throw UsageError{"unknown option '" + args[i] + "'; run 'livestate chaos --help'"};
   }
-  if (options.masters > 64) throw UsageError{"--masters: at most 64"};
-  if (options.first_master > 1'000'000) throw UsageError{"--first-master: at most 1000000"};
-  if (options.builders > 1000) throw UsageError{"--builders: at most 1000"};
   return options;
 }
-
 
 bool is_postgres(const std::string& url) { return transport_of(url, "chaos") == Transport::postgresql; }
 
@@ -414,6 +411,7 @@ int run_chaos(const std::vector<std::string>& args, std::ostream& out) {
   }
   const bool postgres = is_postgres(options.url);
   std::ostream& progress = options.json ? std::cerr : out;
+  migrate_if_empty_or_ours(options.url, "chaos");
 
   ExecutorThread executor;
 

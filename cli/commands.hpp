@@ -7,6 +7,8 @@
 #include <string_view>
 #include <vector>
 
+#include "livestate/core/detail/postgres.hpp"
+#include "livestate/db/detail/sqlite_url.hpp"
 #include "livestate/db/errors.hpp"
 
 namespace livestate::cli {
@@ -41,12 +43,11 @@ inline std::optional<std::string> take_option(const std::vector<std::string>& ar
 /// For commands that only read: a SQLite URL must name an existing file, since
 /// opening one creates it. DatabaseError otherwise, saying how to create it.
 inline void require_existing_database(const std::string& url) {
-  constexpr std::string_view scheme = "sqlite:";
-  if (url.compare(0, scheme.size(), scheme) != 0 || url == "sqlite::memory:") return;
-  std::string path = url.substr(scheme.size());
-  if (path.compare(0, 2, "//") == 0) path.erase(0, 2);
-  if (!path.empty() && !std::filesystem::exists(path)) {
-    throw db::DatabaseError("there is no database at " + path + ": run 'livestate migrate --db " + url +
+  const auto sqlite = db::detail::parse_sqlite_url(url);
+  if (!sqlite || sqlite->file.empty()) return;
+  std::error_code error;
+  if (!std::filesystem::exists(sqlite->file, error)) {
+    throw db::DatabaseError("there is no database at " + sqlite->file + ": run 'livestate migrate --db " + url +
                             "' to create one");
   }
 }
@@ -61,9 +62,7 @@ enum class Transport { in_process, postgresql };
 
 inline Transport transport_of(std::string_view url, std::string_view command) {
   if (url.starts_with("sqlite:")) return Transport::in_process;
-  if (url.starts_with("postgresql://") || url.starts_with("postgres://") || url.find('=') != url.npos) {
-    return Transport::postgresql;
-  }
+  if (livestate::detail::is_postgres_url(url)) return Transport::postgresql;
   throw UsageError{"--db needs sqlite:PATH, a postgresql:// URL or a libpq conninfo string; run 'livestate " +
                    std::string(command) + " --help'"};
 }

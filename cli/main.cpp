@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "commands.hpp"
+#include "livestate/core/detail/text.hpp"
 #include "livestate/core/error.hpp"
 
 namespace {
@@ -25,22 +26,6 @@ constexpr const char* usage =
     "           line each, and the connector's control events\n"
     "\n"
     "Run 'livestate COMMAND --help' for a command's options.\n";
-
-// Errors are one line: a database's message may span several (PostgreSQL's
-// DETAIL and HINT).
-std::string one_line(std::string text) {
-  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
-  std::string line;
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    if (text[i] != '\n') {
-      line += text[i];
-      continue;
-    }
-    while (i + 1 < text.size() && (text[i + 1] == ' ' || text[i + 1] == '\n')) ++i;
-    line += "; ";
-  }
-  return line;
-}
 
 }  // namespace
 
@@ -67,10 +52,10 @@ int main(int argc, char** argv) {
     std::cerr << "livestate: unknown command '" << command << "'; run 'livestate --help'\n";
     return 2;
   } catch (const livestate::cli::UsageError& error) {
-    std::cerr << "livestate " << command << ": " << one_line(error.message) << "\n";
+    std::cerr << "livestate " << command << ": " << livestate::detail::one_line(error.message) << "\n";
     return 2;
   } catch (const std::exception& error) {
-    std::cerr << "livestate " << command << ": " << one_line(error.what()) << "\n";
+    std::cerr << "livestate " << command << ": " << livestate::detail::one_line(error.what()) << "\n";
     return 1;
   }
 }

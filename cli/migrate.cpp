@@ -168,6 +168,7 @@ int run_migrate(const std::vector<std::string>& args, std::ostream& out) {
   if (status_only) require_existing_database(url);  // --status must not create one
   db::StoreOptions options;
   options.migrate = false;
+  options.read_only = status_only;
   const auto store = db::Store::open(url, *connector, options);
 
   const db::MigrationStatus before = db::migration_status(*store);

@@ -12,6 +12,7 @@
 #include "livestate/core/error.hpp"
 #include "livestate/core/json.hpp"
 #include "livestate/core/routing_key.hpp"
+#include "livestate/core/wire.hpp"
 #include "livestate/mq/postgres.hpp"
 #include "livestate/mq/simple_mq.hpp"
 
@@ -63,11 +64,18 @@ Json parse_body(const std::string& text) {
       reason.erase(0, end + 2);
     }
     throw UsageError{"JSON is not valid JSON: " + reason};
+  } catch (const Json::out_of_range&) {
+    // A number beyond a double's range, such as 1e400: JSON allows it, no reader here does.
+    throw UsageError{"JSON holds a number too large for a double (beyond about 1.8e308)"};
   }
   if (!body.is_object()) {
     const std::string type = body.type_name();
     const std::string what = body.is_null() ? type : (body.is_array() ? "an " : "a ") + type;
     throw UsageError{"JSON must be an object, e.g. '{\"buildid\":7}', not " + what};
+  }
+  if (wire::nested_deeper_than(body)) {
+    throw UsageError{"JSON nests deeper than " + std::to_string(wire::max_body_depth) +
+                     " levels, more than any consumer between processes accepts"};
   }
   return body;
 }

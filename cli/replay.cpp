@@ -23,6 +23,7 @@
 #include "commands.hpp"
 #include "views_report.hpp"
 #include "livestate/core/json.hpp"
+#include "livestate/core/wire.hpp"
 #include "livestate/db/errors.hpp"
 #include "livestate/db/store.hpp"
 #include "livestate/mq/simple_mq.hpp"
@@ -94,6 +95,12 @@ struct Line {
   Json body;
 };
 
+// A canonical message: (TYPE, ID, EVENT) with an object body; "control"
+// messages (requests to a master, not state) are not resources.
+bool canonical(const Line& line) {
+  return line.key.size() == 3 && line.key[0] != "control" && line.body.is_object();
+}
+
 std::vector<Line> read_trace(const std::string& path) {
   std::ifstream file(path);
   if (!file) throw db::DatabaseError("cannot read the trace " + path);
@@ -104,13 +111,18 @@ std::vector<Line> read_trace(const std::string& path) {
     ++number;
     if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
     const auto where = path + ":" + std::to_string(number);
-    const Json line = Json::parse(text, nullptr, false);
+    Json line = Json::parse(text, nullptr, false);
     if (line.is_discarded()) throw UsageError{where + ": not JSON"};
     if (!line.is_object() || !line.contains("key") || !line["key"].is_array() || line["key"].empty() ||
         !line.contains("body")) {
       throw UsageError{where + ": a trace line needs \"key\" (a non-empty array) and \"body\""};
     }
-    Line parsed{number, {}, line["body"]};
+    // A body is stored as a resource's state, one level down in its messages.
+    if (wire::nested_deeper_than(line["body"], wire::max_body_depth - 1)) {
+      throw UsageError{where + ": the body nests deeper than " + std::to_string(wire::max_body_depth - 1) +
+                       " levels, more than any consumer between processes accepts"};
+    }
+    Line parsed{number, {}, std::move(line["body"])};
     for (const auto& element : line["key"]) {
       if (!element.is_string()) throw UsageError{where + ": the key's elements must be strings"};
       parsed.key.push_back(element.get<std::string>());
@@ -120,17 +132,15 @@ std::vector<Line> read_trace(const std::string& path) {
     } catch (const Error& error) {
       throw UsageError{where + ": " + error.what()};
     }
+    if (canonical(parsed) && (parsed.key[0].empty() || parsed.key[1].empty() || parsed.key[2].empty())) {
+      throw UsageError{where + ": a (TYPE, ID, EVENT) key needs all three, not an empty one"};
+    }
     lines.push_back(std::move(parsed));
   }
   if (lines.empty()) throw UsageError{path + ": the trace holds no message"};
   return lines;
 }
 
-// A canonical message: (TYPE, ID, EVENT) with an object body; "control"
-// messages (requests to a master, not state) are not resources.
-bool canonical(const Line& line) {
-  return line.key.size() == 3 && line.key[0] != "control" && line.body.is_object();
-}
 
 
 }  // namespace
@@ -167,6 +177,7 @@ int run_replay(const std::vector<std::string>& args, std::ostream& out) {
     url = "sqlite:" + (temporary->path() / "replay.db").string();
   }
   (void)transport_of(url, "replay");
+  migrate_if_empty_or_ours(url, "replay");
   // The store's own messages (replay-TYPE rows) reach nobody: the trace's
   // messages are what the views follow.
   auto silent = mq::make_simple_mq();

@@ -107,7 +107,7 @@ int run_view(const std::vector<std::string>& args, std::ostream& out) {
   auto connector = mq::make_simple_mq();
   require_existing_database(url);
   db::StoreOptions options;
-  options.migrate = false;  // a view never changes the schema
+  options.read_only = true;  // a view changes nothing: not the schema, not a SQLite file's journal mode
   const auto store = db::Store::open(url, *connector, options);
   if (const auto status = db::migration_status(*store); !status.pending.empty()) {
     throw db::SchemaOutOfDate(store->name() + " is at schema version " +

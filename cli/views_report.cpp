@@ -5,12 +5,16 @@
 #include <algorithm>
 #include <cmath>
 #include <iomanip>
+#include <limits>
 #include <ostream>
 #include <sstream>
 #include <thread>
 
 #include "commands.hpp"
 #include "livestate/db/errors.hpp"
+#include "livestate/db/migrator.hpp"
+#include "livestate/db/store.hpp"
+#include "livestate/mq/simple_mq.hpp"
 
 namespace livestate::cli {
 
@@ -48,7 +52,26 @@ double probability(const std::string& flag, const std::string& value) {
 
 }  // namespace
 
-long long whole_number(const std::string& flag, const std::string& value, long long minimum) {
+void migrate_if_empty_or_ours(const std::string& url, std::string_view command) {
+  auto nobody = mq::make_simple_mq();
+  db::StoreOptions options;
+  options.migrate = false;
+  const auto store = db::Store::open(url, *nobody, options);
+  const auto status = db::migration_status(*store);
+  if (status.database_version == 0 && !status.other_tables.empty()) {
+    std::string tables;
+    for (std::size_t i = 0; i < status.other_tables.size() && i < 5; ++i) {
+      tables += (i > 0 ? ", " : "") + status.other_tables[i];
+    }
+    if (status.other_tables.size() > 5) tables += ", …";
+    throw UsageError{store->name() + " holds another application's tables (" + tables + "): " +
+                     std::string(command) + " writes only to an empty database or one livestate migrated; give it "
+                     "another --db"};
+  }
+  (void)db::migrate(*store);
+}
+
+long long whole_number(const std::string& flag, const std::string& value, long long minimum, long long maximum) {
   std::size_t used = 0;
   long long parsed = 0;
   try {
@@ -56,9 +79,11 @@ long long whole_number(const std::string& flag, const std::string& value, long l
   } catch (const std::exception&) {
     used = 0;
   }
-  if (used != value.size() || parsed < minimum) {
-    throw UsageError{flag + " needs a whole number of at least " + std::to_string(minimum) + ", not '" + value +
-                     "'"};
+  if (used != value.size() || parsed < minimum || parsed > maximum) {
+    const std::string range = maximum == std::numeric_limits<long long>::max()
+                                  ? "of at least " + std::to_string(minimum)
+                                  : "from " + std::to_string(minimum) + " to " + std::to_string(maximum);
+    throw UsageError{flag + " needs a whole number " + range + ", not '" + value + "'"};
   }
   return parsed;
 }
@@ -74,9 +99,9 @@ bool take_fault_flag(const std::vector<std::string>& args, std::size_t& index, F
   } else if (auto duplicate = take_option(args, index, "--duplicate", command)) {
     flags.duplicate = probability("--duplicate", *duplicate);
   } else if (auto delay = take_option(args, index, "--delay-ms", command)) {
-    flags.delay_ms = static_cast<int>(whole_number("--delay-ms", *delay, 0));
+    flags.delay_ms = static_cast<int>(whole_number("--delay-ms", *delay, 0, 60'000));
   } else if (auto every = take_option(args, index, "--partition-every-ms", command)) {
-    flags.partition_every_ms = static_cast<int>(whole_number("--partition-every-ms", *every, 0));
+    flags.partition_every_ms = static_cast<int>(whole_number("--partition-every-ms", *every, 0, 3'600'000));
   } else {
     return false;
   }

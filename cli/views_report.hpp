@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <iosfwd>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -43,8 +44,15 @@ extern const char* const fault_flags_help;
 bool take_fault_flag(const std::vector<std::string>& args, std::size_t& index, FaultFlags& flags,
                      std::string_view command);
 
-/// Whole numbers and probabilities, for the commands' other flags.
-long long whole_number(const std::string& flag, const std::string& value, long long minimum);
+/// chaos and replay write to the database they are given: an empty one
+/// (migrated first) or one that livestate migrated, never another
+/// application's (UsageError naming its tables).
+void migrate_if_empty_or_ours(const std::string& url, std::string_view command);
+
+/// Whole numbers and probabilities, for the commands' other flags: a whole
+/// number from `minimum` to `maximum`, or UsageError naming the flag.
+long long whole_number(const std::string& flag, const std::string& value, long long minimum,
+                       long long maximum = std::numeric_limits<long long>::max());
 
 /// Live views, each through a FaultyConnector of its own over one bus.
 class ViewSet {

@@ -27,8 +27,8 @@ int main() {
   std::cout << "audit caught up on " << seen << " message(s)\n";
 
   // Buildbot's waitUntilEvent: subscribe, check, else wait for the next match.
-  auto done = mq->async_wait_until_event(Filter::parse("buildsets.1.complete"),
-                                         [] { return false; }, boost::asio::use_future);
+  auto done = mq->async_wait_until_event(
+      Filter::parse("buildsets.1.complete"), [] { return false; }, boost::asio::use_future);
   mq->produce(RoutingKey{"buildsets", "1", "complete"}, {{"bsid", 1}, {"results", 0}});
   std::cout << "buildset 1 complete: " << done.get()->body.dump() << "\n";
   return seen == 1 ? 0 : 1;

@@ -1,4 +1,4 @@
-// The README's store example: state in SQLite, every change announced after it commits.
+// docs/STORE.md's example: state in SQLite, every change announced after it commits.
 #include <livestate/livestate.hpp>
 
 #include <iostream>

@@ -6,6 +6,7 @@ namespace livestate {
 Error::~Error() = default;
 InvalidRoutingKey::~InvalidRoutingKey() = default;
 InvalidFilter::~InvalidFilter() = default;
+InvalidBody::~InvalidBody() = default;
 UnsupportedUrl::~UnsupportedUrl() = default;
 PersistentNameInUse::~PersistentNameInUse() = default;
 }  // namespace livestate

@@ -77,6 +77,7 @@ void check(const Outgoing& message) {
       throw std::invalid_argument("wire::encode: the body of " + message.key->str() +
                                   " is a discarded value (the result of a failed Json::parse?)");
     }
+    check_depth(*message.body, message.key->str());
   } else if (message.reference <= 0) {
     throw std::invalid_argument("wire::encode: " + message.key->str() + " has no body and its reference " +
                                 std::to_string(message.reference) + " is not a positive row id");
@@ -114,6 +115,22 @@ void append_entry(std::string& out, const Outgoing& message) {
 }
 
 }  // namespace
+
+bool nested_deeper_than(const Json& body, int limit) noexcept {
+  if (!body.is_structured()) return false;
+  if (limit <= 0) return true;
+  // Recursion bounded by `limit`, never by the value.
+  for (const auto& member : body) {
+    if (member.is_structured() && nested_deeper_than(member, limit - 1)) return true;
+  }
+  return false;
+}
+
+void check_depth(const Json& body, std::string_view what, int limit) {
+  if (!nested_deeper_than(body, limit)) return;
+  throw InvalidBody(std::string(what) + ": the body nests deeper than " + std::to_string(limit) +
+                    " levels, more than any consumer between processes accepts; nothing was sent");
+}
 
 std::size_t encoded_size(std::string_view origin, const Outgoing& message) {
   check(message);
@@ -188,7 +205,7 @@ namespace {
 
 // One line of printable ASCII, other bytes as \xNN, cut with "..." to fit
 // Problem::max_detail_bytes.
-std::string one_line(std::string_view text) {
+std::string printable_excerpt(std::string_view text) {
   constexpr std::size_t max = Problem::max_detail_bytes;
   constexpr std::string_view ellipsis = "...";
   std::string out;
@@ -244,7 +261,7 @@ std::string describe(const Json& value) {
 // Counts brackets outside strings, so that deep nesting is refused before the
 // parser builds anything, and no consumer that walks a body recursively (as
 // dump() does) meets one deeper than max_depth.
-bool nested_deeper_than(std::string_view text, int limit) {
+bool text_nested_deeper_than(std::string_view text, int limit) {
   int depth = 0;
   bool in_string = false;
   for (std::size_t i = 0; i < text.size(); ++i) {
@@ -300,6 +317,8 @@ class EntryDecoder {
   // `entry` rather than copying it.
   void decode(Json& entry) {
     if (!entry.is_object()) return refuse(ProblemKind::bad_message, describe(entry) + ", not an object");
+    // Read first, so that a refused entry's sequence is still known.
+    if (const auto sequence = entry.find("s"); sequence != entry.end()) m_sequence = as_sequence(*sequence);
     const auto key = entry.find("k");
     if (key == entry.end()) return refuse(ProblemKind::bad_message, R"(no "k" (routing key))");
     auto routing_key = decode_key(*key);
@@ -324,7 +343,7 @@ class EntryDecoder {
       }
     }
     if (const auto sequence = entry.find("s"); sequence != entry.end()) {
-      incoming.sequence = as_sequence(*sequence);
+      incoming.sequence = m_sequence;
       if (!incoming.sequence) {
         return refuse(ProblemKind::bad_sequence,
                       R"("s" is )" + describe(*sequence) + ", not an unsigned 64-bit integer");
@@ -368,25 +387,98 @@ class EntryDecoder {
   }
 
   void refuse(ProblemKind kind, const std::string& what) {
-    m_decoded.problems.push_back({kind, one_line("entry " + std::to_string(m_index) + ": " + what)});
+    m_decoded.problems.push_back({kind, printable_excerpt("entry " + std::to_string(m_index) + ": " + what)});
+    if (m_sequence && *m_sequence != 0) m_decoded.refused_sequences.push_back(*m_sequence);
   }
 
   Decoded& m_decoded;
   std::size_t m_index;
+  std::optional<std::uint64_t> m_sequence;
 };
+
+// Reads "o" and the entries' "s" of a payload too deep to build, with
+// nlohmann's SAX parser (which keeps its nesting on the heap, not the stack)
+// and without building any value: what a consumer needs to tell the origin
+// at once which of its messages it lost.
+class StreamPosition final : public nlohmann::json_sax<Json> {
+ public:
+  explicit StreamPosition(Decoded& decoded) : m_decoded(decoded) {}
+
+  bool null() override { return true; }
+  bool boolean(bool) override { return true; }
+  bool number_integer(number_integer_t value) override {
+    if (value > 0) sequence(static_cast<std::uint64_t>(value));
+    return true;
+  }
+  bool number_unsigned(number_unsigned_t value) override {
+    sequence(value);
+    return true;
+  }
+  bool number_float(number_float_t, const string_t&) override { return true; }
+  bool string(string_t& value) override {
+    if (m_depth == 1 && m_envelope_key == "o") m_decoded.origin = value;
+    return true;
+  }
+  bool binary(binary_t&) override { return true; }
+  bool start_object(std::size_t) override { return open(); }
+  bool start_array(std::size_t) override {
+    if (m_depth == 1 && m_envelope_key == "m") m_messages_depth = 2;
+    return open();
+  }
+  bool end_object() override { return close(); }
+  bool end_array() override { return close(); }
+  bool key(string_t& value) override {
+    if (m_depth == 1) m_envelope_key = value;
+    if (m_depth == 3 && m_messages_depth == 2) m_entry_key = value;
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override { return false; }
+
+ private:
+  bool open() {
+    ++m_depth;
+    if (m_depth == 3) m_entry_key.clear();
+    return true;
+  }
+  bool close() {
+    if (m_depth == m_messages_depth) m_messages_depth = 0;
+    --m_depth;
+    return true;
+  }
+  void sequence(std::uint64_t value) {
+    if (m_depth == 3 && m_messages_depth == 2 && m_entry_key == "s") m_decoded.refused_sequences.push_back(value);
+  }
+
+  Decoded& m_decoded;
+  int m_depth = 0;
+  int m_messages_depth = 0;  // 2 while inside the envelope's "m"
+  std::string m_envelope_key;
+  std::string m_entry_key;
+};
+
+void read_stream_position(std::string_view payload, Decoded& decoded) {
+  StreamPosition reader(decoded);
+  try {
+    (void)Json::sax_parse(payload, &reader);
+  } catch (const std::exception&) {
+    // What was read before the failure stands: a gap told is harmless.
+  }
+}
 
 // A payload refused as a whole: no messages, one problem.
 Decoded refuse(ProblemKind kind, std::string_view what) {
   Decoded decoded;
-  decoded.problems.push_back({kind, one_line(what)});
+  decoded.problems.push_back({kind, printable_excerpt(what)});
   return decoded;
 }
 
 }  // namespace
 
 Decoded decode(std::string_view payload) {
-  if (nested_deeper_than(payload, max_depth)) {
-    return refuse(ProblemKind::too_deep, "nested deeper than " + std::to_string(max_depth) + " levels");
+  if (text_nested_deeper_than(payload, max_depth)) {
+    Decoded decoded = refuse(ProblemKind::too_deep, "nested deeper than " + std::to_string(max_depth) + " levels");
+    read_stream_position(payload, decoded);
+    return decoded;
   }
   Json envelope;
   try {

@@ -2,9 +2,12 @@
 
 namespace livestate::db {
 
+DatabaseError::DatabaseError(const std::string& message, std::string sqlstate)
+    : Error(message), m_sqlstate(std::move(sqlstate)) {}
 DatabaseError::~DatabaseError() = default;
 DatabaseBusy::~DatabaseBusy() = default;
 ConnectionFailed::~ConnectionFailed() = default;
+CommitInDoubt::~CommitInDoubt() = default;
 ReadOnlyDatabase::~ReadOnlyDatabase() = default;
 NotFound::~NotFound() = default;
 SchemaError::~SchemaError() = default;

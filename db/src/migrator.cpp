@@ -93,6 +93,21 @@ bool table_exists(Session& session) {
   return !rows.empty() && rows.front().as_int(0) > 0;
 }
 
+// Every table of the database (SQLite) or of its current schema (PostgreSQL),
+// but livestate's history table.
+std::vector<std::string> table_names(Session& session) {
+  const Rows rows = session.backend() == Backend::sqlite
+                        ? session.query("SELECT name FROM sqlite_schema WHERE type = 'table' "
+                                        "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name")
+                        : session.query("SELECT table_name::text FROM information_schema.tables "
+                                        "WHERE table_schema = current_schema() ORDER BY table_name");
+  std::vector<std::string> names;
+  for (const auto& row : rows) {
+    if (auto name = row.as_text(0); name != "livestate_schema_migrations") names.push_back(std::move(name));
+  }
+  return names;
+}
+
 void create_table(Session& session) {
   // Only when absent: CREATE TABLE IF NOT EXISTS would make PostgreSQL send a
   // NOTICE that libpq prints on stderr.
@@ -209,7 +224,7 @@ Outcome apply(Session& session, StoreCore& core, std::span<const Migration> migr
   try {
     transaction.commit();
   } catch (const SessionFailure& failure) {
-    if (failure.kind() == FailureKind::connection) {
+    if (failure.kind() == FailureKind::commit_in_doubt) {
       throw MigrationFailed("the connection to " + core.name() + " broke while committing " +
                             describe(migration.version, migration.name) +
                             ", so whether it was applied is unknown: " + failure.what() +
@@ -235,7 +250,9 @@ MigrationStatus migration_status_with(Store& store, std::span<const Migration> m
   try {
     auto lease = core.acquire();
     ScopedTransaction transaction(*lease, false);  // read only: rolled back
-    return assess(core.name(), migrations, read_applied(*lease));
+    MigrationStatus status = assess(core.name(), migrations, read_applied(*lease));
+    if (status.database_version == 0) status.other_tables = table_names(*lease);
+    return status;
   } catch (const SessionFailure& failure) {
     core.rethrow(failure);
   }

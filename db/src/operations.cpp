@@ -10,6 +10,7 @@
 #include <set>
 #include <stdexcept>
 
+#include "livestate/core/wire.hpp"
 #include "livestate/db/store.hpp"
 #include "store_core.hpp"
 
@@ -562,6 +563,9 @@ std::int64_t Operations::find_worker_id(std::string_view name) {
 // --- buildsets and build requests -------------------------------------------
 
 AddedBuildset Operations::add_buildset(const NewBuildset& buildset) {
+  // Their bodies hold these one level down.
+  wire::check_depth(buildset.sourcestamps, "the buildset's sourcestamps", wire::max_body_depth - 1);
+  wire::check_depth(buildset.properties, "the buildset's properties", wire::max_body_depth - 1);
   AddedBuildset added;
   const auto builderids = sorted_unique(buildset.builderids);
   run(true, [&](Context& context) {
@@ -807,6 +811,8 @@ void Operations::finish_step(std::int64_t stepid, int results, bool hidden) {
 
 std::int64_t Operations::upsert_resource(std::string_view type, std::string_view id, const Json& state) {
   check_resource_type(type, id);
+  // Its body holds the state one level down.
+  wire::check_depth(state, "the state of " + std::string(type) + " " + std::string(id), wire::max_body_depth - 1);
   std::int64_t revision = 0;
   const std::string text = state.dump();
   run(true, [&](Context& context) {

@@ -13,6 +13,8 @@
 
 #include <poll.h>
 
+#include <libpq-fe.h>
+
 #include <pqxx/pqxx>
 
 #include <charconv>
@@ -24,6 +26,9 @@
 #include <unordered_map>
 #include <vector>
 
+#include "livestate/core/detail/postgres.hpp"
+#include "livestate/core/detail/text.hpp"
+#include "livestate/core/error.hpp"
 #include "livestate/core/log.hpp"
 #include "session.hpp"
 
@@ -32,23 +37,7 @@ namespace {
 
 constexpr std::string_view component = "db.postgres";
 
-// Messages from libpq and the server span several lines ("ERROR:  …\nDETAIL:
-// …\n"); the store's errors are one line.
-std::string one_line(std::string_view text) {
-  std::string line;
-  line.reserve(text.size());
-  bool space = false;
-  for (const char c : text) {
-    if (c == '\n' || c == '\r' || c == '\t' || c == ' ') {
-      space = !line.empty();
-      continue;
-    }
-    if (space) line += ' ';
-    space = false;
-    line += c;
-  }
-  return line;
-}
+using ::livestate::detail::one_line;
 
 // The start of a statement, for messages: enough to recognize it, never its
 // parameters (they are bound, so they are not in the text).
@@ -63,16 +52,14 @@ std::string excerpt(std::string_view sql) {
 }
 
 FailureKind kind_of_sqlstate(std::string_view sqlstate) noexcept {
-  if (sqlstate == "23505") return FailureKind::unique_violation;
-  if (sqlstate == "40001" || sqlstate == "40P01") return FailureKind::serialization;
-  if (sqlstate == "25006") return FailureKind::read_only;
-  // Class 08 (connection exception) and the server going away under us
-  // (admin_shutdown, crash_shutdown, cannot_connect_now).
-  if (sqlstate.substr(0, 2) == "08" || sqlstate == "57P01" || sqlstate == "57P02" ||
-      sqlstate == "57P03") {
-    return FailureKind::connection;
+  using ::livestate::detail::SqlStateClass;
+  switch (::livestate::detail::classify_sqlstate(sqlstate)) {
+    case SqlStateClass::unique_violation: return FailureKind::unique_violation;
+    case SqlStateClass::serialization: return FailureKind::serialization;
+    case SqlStateClass::read_only: return FailureKind::read_only;
+    case SqlStateClass::connection: return FailureKind::connection;
+    default: return FailureKind::other;
   }
-  return FailureKind::other;
 }
 
 // Parameters as libpq's text format; nullptr is SQL NULL.
@@ -154,7 +141,7 @@ class NoticeLogger final : public pqxx::errorhandler {
 
 class PostgresSession final : public Session {
  public:
-  PostgresSession(const std::string& conninfo, const std::string& name)
+  PostgresSession(const std::string& conninfo, const std::string& name, bool read_only)
       : m_connection(conninfo), m_notices(m_connection), m_name(name) {
     // A connection that broke stays broken: libpqxx 6 would otherwise reconnect
     // on the next transaction and drop the session's advisory locks unnoticed.
@@ -165,7 +152,8 @@ class PostgresSession final : public Session {
     // The store's statements run in microseconds; JIT would spend
     // milliseconds compiling those the planner thinks costly (the messages'
     // send statement, whose arrays it can't size).
-    pqxx::nontransaction(m_connection).exec("SET jit = off");
+    pqxx::nontransaction(m_connection)
+        .exec(read_only ? "SET jit = off; SET default_transaction_read_only = on" : "SET jit = off");
   }
 
   ~PostgresSession() override { rollback(); }
@@ -214,7 +202,7 @@ class PostgresSession final : public Session {
       // COMMIT was sent and no answer came: never retry this blindly.
       m_broken = true;
       m_transaction.reset();
-      throw SessionFailure(FailureKind::connection,
+      throw SessionFailure(FailureKind::commit_in_doubt,
                            m_name + ": the connection to the server was lost during COMMIT: the "
                                     "transaction may or may not have committed (check before "
                                     "retrying it)");
@@ -397,22 +385,25 @@ class PostgresSession final : public Session {
   SessionFailure failure_in_flight(const std::string& doing) {
     FailureKind kind = FailureKind::other;
     std::string reason;
+    std::string sqlstate;
     try {
       throw;
     } catch (const pqxx::broken_connection& error) {
       kind = FailureKind::connection;
       reason = one_line(error.what());
     } catch (const pqxx::sql_error& error) {
-      kind = kind_of_sqlstate(error.sqlstate());
+      sqlstate = error.sqlstate();
+      kind = kind_of_sqlstate(sqlstate);
       reason = one_line(error.what());
-      if (!error.sqlstate().empty()) reason += " (SQLSTATE " + error.sqlstate() + ")";
     } catch (const pqxx::serialization_failure& error) {
       // libpqxx 6 gives its transaction_rollback family no SQLSTATE.
       kind = FailureKind::serialization;
-      reason = one_line(error.what()) + " (SQLSTATE 40001)";
+      reason = one_line(error.what());
+      sqlstate = "40001";
     } catch (const pqxx::deadlock_detected& error) {
       kind = FailureKind::serialization;
-      reason = one_line(error.what()) + " (SQLSTATE 40P01)";
+      reason = one_line(error.what());
+      sqlstate = "40P01";
     } catch (const pqxx::pqxx_exception& error) {
       reason = one_line(error.base().what());
     }
@@ -421,12 +412,13 @@ class PostgresSession final : public Session {
       // The server rolls back a transaction whose connection ends.
       m_broken = true;
       if (!m_notices.last_fatal().empty()) reason = m_notices.last_fatal();
-      return SessionFailure(kind, m_name + ": cannot " + doing +
-                                      ": the connection to the server was lost" +
-                                      (m_transaction ? ", so the transaction was rolled back" : "") +
-                                      " (" + reason + ")");
+      return SessionFailure(kind,
+                            m_name + ": cannot " + doing + ": the connection to the server was lost" +
+                                (m_transaction ? ", so the transaction was rolled back" : "") + " (" + reason + ")",
+                            sqlstate);
     }
-    return SessionFailure(kind, m_name + ": cannot " + doing + ": " + reason);
+    if (!sqlstate.empty()) reason += " (SQLSTATE " + sqlstate + ")";
+    return SessionFailure(kind, m_name + ": cannot " + doing + ": " + reason, sqlstate);
   }
 
   // Declared first: destroyed last, after the transaction and the handler.
@@ -439,52 +431,75 @@ class PostgresSession final : public Session {
   bool m_broken = false;
 };
 
-bool is_url(std::string_view url) {
-  return url.substr(0, 13) == "postgresql://" || url.substr(0, 11) == "postgres://";
-}
-
-// libpq's fallback_application_name, so that the sessions show up as
-// "livestate" in pg_stat_activity unless the URL names the application.
-std::string with_application_name(std::string_view url) {
-  std::string conninfo(url);
-  if (conninfo.find("application_name") != std::string::npos) return conninfo;
-  if (is_url(url)) {
-    if (conninfo.find('?') == std::string::npos) {
-      conninfo += '?';
-    } else if (conninfo.back() != '?' && conninfo.back() != '&') {
-      conninfo += '&';
+// The user's connection parameters as libpq reads them, with livestate's
+// defaults where the user set none: a name in pg_stat_activity, a bound on
+// connecting, and TCP keepalives so that a vanished host breaks the
+// connection instead of leaving a call waiting on it forever. Written back as
+// a conninfo string, since libpqxx 6 takes one. A URL libpq refuses is
+// UnsupportedUrl, with libpq's reason and without the URL's passwords.
+std::string conninfo_with_defaults(std::string_view url, const std::string& name, const SessionOptions& options) {
+  char* error = nullptr;
+  std::unique_ptr<PQconninfoOption, decltype(&PQconninfoFree)> parsed(PQconninfoParse(std::string(url).c_str(), &error),
+                                                                      &PQconninfoFree);
+  if (!parsed) {
+    const std::string reason = error != nullptr ? one_line(error) : "out of memory";
+    if (error != nullptr) PQfreemem(error);
+    throw UnsupportedUrl("cannot open " + name + ": libpq cannot read it: " +
+                         ::livestate::detail::scrub_postgres_secrets(reason, url));
+  }
+  const std::pair<const char*, std::string> defaults[] = {
+      {"fallback_application_name", "livestate"},
+      {"connect_timeout", std::to_string(std::max<std::int64_t>(options.connect_timeout.count(), 1))},
+      {"keepalives", "1"},
+      {"keepalives_idle", "5"},
+      {"keepalives_interval", "2"},
+      {"keepalives_count", "3"},
+  };
+  const auto quoted = [](std::string_view value) {
+    std::string text = "'";
+    for (const char c : value) {
+      if (c == '\\' || c == '\'') text += '\\';
+      text += c;
     }
-    conninfo += "fallback_application_name=livestate";
-  } else {
-    conninfo += " fallback_application_name=livestate";
+    return text + "'";
+  };
+  std::string conninfo;
+  for (const auto& [keyword, value] : defaults) conninfo += std::string(keyword) + "=" + quoted(value) + " ";
+  for (auto* option = parsed.get(); option->keyword != nullptr; ++option) {
+    if (option->val != nullptr) conninfo += std::string(option->keyword) + "=" + quoted(option->val) + " ";
   }
   return conninfo;
 }
 
 class PostgresFactory final : public SessionFactory {
  public:
-  explicit PostgresFactory(std::string_view url)
-      : m_conninfo(with_application_name(url)), m_name(redact_url(url)) {}
+  PostgresFactory(std::string_view url, const SessionOptions& options)
+      : m_name(::livestate::detail::redact_postgres_url(url)),
+        m_conninfo(conninfo_with_defaults(url, m_name, options)),
+        m_read_only(options.read_only) {}
 
   Backend backend() const noexcept override { return Backend::postgresql; }
   const std::string& display_name() const noexcept override { return m_name; }
 
   std::unique_ptr<Session> open() override {
     try {
-      return std::make_unique<PostgresSession>(m_conninfo, m_name);
+      return std::make_unique<PostgresSession>(m_conninfo, m_name, m_read_only);
     } catch (const pqxx::pqxx_exception& error) {
+      // libpq's reasons don't quote passwords once the URL has parsed; scrubbed anyway.
       throw SessionFailure(FailureKind::connection,
-                           "cannot connect to " + m_name + ": " + one_line(error.base().what()));
+                           "cannot connect to " + m_name + ": " +
+                               ::livestate::detail::scrub_postgres_secrets(one_line(error.base().what()), m_conninfo));
     }
   }
 
  private:
-  std::string m_conninfo;
   std::string m_name;
+  std::string m_conninfo;
+  bool m_read_only;
 };
 
-std::unique_ptr<SessionFactory> make_postgres_factory(std::string_view url, const SessionOptions&) {
-  return std::make_unique<PostgresFactory>(url);
+std::unique_ptr<SessionFactory> make_postgres_factory(std::string_view url, const SessionOptions& options) {
+  return std::make_unique<PostgresFactory>(url, options);
 }
 
 int register_backend() noexcept {

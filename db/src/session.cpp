@@ -118,37 +118,6 @@ void register_postgres_backend(PostgresFactoryMaker maker) noexcept { g_postgres
 
 PostgresFactoryMaker postgres_backend() noexcept { return g_postgres_backend.load(); }
 
-std::string redact_url(std::string_view url) {
-  std::string result(url);
-  // URL form: scheme://user:password@host…
-  if (const auto scheme = result.find("://"); scheme != std::string::npos) {
-    const auto authority = scheme + 3;
-    const auto at = result.find('@', authority);
-    const auto slash = result.find('/', authority);
-    if (at != std::string::npos && (slash == std::string::npos || at < slash)) {
-      const auto colon = result.find(':', authority);
-      if (colon != std::string::npos && colon < at) {
-        result.replace(colon + 1, at - colon - 1, "***");
-      }
-    }
-  }
-  // password=… in a conninfo string or a URL's query parameters.
-  for (std::size_t position = result.find("password="); position != std::string::npos;
-       position = result.find("password=", position + 1)) {
-    const auto start = position + 9;
-    auto end = start;
-    if (end < result.size() && result[end] == '\'') {
-      ++end;
-      while (end < result.size() && result[end] != '\'') end += result[end] == '\\' ? 2 : 1;
-      end = std::min(end + 1, result.size());
-    } else {
-      while (end < result.size() && result[end] != ' ' && result[end] != '&') ++end;
-    }
-    result.replace(start, end - start, "***");
-  }
-  return result;
-}
-
 std::string number_placeholders(std::string_view sql) {
   std::string result;
   result.reserve(sql.size() + 16);

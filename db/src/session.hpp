@@ -63,17 +63,21 @@ enum class FailureKind {
   unique_violation,  ///< a primary key or unique constraint refused a row
   serialization,     ///< PostgreSQL 40001/40P01: retry the whole transaction
   read_only,         ///< the database refuses writes (file mode, hot standby)
+  commit_in_doubt,   ///< COMMIT was sent and no answer came: never retry blindly
 };
 
 /// Thrown by sessions. The message already names the database.
 class SessionFailure : public std::runtime_error {
  public:
-  SessionFailure(FailureKind kind, const std::string& message)
-      : std::runtime_error(message), m_kind(kind) {}
+  SessionFailure(FailureKind kind, const std::string& message, std::string sqlstate = {})
+      : std::runtime_error(message), m_kind(kind), m_sqlstate(std::move(sqlstate)) {}
   [[nodiscard]] FailureKind kind() const noexcept { return m_kind; }
+  /// The server's SQLSTATE, when a server answered with one.
+  [[nodiscard]] const std::string& sqlstate() const noexcept { return m_sqlstate; }
 
  private:
   FailureKind m_kind;
+  std::string m_sqlstate;
 };
 
 /// One connection. Not thread-safe: the store hands each session to one
@@ -135,19 +139,17 @@ class SessionFactory {
 
 struct SessionOptions {
   std::chrono::milliseconds busy_timeout{5000};
+  std::chrono::seconds connect_timeout{10};
+  bool read_only = false;
 };
 
 std::unique_ptr<SessionFactory> make_sqlite_factory(std::string_view url, const SessionOptions& options);
 
-/// Set by livestate::db_postgres when it is linked in (see postgres_backend.cpp).
+/// Set by livestate::db_postgres when it is linked in (postgres_session.cpp).
 using PostgresFactoryMaker = std::unique_ptr<SessionFactory> (*)(std::string_view url,
                                                                  const SessionOptions& options);
 void register_postgres_backend(PostgresFactoryMaker maker) noexcept;
 [[nodiscard]] PostgresFactoryMaker postgres_backend() noexcept;
-
-/// "postgresql://user:secret@host/db" -> "postgresql://user:***@host/db";
-/// "password=secret" in a conninfo string likewise.
-[[nodiscard]] std::string redact_url(std::string_view url);
 
 /// Rewrites `?` placeholders to PostgreSQL's $1, $2, … (outside quotes).
 [[nodiscard]] std::string number_placeholders(std::string_view sql);

@@ -5,10 +5,12 @@
 
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <thread>
 #include <string>
 #include <unordered_map>
 
+#include "livestate/db/detail/sqlite_url.hpp"
 #include "session.hpp"
 
 namespace livestate::db::detail {
@@ -43,26 +45,6 @@ FailureKind kind_of(int extended_code) noexcept {
 }
 
 // "sqlite:PATH", "sqlite://PATH", "sqlite::memory:".
-struct SqliteLocation {
-  std::string path;
-  bool memory = false;
-};
-
-SqliteLocation parse_location(std::string_view url) {
-  constexpr std::string_view scheme = "sqlite:";
-  if (url.substr(0, scheme.size()) != scheme) {
-    throw std::invalid_argument("not a SQLite URL: '" + std::string(url) + "'");
-  }
-  std::string_view rest = url.substr(scheme.size());
-  if (rest == ":memory:") return {{}, true};
-  if (rest.substr(0, 2) == "//") rest.remove_prefix(2);
-  if (rest.empty()) {
-    throw std::invalid_argument("SQLite URL '" + std::string(url) +
-                                "' names no file: write sqlite:PATH or sqlite::memory:");
-  }
-  return {std::string(rest), false};
-}
-
 class SqliteSession final : public Session {
  public:
   SqliteSession(ConnectionHandle connection, const std::string& name)
@@ -238,13 +220,14 @@ class SqliteSession final : public Session {
 class SqliteFactory final : public SessionFactory {
  public:
   SqliteFactory(std::string_view url, const SessionOptions& options)
-      : m_name(url), m_location(parse_location(url)), m_options(options) {
+      : m_name(url), m_location(location_of(url)), m_options(options) {
     if (m_location.memory) {
       // A named in-memory database of the memdb VFS can be shared by several
       // connections of this process, with ordinary locking. The anchor keeps it
       // alive while every pooled session may come and go.
       static std::atomic<std::uint64_t> counter{0};
-      m_location.path = "file:/livestate-memory-" + std::to_string(++counter) + "?vfs=memdb";
+      m_location.filename = "file:/livestate-memory-" + std::to_string(++counter) + "?vfs=memdb";
+      m_options.read_only = false;  // nothing to read yet
       m_anchor = connect();
     }
   }
@@ -255,11 +238,31 @@ class SqliteFactory final : public SessionFactory {
   std::unique_ptr<Session> open() override { return std::make_unique<SqliteSession>(connect(), m_name); }
 
  private:
+  static SqliteUrl location_of(std::string_view url) {
+    auto location = parse_sqlite_url(url);
+    if (!location) throw std::invalid_argument("not a SQLite URL: '" + std::string(url) + "'");
+    return std::move(*location);
+  }
+
   ConnectionHandle connect() {
+    auto connection = open_file(m_location.filename);
+    if (m_options.read_only && !m_location.file.empty() && !readable(connection.get())) {
+      // Reading a WAL database needs its -shm file, which a directory the
+      // process can't write can't get. With no -wal file there is nothing
+      // beyond the database file to read, so it is read as immutable.
+      std::error_code ignored;
+      if (!std::filesystem::exists(m_location.file + "-wal", ignored)) {
+        connection = open_file(immutable_uri());
+      }
+    }
+    return connection;
+  }
+
+  ConnectionHandle open_file(const std::string& filename) {
     sqlite3* raw = nullptr;
-    const int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX |
-                      SQLITE_OPEN_URI;
-    const int code = sqlite3_open_v2(m_location.path.c_str(), &raw, flags, nullptr);
+    const int flags = (m_options.read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) |
+                      SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI;
+    const int code = sqlite3_open_v2(filename.c_str(), &raw, flags, nullptr);
     ConnectionHandle connection(raw);
     if (code != SQLITE_OK) {
       const std::string reason = raw != nullptr ? sqlite3_errmsg(raw) : sqlite3_errstr(code);
@@ -269,6 +272,30 @@ class SqliteFactory final : public SessionFactory {
     sqlite3_busy_timeout(raw, static_cast<int>(m_options.busy_timeout.count()));
     configure(raw);
     return connection;
+  }
+
+  static bool readable(sqlite3* connection) {
+    return sqlite3_exec(connection, "SELECT count(*) FROM sqlite_schema", nullptr, nullptr, nullptr) == SQLITE_OK;
+  }
+
+  // The file as a URI filename with immutable=1, the URL's own query kept.
+  std::string immutable_uri() const {
+    const std::string& filename = m_location.filename;
+    if (filename.starts_with("file:")) {
+      return filename + (filename.find('?') == std::string::npos ? "?" : "&") + "immutable=1";
+    }
+    std::string uri = "file:";
+    for (const char c : filename) {
+      if (c == '%' || c == '?' || c == '#') {
+        static constexpr char hex[] = "0123456789ABCDEF";
+        uri += '%';
+        uri += hex[static_cast<unsigned char>(c) >> 4];
+        uri += hex[static_cast<unsigned char>(c) & 0xf];
+      } else {
+        uri += c;
+      }
+    }
+    return uri + "?immutable=1";
   }
 
   void configure(sqlite3* connection) {
@@ -293,7 +320,7 @@ class SqliteFactory final : public SessionFactory {
       throw SessionFailure(kind, "cannot open " + m_name + ": " + sql + ": " + reason);
     };
     pragma("PRAGMA foreign_keys = ON", false);
-    if (!m_location.memory) {
+    if (!m_location.memory && !m_options.read_only) {
       // WAL lets readers go on while one connection writes; NORMAL is WAL's
       // usual durability (a power cut can lose the last commits, never corrupt).
       // A read-only file stays in its journal mode; its writes fail clearly.
@@ -303,7 +330,7 @@ class SqliteFactory final : public SessionFactory {
   }
 
   std::string m_name;
-  SqliteLocation m_location;
+  SqliteUrl m_location;
   SessionOptions m_options;
   ConnectionHandle m_anchor;
 };

@@ -2,7 +2,9 @@
 
 #include <stdexcept>
 
+#include "livestate/core/detail/postgres.hpp"
 #include "livestate/core/error.hpp"
+#include "livestate/core/wire.hpp"
 #include "livestate/db/migrator.hpp"
 #include "store_core.hpp"
 
@@ -10,31 +12,25 @@ namespace livestate::db {
 
 namespace {
 
-bool starts_with(std::string_view text, std::string_view prefix) {
-  return text.substr(0, prefix.size()) == prefix;
-}
-
 std::unique_ptr<detail::SessionFactory> make_factory(std::string_view url, const StoreOptions& options) {
-  const detail::SessionOptions session_options{options.busy_timeout};
-  if (starts_with(url, "sqlite:")) {
+  const detail::SessionOptions session_options{options.busy_timeout, options.connect_timeout, options.read_only};
+  if (url.starts_with("sqlite:")) {
     try {
       return detail::make_sqlite_factory(url, session_options);
     } catch (const std::invalid_argument& error) {
       throw UnsupportedUrl(error.what());
     }
   }
-  const bool postgres = starts_with(url, "postgresql://") || starts_with(url, "postgres://") ||
-                        url.find('=') != std::string_view::npos;  // a conninfo string
-  if (postgres) {
+  if (livestate::detail::is_postgres_url(url)) {
     const auto maker = detail::postgres_backend();
     if (maker == nullptr) {
-      throw UnsupportedUrl("cannot open " + detail::redact_url(url) +
+      throw UnsupportedUrl("cannot open " + livestate::detail::redact_postgres_url(url) +
                            ": this program was linked without the PostgreSQL backend "
                            "(link livestate::db_postgres or livestate::livestate)");
     }
     return maker(url, session_options);
   }
-  throw UnsupportedUrl("no store for '" + detail::redact_url(url) +
+  throw UnsupportedUrl("no store for '" + livestate::detail::redact_postgres_url(url) +
                        "': write sqlite:PATH, sqlite::memory: or postgresql://…");
 }
 
@@ -43,7 +39,7 @@ std::unique_ptr<detail::SessionFactory> make_factory(std::string_view url, const
 // --- Store -----------------------------------------------------------------
 
 std::unique_ptr<Store> Store::open(std::string_view url, mq::Connector& connector, StoreOptions options) {
-  const bool migrate_now = options.migrate;
+  const bool migrate_now = options.migrate && !options.read_only;
   std::shared_ptr<detail::StoreCore> core;
   try {
     core = std::make_shared<detail::StoreCore>(make_factory(url, options), connector, std::move(options));
@@ -89,6 +85,7 @@ bool Transaction::active() const noexcept { return m_context != nullptr && m_con
 
 void Transaction::produce(const RoutingKey& key, Json body) {
   if (!active()) throw std::logic_error("produce() on a transaction that is no longer active");
+  wire::check_depth(body, key.str());
   m_context->announce(key, std::move(body));
 }
 

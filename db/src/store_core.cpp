@@ -148,7 +148,9 @@ void StoreCore::commit(std::unique_ptr<Context> context) {
   } catch (const SessionFailure& failure) {
     // Not sent, so no consumer must see a gap in this session's sequence;
     // unless the COMMIT is in doubt, when they may have been.
-    if (failure.kind() != FailureKind::connection) stream.sequence = sequence_before;
+    if (failure.kind() != FailureKind::connection && failure.kind() != FailureKind::commit_in_doubt) {
+      stream.sequence = sequence_before;
+    }
     context->rollback();
     rethrow(failure);
   } catch (...) {
@@ -203,10 +205,11 @@ void StoreCore::produce_all(const Outbox& outbox) noexcept {
 
 void StoreCore::rethrow(const SessionFailure& failure) {
   switch (failure.kind()) {
-    case FailureKind::busy: throw DatabaseBusy(failure.what());
-    case FailureKind::connection: throw ConnectionFailed(failure.what());
-    case FailureKind::read_only: throw ReadOnlyDatabase(failure.what());
-    default: throw DatabaseError(failure.what());
+    case FailureKind::busy: throw DatabaseBusy(failure.what(), failure.sqlstate());
+    case FailureKind::connection: throw ConnectionFailed(failure.what(), failure.sqlstate());
+    case FailureKind::commit_in_doubt: throw CommitInDoubt(failure.what(), failure.sqlstate());
+    case FailureKind::read_only: throw ReadOnlyDatabase(failure.what(), failure.sqlstate());
+    default: throw DatabaseError(failure.what(), failure.sqlstate());
   }
 }
 

@@ -2,6 +2,7 @@
 
 #include <string>
 
+#include "livestate/core/detail/postgres.hpp"
 #include "livestate/core/error.hpp"
 #include "livestate/mq/simple_mq.hpp"
 #include "postgres_registry.hpp"
@@ -10,11 +11,6 @@
 
 namespace livestate::mq {
 namespace {
-
-bool is_postgresql(std::string_view url) {
-  return url.starts_with("postgresql://") || url.starts_with("postgres://") ||
-         url.find('=') != std::string_view::npos;  // a libpq conninfo: "host=… dbname=…"
-}
 
 std::atomic<detail::PostgresConnectorMaker> g_postgres_connector{nullptr};
 
@@ -28,13 +24,13 @@ detail::PostgresConnectorMaker detail::postgres_connector() noexcept { return g_
 
 std::unique_ptr<Connector> connect(std::string_view url, boost::asio::any_io_executor executor) {
   if (url == "simple:" || url == "simple://") return make_simple_mq();
-  if (is_postgresql(url)) {
+  if (livestate::detail::is_postgres_url(url)) {
     if (const auto maker = detail::postgres_connector()) return maker(url, std::move(executor));
-    throw UnsupportedUrl("livestate::mq::connect(\"" + std::string(url) +
+    throw UnsupportedUrl("livestate::mq::connect(\"" + livestate::detail::redact_postgres_url(url) +
                          "\"): this program was linked without the PostgreSQL connector "
                          "(link livestate::mq_postgres or livestate::livestate)");
   }
-  throw UnsupportedUrl("livestate::mq::connect(\"" + std::string(url) +
+  throw UnsupportedUrl("livestate::mq::connect(\"" + livestate::detail::redact_postgres_url(url) +
                        "\"): unknown connector URL; expected \"simple:\" or a PostgreSQL URL "
                        "(\"postgresql://user@host:port/db\")");
 }

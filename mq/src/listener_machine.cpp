@@ -311,10 +311,22 @@ void ListenerMachine::decode(std::string_view payload, Clock::time_point now) {
   m_counters.received += decoded.messages.size();
   m_counters_changed = true;
   for (const auto& problem : decoded.problems) report_problem(problem, now);
+  // A refused entry is a message missed: told at once, in sequence order
+  // with the valid ones around it.
+  auto& refused = decoded.refused_sequences;
+  std::sort(refused.begin(), refused.end());
+  auto next_refused = refused.begin();
   for (auto& message : decoded.messages) {
-    if (decoded.origin && message.sequence) check_sequence(*decoded.origin, *message.sequence, now);
+    if (decoded.origin && message.sequence) {
+      for (; next_refused != refused.end() && *next_refused < *message.sequence; ++next_refused) {
+        check_sequence(*decoded.origin, *next_refused, true, now);
+      }
+      check_sequence(*decoded.origin, *message.sequence, false, now);
+    }
     m_pending.emplace_back(Received{decoded.origin, std::move(message)});
   }
+  if (!decoded.origin) return;
+  for (; next_refused != refused.end(); ++next_refused) check_sequence(*decoded.origin, *next_refused, true, now);
 }
 
 // One line per kind of problem per minute, not one per payload.
@@ -327,7 +339,8 @@ void ListenerMachine::report_problem(const wire::Problem& problem, Clock::time_p
                              " (further ones of this kind are counted, logged at most once a minute)");
 }
 
-void ListenerMachine::check_sequence(const std::string& origin, std::uint64_t sequence, Clock::time_point now) {
+void ListenerMachine::check_sequence(const std::string& origin, std::uint64_t sequence, bool refused,
+                                     Clock::time_point now) {
   forget_silent_origins(now);
   auto [next, first] = m_next_sequence.try_emplace(origin, Sequence{sequence, now});
   // An unknown origin past its first message: it may be one forgotten, so
@@ -335,12 +348,14 @@ void ListenerMachine::check_sequence(const std::string& origin, std::uint64_t se
   // long enough to know.
   const bool maybe_forgotten =
       first && sequence > 1 && now - m_listening_since > m_settings.forget_origins_after;
-  if (maybe_forgotten || (!first && sequence > next->second.next)) {
-    const std::uint64_t missed = maybe_forgotten ? sequence - 1 : sequence - next->second.next;
+  std::uint64_t missed = maybe_forgotten ? sequence - 1 : (sequence > next->second.next ? sequence - next->second.next : 0);
+  if (refused && sequence >= next->second.next) ++missed;
+  if (missed > 0) {
     ++m_counters.gaps;
     m_pending.emplace_back(ControlEvent{ControlKind::gap,
                                         std::to_string(missed) + " message(s) of origin " + origin +
                                             (maybe_forgotten ? " unknown (not heard for a long time, or lost)"
+                                             : refused       ? " missing (refused as malformed)"
                                                              : " missing"),
                                         origin, missed});
   }

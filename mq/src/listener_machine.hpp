@@ -183,7 +183,8 @@ class ListenerMachine {
   void probe(Clock::time_point now);
   void decode(std::string_view payload, Clock::time_point now);
   void report_problem(const wire::Problem& problem, Clock::time_point now);
-  void check_sequence(const std::string& origin, std::uint64_t sequence, Clock::time_point now);
+  // `refused`: the message was refused as malformed, so it is missed too.
+  void check_sequence(const std::string& origin, std::uint64_t sequence, bool refused, Clock::time_point now);
   void forget_silent_origins(Clock::time_point now);
   void count_origins();
   void release_ready();

@@ -26,6 +26,8 @@
 #include "dispatcher.hpp"
 #include "durable_queue.hpp"
 #include "listener.hpp"
+#include "livestate/core/detail/postgres.hpp"
+#include "livestate/core/error.hpp"
 #include "livestate/mq/postgres.hpp"
 #include "livestate/mq/transactional.hpp"
 #include "postgres_registry.hpp"
@@ -82,7 +84,8 @@ class PostgresConnectorImpl final : public PostgresConnector, public Transaction
  public:
   PostgresConnectorImpl(std::string_view url, asio::any_io_executor executor, PostgresOptions options)
       : m_config(std::make_shared<const ConnectorConfig>(
-            ConnectorConfig{std::string(url), redact(url), std::move(options), random_origin()})),
+            ConnectorConfig{std::string(url), livestate::detail::redact_postgres_url(url), std::move(options),
+                            random_origin()})),
         m_executor(std::move(executor)),
         m_producer(*m_config, m_tables),
         m_dispatcher(std::make_shared<Dispatcher>(m_executor, m_config->options.max_buffered,
@@ -180,6 +183,18 @@ int register_connector() noexcept {
 std::unique_ptr<PostgresConnector> make_postgres_connector(std::string_view url, asio::any_io_executor executor,
                                                            PostgresOptions options) {
   check_channel(options.channel);
+  // A URL libpq can't read is refused now, in words without its passwords
+  // (libpq's own quote the token they refuse), rather than by every
+  // connection attempt, later, in the log.
+  char* error = nullptr;
+  if (PQconninfoOption* parsed = PQconninfoParse(std::string(url).c_str(), &error)) {
+    PQconninfoFree(parsed);
+  } else {
+    const std::string reason = error != nullptr ? one_line(error) : "out of memory";
+    if (error != nullptr) PQfreemem(error);
+    throw UnsupportedUrl("cannot listen or produce on " + livestate::detail::redact_postgres_url(url) +
+                         ": libpq cannot read it: " + livestate::detail::scrub_postgres_secrets(reason, url));
+  }
   return std::make_unique<PostgresConnectorImpl>(url, std::move(executor), std::move(options));
 }
 

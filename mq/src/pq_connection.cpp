@@ -6,43 +6,12 @@
 #include <cerrno>
 #include <new>
 
+#include "livestate/core/detail/text.hpp"
 #include "livestate/core/log.hpp"
 
 namespace livestate::mq::detail {
 
-std::string one_line(const char* text) {
-  std::string line;
-  bool space = false;
-  for (const char* c = text; c != nullptr && *c != '\0'; ++c) {
-    if (*c == '\n' || *c == '\r' || *c == '\t' || *c == ' ') {
-      space = !line.empty();
-      continue;
-    }
-    if (space) line += ' ';
-    space = false;
-    line += *c;
-  }
-  return line;
-}
-
-std::string redact(std::string_view url) {
-  std::string result(url);
-  if (const auto scheme = result.find("://"); scheme != std::string::npos) {
-    const auto at = result.find('@', scheme + 3);
-    const auto colon = result.find(':', scheme + 3);
-    const auto slash = result.find('/', scheme + 3);
-    if (at != std::string::npos && colon < at && (slash == std::string::npos || at < slash)) {
-      result.replace(colon + 1, at - colon - 1, "***");
-    }
-  }
-  for (auto position = result.find("password="); position != std::string::npos;
-       position = result.find("password=", position + 1)) {
-    auto end = position + 9;
-    while (end < result.size() && result[end] != ' ' && result[end] != '&') ++end;
-    result.replace(position + 9, end - position - 9, "***");
-  }
-  return result;
-}
+std::string one_line(const char* text) { return livestate::detail::one_line(text != nullptr ? text : ""); }
 
 // libpq connection parameters: our defaults first, then the user's URL or
 // conninfo (expanded from "dbname"), whose own settings win.

@@ -31,12 +31,9 @@ struct ResultClearer {
 };
 using Result = std::unique_ptr<PGresult, ResultClearer>;
 
-/// libpq's messages end in a newline and may span lines; ours are one line.
+/// libpq's messages end in a newline and may span lines; ours are one line
+/// (livestate::detail::one_line, for libpq's pointers, which may be null).
 [[nodiscard]] std::string one_line(const char* text);
-
-/// "postgresql://user:secret@host/db" -> "postgresql://user:***@host/db", and
-/// "password=secret" in a conninfo string -> "password=***".
-[[nodiscard]] std::string redact(std::string_view url);
 
 /// How a connection is made: the connector's defaults, under the user's own
 /// settings in the URL, which win.

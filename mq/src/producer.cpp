@@ -1,6 +1,7 @@
 #include "producer.hpp"
 
 #include "livestate/core/log.hpp"
+#include "livestate/core/wire.hpp"
 #include "sender.hpp"
 
 namespace livestate::mq::detail {
@@ -32,6 +33,7 @@ PGconn* Producer::connection() {
 }
 
 void Producer::produce(const RoutingKey& key, const Json& body) {
+  wire::check_depth(body, key.str());  // before anything serializes it, and before anything is sent
   std::lock_guard lock(m_mutex);
   const SentMessage message{&key, &body};
   const auto timeout = m_config.options.statement_timeout;
@@ -136,6 +138,7 @@ void Producer::forget_tables() noexcept {
 }
 
 void Producer::send_in_transaction(std::span<const SentMessage> messages, SqlRunner& sql) {
+  for (const auto& message : messages) wire::check_depth(*message.body, message.key->str());
   if (!m_tables->ready()) {
     std::lock_guard lock(m_mutex);
     PGconn* connection = this->connection();  // NotSent

@@ -281,19 +281,23 @@ TEST_CASE("a connection terminated just before COMMIT fails the commit without c
   transaction.upsert_resource("widgets", "1", {{"size", 1}});
   REQUIRE(f.schema.terminate_connections() >= 1);
 
+  // Either the store finds the connection gone before it sends COMMIT (a
+  // ConnectionFailed: rolled back), or COMMIT is sent on a connection that has
+  // gone and no answer comes (CommitInDoubt, also a ConnectionFailed): the
+  // client can't know what the server did, and must say so by its type.
   std::string message;
+  bool in_doubt = false;
   try {
     transaction.commit();
     FAIL("commit() succeeded on a terminated connection");
+  } catch (const db::CommitInDoubt& error) {
+    message = error.what();
+    in_doubt = true;
   } catch (const db::ConnectionFailed& error) {
     message = error.what();
   }
   CHECK_MESSAGE(message.find(f.store->name()) != std::string::npos, message);
-  // COMMIT was sent on a connection that had gone: the client can't know
-  // what the server did with it, and must say so.
-  CHECK_MESSAGE((message.find("may or may not have committed") != std::string::npos ||
-                 message.find("rolled back") != std::string::npos),
-                message);
+  MESSAGE("the commit was ", in_doubt ? "in doubt" : "refused before COMMIT was sent");
   CHECK(f.count_resources() == 0);
   CHECK(f.messages().empty());
 
@@ -499,6 +503,7 @@ TEST_CASE("a PostgreSQL session's failures say what failed, where, and of what k
   CHECK_MESSAGE(message.find("INSERT INTO t (k) VALUES (?)") != std::string::npos, message);
   CHECK_MESSAGE(message.find("duplicate key value violates unique constraint") != std::string::npos, message);
   CHECK_MESSAGE(message.find("(SQLSTATE 23505)") != std::string::npos, message);
+  CHECK(duplicate.sqlstate() == "23505");
   CHECK_MESSAGE(message.find('\n') == std::string::npos, message);
 
   // PostgreSQL would answer COMMIT with a silent ROLLBACK; the session says so.
@@ -534,8 +539,21 @@ TEST_CASE("a PostgreSQL session's failures say what failed, where, and of what k
     session->execute_script("CREATE TABLE v (k INTEGER); SELECT 1/0");
   });
   CHECK_MESSAGE(std::string(script.what()).find("(SQLSTATE 22012)") != std::string::npos, script.what());
+  CHECK(script.sqlstate() == "22012");
   session->rollback();
   CHECK(session->healthy());
+}
+
+TEST_CASE("a store's DatabaseError carries the server's SQLSTATE, so callers branch on it, not on the text") {
+  Fixture f;
+  livestate::test::run_on_server("DROP TABLE " + f.schema.name() + ".resources CASCADE");
+  try {
+    (void)f.store->upsert_resource("widgets", "1", {{"size", 1}});
+    FAIL("a write to a dropped table succeeded");
+  } catch (const db::DatabaseError& error) {
+    CHECK(error.sqlstate() == "42P01");  // undefined_table
+  }
+  CHECK(f.messages().empty());
 }
 
 TEST_CASE("statements outside a transaction are a programming error") {

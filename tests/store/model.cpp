@@ -433,6 +433,40 @@ TEST_CASE("strings and bodies that look like SQL, quote or escape are stored and
   CHECK(f.store->get_resource("blobs", "big")->at("state").at("data") == big);
 }
 
+TEST_CASE("a value nested deeper than any consumer accepts is refused before anything is written or announced") {
+  Fixture f;
+  // A hundred thousand levels: serializing it (a recursive walk) would overflow
+  // the stack; the store refuses it by depth first. (Built anew each time:
+  // copying it would recurse too.)
+  const auto deep = [] {
+    Json value = Json::array();
+    for (int level = 1; level < 100000; ++level) value = Json::array({std::move(value)});
+    return value;
+  };
+  CHECK_THROWS_AS(f.store->upsert_resource("widgets", "1", deep()), livestate::InvalidBody);
+  Json inside = Json::object();
+  inside["x"] = deep();
+  CHECK_THROWS_AS(f.store->upsert_resource("widgets", "1", inside), livestate::InvalidBody);
+  db::NewBuildset buildset;
+  buildset.sourcestamps.push_back(deep());
+  CHECK_THROWS_AS(f.store->add_buildset(buildset), livestate::InvalidBody);
+  {
+    auto transaction = f.store->begin();
+    transaction.upsert_resource("widgets", "2", {{"size", 2}});
+    CHECK_THROWS_AS(transaction.produce(RoutingKey{"deep", "1", "new"}, deep()), livestate::InvalidBody);
+    transaction.commit();  // what was fine in it still commits
+  }
+  CHECK_FALSE(f.store->get_resource("widgets", "1").has_value());
+  CHECK(f.store->get_resource("widgets", "2").has_value());
+  CHECK(f.store->list("buildsets").empty());
+  CHECK(f.keys() == std::vector<std::string>{"widgets.2.new"});
+
+  // As deep as a body may be, one level down in the resource's body: accepted.
+  Json deepest = Json::object();
+  for (int level = 1; level < livestate::wire::max_body_depth - 1; ++level) deepest = Json{{"a", std::move(deepest)}};
+  CHECK(f.store->upsert_resource("widgets", "3", deepest) == 1);
+}
+
 TEST_CASE("the messages of a transaction arrive after it commits, in order, and never after a rollback") {
   Fixture f;
   const auto s = f.scene();

@@ -219,6 +219,22 @@ TEST_CASE("a gap in an origin's sequence yields a gap event after the messages b
   CHECK(events(harness.receive({R"({"v":1,"o":"m1","m":[{"s":6,"k":["again"],"b":{}}]})"})).empty());
 }
 
+TEST_CASE("an entry refused as malformed is a message missed: a gap event at once, between the messages around "
+          "it, and none again at the next message") {
+  Harness harness;
+  started(harness);
+  harness.listen();
+  auto actions = harness.receive(
+      {R"({"v":1,"o":"m1","m":[{"s":1,"k":["a"],"b":{}},{"s":2,"k":"not an array","b":{}},{"s":3,"k":["c"],"b":{}}]})"});
+  CHECK(delivered(actions) == std::vector<std::string>{"a", "control:gap", "c"});
+  REQUIRE(events(actions).size() == 1);
+  CHECK(events(actions)[0].origin == "m1");
+  CHECK(events(actions)[0].missed == 1);
+  CHECK(all_of<action::PublishCounters>(actions).back().counters.malformed == 1);
+  actions = harness.receive({R"({"v":1,"o":"m1","m":[{"s":4,"k":["d"],"b":{}}]})"});
+  CHECK(delivered(actions) == std::vector<std::string>{"d"});
+}
+
 TEST_CASE("a body sent by reference holds back the messages after it until it arrives; a missing one is dropped, "
           "counted and logged") {
   Harness harness;

@@ -524,6 +524,65 @@ TEST_CASE("nesting up to max_depth is accepted, one level more is refused as too
   }
 }
 
+namespace {
+
+// {"a":{"a":…{}…}}: an object nested `depth` levels.
+Json object_of_depth(int depth) {
+  Json body = Json::object();
+  for (int level = 1; level < depth; ++level) body = Json{{"a", std::move(body)}};
+  return body;
+}
+
+}  // namespace
+
+TEST_CASE("every body a producer accepts, a consumer accepts: one level deeper is refused before encoding") {
+  const RoutingKey key{"deep", "1", "new"};
+  const Json deepest = object_of_depth(wire::max_body_depth);
+  CHECK_FALSE(wire::nested_deeper_than(deepest));
+  const auto payloads = wire::encode("o", std::vector{outgoing(key, deepest, 1)});
+  REQUIRE(payloads.size() == 1);
+  const auto decoded = decode_valid(payloads[0]);
+  REQUIRE(decoded.messages.size() == 1);
+  CHECK(decoded.messages[0].body == deepest);
+
+  const Json deeper = object_of_depth(wire::max_body_depth + 1);
+  CHECK(wire::nested_deeper_than(deeper));
+  CHECK_THROWS_AS((void)wire::encode("o", std::vector{outgoing(key, deeper, 1)}), livestate::InvalidBody);
+  CHECK_THROWS_AS((void)wire::encoded_size("o", outgoing(key, deeper, 1)), livestate::InvalidBody);
+  CHECK_THROWS_AS(wire::check_depth(deeper, "deep.1.new"), livestate::InvalidBody);
+  CHECK_NOTHROW(wire::check_depth(deepest, "deep.1.new"));
+  CHECK_FALSE(wire::nested_deeper_than(Json(7)));
+  CHECK(wire::nested_deeper_than(Json::array(), 0));
+}
+
+TEST_CASE("a body nested a million levels is refused without walking it, and without crashing") {
+  Json body = Json::array();
+  for (int level = 1; level < 1000000; ++level) body = Json::array({std::move(body)});
+  CHECK(wire::nested_deeper_than(body));
+  const RoutingKey key{"deep"};
+  CHECK_THROWS_AS((void)wire::encode("o", std::vector{outgoing(key, body, 1)}), livestate::InvalidBody);
+}
+
+TEST_CASE("a payload refused as too deep still names its origin and every sequence it carried") {
+  const std::string deep = std::string(100, '[') + std::string(100, ']');
+  const std::string payload = R"({"v":1,"o":"producer-1","m":[{"s":4,"k":["a"],"b":{}},{"s":5,"k":["b"],"b":)" + deep +
+                              R"(},{"s":6,"k":["c"],"b":{"s":99,"x":[{"s":98}]}}]})";
+  const auto decoded = wire::decode(payload);
+  CHECK(decoded.messages.empty());
+  REQUIRE(decoded.problems.size() == 1);
+  CHECK(decoded.problems[0].kind == ProblemKind::too_deep);
+  CHECK(decoded.origin == "producer-1");
+  CHECK(decoded.refused_sequences == std::vector<std::uint64_t>{4, 5, 6});
+}
+
+TEST_CASE("a refused entry's sequence is reported, so its loss is known at once") {
+  const auto decoded = wire::decode(
+      R"({"v":1,"o":"p","m":[{"s":1,"k":["a"],"b":{}},{"s":2,"k":[7],"b":{}},{"s":3,"k":["c"]},{"s":"x","k":["d"],"b":{}}]})");
+  CHECK(decoded.messages.size() == 1);
+  CHECK(decoded.problems.size() == 3);
+  CHECK(decoded.refused_sequences == std::vector<std::uint64_t>{2, 3});
+}
+
 TEST_CASE("a payload of 7,999 bytes of garbage is refused with one problem") {
   const auto seed = test_seed();
   INFO("seed: ", seed, " (replay with LIVESTATE_TEST_SEED)");

@@ -29,6 +29,16 @@ class InvalidFilter : public Error {
   ~InvalidFilter() override;
 };
 
+/// A message body (or a value stored and announced as one) that no consumer
+/// between processes would accept: nested deeper than wire::max_body_depth.
+/// Refused before anything is sent or committed; the message says how deep
+/// the limit is.
+class InvalidBody : public Error {
+ public:
+  using Error::Error;
+  ~InvalidBody() override;
+};
+
 /// A connector URL that names no connector this build knows.
 class UnsupportedUrl : public Error {
  public:

@@ -34,6 +34,7 @@
 #include <string_view>
 #include <vector>
 
+#include "livestate/core/error.hpp"
 #include "livestate/core/json.hpp"
 #include "livestate/core/routing_key.hpp"
 
@@ -42,9 +43,25 @@ namespace livestate::wire {
 /// PostgreSQL refuses NOTIFY payloads of 8000 bytes or more.
 inline constexpr std::size_t max_payload_bytes = 7999;
 
-/// Nesting deeper than this, counted over the whole payload (the envelope
-/// takes 4 levels above a body's own), is refused as ProblemKind::too_deep.
+/// Nesting deeper than this, counted over the whole payload, is refused as
+/// ProblemKind::too_deep.
 inline constexpr int max_depth = 64;
+
+/// The deepest body a producer may send: an object or array is one level, a
+/// container inside it two, and so on (a scalar is none). The envelope's
+/// object, its "m" array and the entry's object take the other three levels
+/// of max_depth, so that every body a producer accepts, every consumer does.
+inline constexpr int max_body_depth = max_depth - 3;
+
+/// Does `body` nest deeper than `limit` levels? Looks no deeper than that, so
+/// it is safe on a value nested a million levels (where a recursive walk, as
+/// dump() is, would overflow the stack).
+[[nodiscard]] bool nested_deeper_than(const Json& body, int limit = max_body_depth) noexcept;
+
+/// Throws InvalidBody, naming `what` (a routing key, a column), when `body`
+/// nests deeper than `limit`. Producers call it before anything is sent or
+/// committed; the store before it serializes a value it was given.
+void check_depth(const Json& body, std::string_view what, int limit = max_body_depth);
 
 // ---------------------------------------------------------------------------
 // Encoding
@@ -72,7 +89,7 @@ struct Outgoing {
 /// (when the size exceeds max_payload_bytes). It serializes the body, as
 /// encode() does; an empty origin sends none ("o" is left out).
 ///
-/// Throws std::invalid_argument as encode() does.
+/// Throws InvalidBody and std::invalid_argument as encode() does.
 [[nodiscard]] std::size_t encoded_size(std::string_view origin, const Outgoing& message);
 
 /// Packs the messages, in order, into as few payloads as a greedy fill makes,
@@ -87,7 +104,8 @@ struct Outgoing {
 ///
 /// Throws std::length_error when one message alone makes a payload longer
 /// than `limit` (its body should have been sent by reference; see
-/// encoded_size()), and std::invalid_argument on misuse: a null key, a body
+/// encoded_size()), InvalidBody for a body nested deeper than
+/// max_body_depth, and std::invalid_argument on misuse: a null key, a body
 /// that is a discarded value (a failed Json::parse), or no body and a
 /// reference that is not positive. Nothing is encoded then.
 [[nodiscard]] std::vector<std::string> encode(std::string_view origin, std::span<const Outgoing> messages,
@@ -133,10 +151,16 @@ struct Incoming {
 };
 
 struct Decoded {
-  /// The producer instance, when the payload names one.
+  /// The producer instance, when the payload names one (also when the payload
+  /// is refused as too deep: it is read without building the values).
   std::optional<std::string> origin;
   /// The valid entries, in payload order.
   std::vector<Incoming> messages;
+  /// The sequence numbers of refused entries, where they could be read (all
+  /// the entries' when the payload is refused as too deep), so that a
+  /// consumer can tell the origin's loss at once instead of at its next
+  /// message.
+  std::vector<std::uint64_t> refused_sequences;
   /// One per refused entry, or a single one when the whole payload is refused
   /// (not JSON, too deep, not an envelope, unsupported version, bad origin).
   std::vector<Problem> problems;

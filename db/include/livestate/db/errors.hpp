@@ -11,11 +11,18 @@ namespace livestate::db {
 /// A failure of the database itself: unreachable, refused, broken connection,
 /// a statement it rejected. The message names the database (its URL, with any
 /// password replaced by ***) and says what went wrong. Whatever transaction was
-/// open is rolled back: nothing half-written stays.
+/// open is rolled back: nothing half-written stays (but see CommitInDoubt).
 class DatabaseError : public Error {
  public:
-  using Error::Error;
+  explicit DatabaseError(const std::string& message, std::string sqlstate = {});
   ~DatabaseError() override;
+  /// PostgreSQL's five-character SQLSTATE for the failure ("40001", "08006"…),
+  /// or empty when no server answered with one (SQLite, a connection that
+  /// could not be made, a failure on livestate's side).
+  [[nodiscard]] const std::string& sqlstate() const noexcept { return m_sqlstate; }
+
+ private:
+  std::string m_sqlstate;
 };
 
 /// SQLite: the database stayed locked by another connection for longer than
@@ -32,6 +39,16 @@ class ConnectionFailed : public DatabaseError {
  public:
   using DatabaseError::DatabaseError;
   ~ConnectionFailed() override;
+};
+
+/// COMMIT was sent and the connection broke before the answer came: the
+/// transaction may or may not have committed, and its messages may or may not
+/// have been sent with it. Nothing was retried; check the database before
+/// doing the work again (a live view converges either way).
+class CommitInDoubt : public ConnectionFailed {
+ public:
+  using ConnectionFailed::ConnectionFailed;
+  ~CommitInDoubt() override;
 };
 
 /// The database refuses writes: a read-only file or directory, a hot standby.

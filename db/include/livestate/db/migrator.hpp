@@ -23,6 +23,11 @@ struct MigrationStatus {
   int shipped_version = 0;   ///< highest this program ships
   std::vector<AppliedMigration> applied;
   std::vector<Migration> pending;  ///< shipped, not applied, in order
+  /// When no migration is applied: the tables the database (on PostgreSQL,
+  /// its current schema) already holds, which livestate did not make. A
+  /// database with such tables belongs to another application; commands that
+  /// migrate "when empty" refuse it.
+  std::vector<std::string> other_tables;
 };
 
 /// What the database has applied and what this program would apply. Throws

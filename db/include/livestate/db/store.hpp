@@ -49,6 +49,18 @@ struct StoreOptions {
   /// Seconds since the UNIX epoch, for the timestamps the store writes
   /// (claimed_at, complete_at…). Tests pin it.
   std::function<double()> clock;
+  /// PostgreSQL: how long making a connection may take before it fails with
+  /// ConnectionFailed (libpq's connect_timeout; a connect_timeout in the URL
+  /// wins). Connections also send TCP keepalives, so that a server host that
+  /// vanishes breaks them instead of leaving a call waiting forever.
+  std::chrono::seconds connect_timeout{10};
+  /// Open for reading only, changing nothing: no SQLite file is created, its
+  /// journal mode is left as it is (a WAL database in a directory the
+  /// process can't write is read as it stands), no migration is applied
+  /// (`migrate` is ignored), and writes fail with ReadOnlyDatabase (on
+  /// PostgreSQL, every transaction is READ ONLY). `livestate view` and
+  /// `livestate migrate --status` open this way.
+  bool read_only = false;
 };
 
 /// What add_buildset creates: a buildset and one build request per builder.
