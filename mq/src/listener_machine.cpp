@@ -41,7 +41,10 @@ ListenerSettings ListenerSettings::from(std::string name, const PostgresOptions&
 }
 
 ListenerMachine::ListenerMachine(ListenerSettings settings, Random random)
-    : m_settings(std::move(settings)), m_random(std::move(random)), m_backoff(m_settings.reconnect_initial) {}
+    : m_settings(std::move(settings)),
+      m_random(std::move(random)),
+      m_backoff(m_settings.reconnect_initial),
+      m_sequences(m_settings.forget_origins_after) {}
 
 // --- events -------------------------------------------------------------------
 
@@ -245,7 +248,7 @@ void ListenerMachine::on_listening(Clock::time_point now) {
     m_counters_changed = true;
     // Whatever was produced while we were away is lost to us: the sequences
     // we knew mean nothing any more, and every consumer must know.
-    m_next_sequence.clear();
+    m_sequences.clear();
     count_origins();
     log(LogLevel::warning, "listening again on " + m_settings.name + " after: " + m_last_reconnect_reason);
     m_ready.emplace_back(
@@ -339,43 +342,24 @@ void ListenerMachine::report_problem(const wire::Problem& problem, Clock::time_p
                              " (further ones of this kind are counted, logged at most once a minute)");
 }
 
+// A gap event goes where the missed messages would have been.
 void ListenerMachine::check_sequence(const std::string& origin, std::uint64_t sequence, bool refused,
                                      Clock::time_point now) {
-  forget_silent_origins(now);
-  auto [next, first] = m_next_sequence.try_emplace(origin, Sequence{sequence, now});
-  // An unknown origin past its first message: it may be one forgotten, so
-  // what it sent meanwhile may be lost, unless we have not been listening
-  // long enough to know.
-  const bool maybe_forgotten =
-      first && sequence > 1 && now - m_listening_since > m_settings.forget_origins_after;
-  std::uint64_t missed = maybe_forgotten ? sequence - 1 : (sequence > next->second.next ? sequence - next->second.next : 0);
-  if (refused && sequence >= next->second.next) ++missed;
-  if (missed > 0) {
-    ++m_counters.gaps;
-    m_pending.emplace_back(ControlEvent{ControlKind::gap,
-                                        std::to_string(missed) + " message(s) of origin " + origin +
-                                            (maybe_forgotten ? " unknown (not heard for a long time, or lost)"
-                                             : refused       ? " missing (refused as malformed)"
-                                                             : " missing"),
-                                        origin, missed});
-  }
-  next->second.next = std::max(next->second.next, sequence + 1);
-  next->second.heard = now;
-  if (first) count_origins();
-}
-
-// At most every tenth of forget_origins_after: the silent origins go.
-void ListenerMachine::forget_silent_origins(Clock::time_point now) {
-  const Clock::duration horizon = m_settings.forget_origins_after;
-  if (now - m_origins_swept < horizon / 10) return;
-  m_origins_swept = now;
-  std::erase_if(m_next_sequence, [&](const auto& entry) { return now - entry.second.heard > horizon; });
+  const auto missed = m_sequences.arrived(origin, sequence, refused, m_listening_since, now);
   count_origins();
+  if (missed.count == 0) return;
+  ++m_counters.gaps;
+  m_pending.emplace_back(ControlEvent{ControlKind::gap,
+                                      std::to_string(missed.count) + " message(s) of origin " + origin +
+                                          (missed.maybe_forgotten ? " unknown (not heard for a long time, or lost)"
+                                           : refused              ? " missing (refused as malformed)"
+                                                                  : " missing"),
+                                      origin, missed.count});
 }
 
 void ListenerMachine::count_origins() {
-  m_counters.origins = m_next_sequence.size();
-  m_counters_changed = true;
+  m_counters_changed = m_counters_changed || m_counters.origins != m_sequences.size();
+  m_counters.origins = m_sequences.size();
 }
 
 // Moves decoded messages to delivery, in order; a body sent by reference is

@@ -8,8 +8,9 @@
 // events alone (tests/unit/listener_machine.cpp).
 //
 // What it decides: connecting, LISTEN, reconnecting with exponential backoff
-// and jitter; the liveness probe; each origin's sequence, gaps, and
-// forgetting silent origins; fetching bodies sent by reference, in order
+// and jitter; the liveness probe; gap events from each origin's sequence
+// (kept by OriginSequences, which forgets silent origins); fetching bodies
+// sent by reference, in order
 // (a reference holds back what comes after it); rate-limited logging of
 // malformed payloads.
 //
@@ -36,6 +37,7 @@
 #include <vector>
 
 #include "delivery.hpp"
+#include "origin_sequences.hpp"
 #include "livestate/core/log.hpp"
 #include "livestate/core/wire.hpp"
 #include "livestate/mq/postgres.hpp"
@@ -163,10 +165,6 @@ class ListenerMachine {
     std::optional<std::string> origin;
     wire::Incoming message;
   };
-  struct Sequence {
-    std::uint64_t next;  // the sequence expected next
-    Clock::time_point heard;
-  };
 
   [[nodiscard]] bool connection_open() const noexcept {
     return m_phase == Phase::connecting || m_phase == Phase::connected || m_phase == Phase::listening;
@@ -185,7 +183,6 @@ class ListenerMachine {
   void report_problem(const wire::Problem& problem, Clock::time_point now);
   // `refused`: the message was refused as malformed, so it is missed too.
   void check_sequence(const std::string& origin, std::uint64_t sequence, bool refused, Clock::time_point now);
-  void forget_silent_origins(Clock::time_point now);
   void count_origins();
   void release_ready();
   void body_fetched(const QueryResult& result);
@@ -216,8 +213,7 @@ class ListenerMachine {
 
   std::deque<std::variant<Received, ControlEvent>> m_pending;  // behind a body being fetched
   std::vector<Item> m_ready;                                    // to deliver at the end of the event
-  std::map<std::string, Sequence> m_next_sequence;             // by origin
-  Clock::time_point m_origins_swept{};
+  OriginSequences m_sequences;
   Clock::time_point m_listening_since{};
   std::map<wire::ProblemKind, Clock::time_point> m_problem_logged;
 };
