@@ -57,7 +57,10 @@ TEST_CASE("a view of build requests converges while two masters race to claim an
   auto view_connector = mq::make_postgres_connector(schema.url(), executor.get(), options);
   REQUIRE(view_connector->wait_listening(10s));
   auto view_store = db::Store::open(schema.url(), *view_connector);
-  reconcile::LiveView view(*view_connector, *view_store, executor.get(), {.type = "buildrequests"});
+  // The view runs on an executor declared after its store, so that a read
+  // still running when the view is destroyed ends before the store goes.
+  Executor view_executor;
+  reconcile::LiveView view(*view_connector, *view_store, view_executor.get(), {.type = "buildrequests"});
   view.start();
 
   auto work = [&](Master& master, int seed) {
@@ -106,7 +109,8 @@ TEST_CASE("a view whose listening connection is killed resyncs on reconnect and 
   auto view_connector = mq::make_postgres_connector(schema.url(), executor.get(), options);
   REQUIRE(view_connector->wait_listening(10s));
   auto view_store = db::Store::open(schema.url(), *view_connector);
-  reconcile::LiveView view(*view_connector, *view_store, executor.get(), {.type = "widgets"});
+  Executor view_executor;  // after the store, as above
+  reconcile::LiveView view(*view_connector, *view_store, view_executor.get(), {.type = "widgets"});
   view.start();
   REQUIRE(eventually([&] { return view.ready() && view.verify().empty(); }));
 

@@ -64,6 +64,48 @@ inline constexpr int max_body_depth = max_depth - 3;
 void check_depth(const Json& body, std::string_view what, int limit = max_body_depth);
 
 // ---------------------------------------------------------------------------
+// Key elements beyond 7-bit ASCII
+//
+// A routing-key element is 7-bit ASCII (RoutingKey refuses anything else), but
+// producers have text that isn't: Buildbot's log slugs allow any letter, as in
+// ("steps", "12", "logs", "résumé", "new"). Such an element travels
+// percent-escaped, as RFC 3986 writes a URL's bytes: "r%C3%A9sum%C3%A9". The
+// escaped text is what RoutingKey, filters, the wire and durable queues hold
+// and compare; only the edges (a Buildbot master handing a key to its
+// consumers, a program showing a key to a person) turn it back.
+//
+// The escaped form of a text is canonical: every byte of 0x80 and above and
+// every '%' as %XX with uppercase hex digits, nothing else escaped, and a
+// text that needs no escaping is left as it is. unescape_key_element()
+// reads back only canonical forms of texts that need escaping, and leaves
+// every other element as it is: "100%", "%41", "%c3%a9" and "a%2Fb" mean
+// what they meant before (see docs/WIRE.md for the one kind of element whose
+// reading changes). tests/data/wire_vectors.json holds the vectors that
+// this code and the Python codec (integrations/buildbot) both check.
+
+/// `text`, UTF-8, as a key element: itself when it is 7-bit ASCII and
+/// unescape_key_element() reads it as itself, else its canonical escaped form
+/// ("résumé" -> "r%C3%A9sum%C3%A9", "50%25" -> "50%2525"). The result is
+/// always 7-bit ASCII and unescape_key_element() gives `text` back.
+///
+/// Throws InvalidRoutingKey, naming the byte, when `text` is not valid UTF-8
+/// (RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF).
+[[nodiscard]] std::string escape_key_element(std::string_view text);
+
+/// The text a key element stands for: the UTF-8 it is the canonical escaped
+/// form of, or the element itself when it is not such a form. Never throws
+/// but std::bad_alloc.
+[[nodiscard]] std::string unescape_key_element(std::string_view element);
+
+/// A routing key of UTF-8 elements, each escaped with escape_key_element().
+/// Throws InvalidRoutingKey for an empty key or an element that is not valid
+/// UTF-8.
+[[nodiscard]] RoutingKey escape_key(std::span<const std::string> elements);
+
+/// Each element of `key` as unescape_key_element() reads it.
+[[nodiscard]] std::vector<std::string> unescape_key(const RoutingKey& key);
+
+// ---------------------------------------------------------------------------
 // Encoding
 
 /// A message to encode.
