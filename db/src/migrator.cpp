@@ -93,8 +93,8 @@ bool table_exists(Session& session) {
   return !rows.empty() && rows.front().as_int(0) > 0;
 }
 
-// Every table of the database (SQLite) or of its current schema (PostgreSQL),
-// but livestate's history table.
+// Every table of the database (SQLite) or of its current schema (PostgreSQL)
+// but livestate's own.
 std::vector<std::string> table_names(Session& session) {
   const Rows rows = session.backend() == Backend::sqlite
                         ? session.query("SELECT name FROM sqlite_schema WHERE type = 'table' "
@@ -103,7 +103,8 @@ std::vector<std::string> table_names(Session& session) {
                                         "WHERE table_schema = current_schema() ORDER BY table_name");
   std::vector<std::string> names;
   for (const auto& row : rows) {
-    if (auto name = row.as_text(0); name != "livestate_schema_migrations") names.push_back(std::move(name));
+    // livestate's own: its history, and the connector's tables (livestate_mq_…).
+    if (auto name = row.as_text(0); !name.starts_with("livestate_")) names.push_back(std::move(name));
   }
   return names;
 }
