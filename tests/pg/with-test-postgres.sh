@@ -7,7 +7,9 @@
 # nothing is started. Otherwise a throwaway server is created for the duration
 # of CMD: a fresh data directory from mktemp -d, trust authentication, UTF8,
 # TCP on 127.0.0.1 only (a random free port in 20000-60000), its unix socket
-# inside the temporary directory, fsync off. The database livestate_test is
+# inside the temporary directory, fsync off, and ready for logical decoding
+# (wal_level=logical, 100 replication slots and WAL senders, replication
+# connections from 127.0.0.1 trusted). The database livestate_test is
 # created and LIVESTATE_TEST_PG=postgresql://postgres@127.0.0.1:PORT/livestate_test
 # is exported to CMD.
 #
@@ -127,7 +129,23 @@ fsync = off
 synchronous_commit = off
 full_page_writes = off
 max_connections = 200
+# The logical transport (?transport=logical): a walsender and a slot per
+# consuming connector, and per durable consumer, for every test at once.
+wal_level = logical
+max_replication_slots = 100
+max_wal_senders = 100
 CONF
+
+# Replication connections (the logical transport's walsenders) from loopback
+# only, trusted like every other connection here. initdb writes such a line
+# already; this one makes sure of it whatever its defaults become. pg_hba.conf
+# takes the first line that matches, so it goes first.
+{
+  echo '# with-test-postgres.sh: walsenders of the logical transport, loopback only.'
+  echo 'host replication all 127.0.0.1/32 trust'
+  cat "$data/pg_hba.conf"
+} >"$tmp/pg_hba.conf" && cat "$tmp/pg_hba.conf" >"$data/pg_hba.conf" && rm -f "$tmp/pg_hba.conf" ||
+  die "cannot write $data/pg_hba.conf"
 
 port_in_use() {  # something already accepts connections on 127.0.0.1:$1
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
