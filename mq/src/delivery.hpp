@@ -14,10 +14,9 @@
 
 namespace livestate::mq::detail {
 
-/// A message received, ready for consumers.
-struct Delivery {
-  RoutingKey key;
-  Json body;
+/// A message received, ready for consumers: the message itself (a consumer
+/// of whole messages is handed it as it is), and who sent it.
+struct Delivery : Message {
   std::optional<std::string> origin;
   std::uint64_t sequence = 0;  ///< 0: none
 };
