@@ -19,6 +19,9 @@ namespace livestate::mq::detail {
 struct Delivery : Message {
   std::optional<std::string> origin;
   std::uint64_t sequence = 0;  ///< 0: none
+  /// The logical transport's durable consumers: once this message is
+  /// delivered, its transaction is, up to this position (0: not the last).
+  std::uint64_t acknowledges = 0;
 };
 
 /// What the listener hands to consumers: messages, and control events in

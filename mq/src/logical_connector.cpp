@@ -36,7 +36,7 @@ namespace asio = boost::asio;
 class DispatchSink final : public StreamSink {
  public:
   explicit DispatchSink(std::shared_ptr<Dispatcher> dispatcher) : m_dispatcher(std::move(dispatcher)) {}
-  bool deliver(std::vector<Item>& items) override {
+  bool deliver(std::vector<Item>& items, replication::Lsn) override {
     m_dispatcher->deliver(items);
     return true;
   }

@@ -84,18 +84,31 @@ class SlotConsumer final : public StreamSink, public std::enable_shared_from_thi
 
   // --- StreamSink (the stream's strand) ---------------------------------------------
 
-  bool deliver(std::vector<Item>& items) override {
+  bool deliver(std::vector<Item>& items, replication::Lsn end) override {
     std::vector<Subscriber::Entry> entries;
-    entries.reserve(items.size());
+    entries.reserve(items.size() + 1);
+    std::shared_ptr<Delivery> last;  // of the transaction, for this consumer
     std::size_t messages = 0;
     for (auto& item : items) {
       if (auto* delivery = std::get_if<Delivery>(&item)) {
         if (!m_filter.matches(delivery->key)) continue;
-        entries.emplace_back(std::make_shared<const Delivery>(std::move(*delivery)));
+        last = std::make_shared<Delivery>(std::move(*delivery));
+        entries.emplace_back(std::shared_ptr<const Delivery>(last));
         ++messages;
       } else {
         entries.emplace_back(std::move(std::get<ControlEvent>(item)));
       }
+    }
+    // The transaction is acknowledged once its last message for this consumer
+    // has been delivered: from inside that delivery, so that a consumer
+    // stopped right after its callback returned still acknowledges it. With
+    // none for it, by a step of its queue.
+    if (end != 0 && last) {
+      last->acknowledges = end;
+    } else if (end != 0) {
+      entries.emplace_back(Subscriber::Work([stream = std::weak_ptr<LogicalStream>(m_stream), end] {
+        if (auto alive = stream.lock()) alive->delivered(end);
+      }));
     }
     bool paused = false;
     {
@@ -107,12 +120,6 @@ class SlotConsumer final : public StreamSink, public std::enable_shared_from_thi
     }
     for (auto& entry : entries) m_subscriber->push(std::move(entry));
     return !paused;
-  }
-
-  void committed(replication::Lsn end) override {
-    m_subscriber->push(Subscriber::Work([stream = std::weak_ptr<LogicalStream>(m_stream), end] {
-      if (auto alive = stream.lock()) alive->delivered(end);
-    }));
   }
 
   void refused(const stream_action::Refused& refusal) override {
@@ -165,17 +172,19 @@ class SlotConsumer final : public StreamSink, public std::enable_shared_from_thi
     }
   }
 
-  // The consumer's strand.
+  // The consumer's strand. A callback that throws has had its message too.
   void on_message(const Delivery& delivery) {
     struct Done {
       SlotConsumer& consumer;
-      ~Done() { consumer.delivered_one(); }
-    } done{*this};
+      std::uint64_t acknowledges;
+      ~Done() { consumer.delivered_one(acknowledges); }
+    } done{*this, delivery.acknowledges};
     if (m_stopped) return;
     m_callback(delivery);
   }
 
-  void delivered_one() noexcept {
+  void delivered_one(std::uint64_t acknowledges) noexcept {
+    if (acknowledges != 0 && m_stream) m_stream->delivered(acknowledges);
     bool resume = false;
     {
       std::lock_guard lock(m_mutex);

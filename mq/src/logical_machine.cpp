@@ -226,7 +226,14 @@ StreamActions LogicalMachine::timer_fired(StreamTimer timer, std::uint64_t token
       break;
     case StreamTimer::probe:
       if (m_phase != Phase::streaming || m_probing) break;
-      if (now - m_last_traffic < m_settings.probe_interval || m_paused) {
+      if (m_paused) {
+        // Not reading: a status update now and then tells the server we are
+        // alive (else it gives up after wal_sender_timeout).
+        send_status(false);
+        arm(StreamTimer::probe, m_settings.probe_interval);
+        break;
+      }
+      if (now - m_last_traffic < m_settings.probe_interval) {
         arm(StreamTimer::probe, m_settings.probe_interval);
         break;
       }
@@ -279,7 +286,7 @@ StreamActions LogicalMachine::stop(Clock::time_point) {
 // --- setup ---------------------------------------------------------------------
 
 StreamActions LogicalMachine::finish() {
-  flush_ready();
+  if (!m_in_transaction) flush_ready();
   if (m_counters_changed) {
     m_actions.emplace_back(action::PublishCounters{m_counters});
     m_counters_changed = false;
@@ -303,7 +310,10 @@ void LogicalMachine::lost(const std::string& reason) {
   log(was_streaming ? LogLevel::warning : LogLevel::info,
       "replication connection to " + m_settings.name + " lost: " + reason + "; reconnecting in " +
           std::to_string(m_backoff.step().count()) + " ms");
-  flush_ready();  // what was received whole is delivered; a transaction cut short comes again
+  // What was received whole is delivered; a transaction cut short is not
+  // (a durable stream gets it again; live consumers are told they missed it).
+  if (m_in_transaction) m_ready.clear();
+  flush_ready();
   m_actions.emplace_back(action::Close{});
   m_phase = Phase::waiting;
   m_waits.reset();
@@ -446,10 +456,10 @@ void LogicalMachine::record(const replication::XLogData& data, Clock::time_point
     m_received_end = std::max(m_received_end, commit->end_lsn);
     if (m_settings.temporary) {
       acknowledge(commit->end_lsn);
-    } else {
-      // In order after its messages: acknowledged once they are delivered.
       flush_ready();
-      m_actions.emplace_back(action::Committed{commit->end_lsn});
+    } else {
+      // With its end: acknowledged once its messages are delivered.
+      m_actions.emplace_back(action::Deliver{std::exchange(m_ready, {}), commit->end_lsn});
     }
   } else if (const auto* logical = std::get_if<replication::LogicalMessage>(&record)) {
     message(*logical, now);

@@ -121,13 +121,13 @@ struct SendCommand {
 struct SendCopyData {
   std::string bytes;
 };
+/// Items in order: a whole transaction's at a time (so that one cut short by
+/// a lost connection is never half delivered), or control events alone.
 struct Deliver {
   std::vector<Item> items;
-};
-/// Durable: the transaction whose messages were just delivered ends here;
-/// report delivered() with it once its messages' callbacks have returned.
-struct Committed {
-  replication::Lsn end;
+  /// Durable: the end of the transaction these items are; report
+  /// delivered() with it once they have been (0: none).
+  replication::Lsn end = 0;
 };
 struct PublishCounters {
   ListenerCounters counters;
@@ -147,7 +147,7 @@ using StreamAction =
     std::variant<stream_action::Connect, stream_action::PollConnect, stream_action::WaitReadable,
                  stream_action::WaitWritable, stream_action::ReadInput, stream_action::Flush,
                  stream_action::SendCommand, stream_action::SendCopyData, stream_action::ArmTimer,
-                 stream_action::CancelTimer, stream_action::Close, stream_action::Deliver, stream_action::Committed,
+                 stream_action::CancelTimer, stream_action::Close, stream_action::Deliver,
                  stream_action::PublishCounters, stream_action::PublishStatus, stream_action::Refused,
                  stream_action::Log>;
 using StreamActions = std::vector<StreamAction>;
@@ -170,7 +170,7 @@ class LogicalMachine {
   StreamActions failed(std::string_view reason, Clock::time_point now);
   StreamActions timer_fired(StreamTimer timer, std::uint64_t token, Clock::time_point now);
   /// Durable: the consumer has delivered every message up to `end` (a
-  /// Committed position).
+  /// Deliver's).
   StreamActions delivered(replication::Lsn end, Clock::time_point now);
   /// Durable: the consumer's queue is full; stop reading until resume().
   StreamActions pause();

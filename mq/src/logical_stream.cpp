@@ -89,9 +89,7 @@ void LogicalStream::run(StreamActions actions) {
             send_copy_data(step.bytes);
           } else if constexpr (std::is_same_v<Step, action::Deliver>) {
             const auto sink = m_sink.lock();
-            if (sink && !sink->deliver(step.items)) run(m_machine.pause());
-          } else if constexpr (std::is_same_v<Step, action::Committed>) {
-            if (const auto sink = m_sink.lock()) sink->committed(step.end);
+            if (sink && !sink->deliver(step.items, step.end)) run(m_machine.pause());
           } else if constexpr (std::is_same_v<Step, action::Refused>) {
             if (const auto sink = m_sink.lock()) sink->refused(step);
           } else if constexpr (std::is_same_v<Step, action::PublishCounters>) {

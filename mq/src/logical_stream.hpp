@@ -29,12 +29,11 @@ class StreamSink {
   StreamSink& operator=(const StreamSink&) = delete;
   virtual ~StreamSink() = default;
 
-  /// `items`, in order (moved from). False: stop reading; the sink calls
+  /// `items`, in order (moved from). Durable: they are a transaction ending
+  /// at `end` (0: control events alone); call LogicalStream::delivered(end)
+  /// once they have been. False: stop reading; the sink calls
   /// LogicalStream::resume() when it wants more.
-  virtual bool deliver(std::vector<Item>& items) = 0;
-  /// Durable: the transaction whose messages were just delivered ends at
-  /// `end`; call LogicalStream::delivered(end) once they have been.
-  virtual void committed(replication::Lsn end) { (void)end; }
+  virtual bool deliver(std::vector<Item>& items, replication::Lsn end) = 0;
   /// The server refused to stream (the stream tries again later).
   virtual void refused(const stream_action::Refused& refusal) { (void)refusal; }
   /// The stream started (true) or stopped (false).

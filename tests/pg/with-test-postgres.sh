@@ -9,7 +9,8 @@
 # TCP on 127.0.0.1 only (a random free port in 20000-60000), its unix socket
 # inside the temporary directory, fsync off, and ready for logical decoding
 # (wal_level=logical, 100 replication slots and WAL senders, replication
-# connections from 127.0.0.1 trusted). The database livestate_test is
+# connections from 127.0.0.1 trusted, the WAL flushed every 10 ms). The
+# database livestate_test is
 # created and LIVESTATE_TEST_PG=postgresql://postgres@127.0.0.1:PORT/livestate_test
 # is exported to CMD.
 #
@@ -134,6 +135,14 @@ max_connections = 200
 wal_level = logical
 max_replication_slots = 100
 max_wal_senders = 100
+# Logical decoding sends a transaction once its commit is flushed, which with
+# synchronous_commit off the WAL writer does every wal_writer_delay: 10 ms
+# instead of 200 keeps that transport's messages about as prompt as
+# notifications (fsync is off: a flush costs nothing).
+wal_writer_delay = 10ms
+# Durable consumers' slots outlive their tests here: each keeps at most this
+# much WAL (an operator's bound too: docs/CONNECTORS.md).
+max_slot_wal_keep_size = 1GB
 CONF
 
 # Replication connections (the logical transport's walsenders) from loopback

@@ -258,9 +258,10 @@ TEST_CASE("a durable stream acknowledges a transaction once its consumer has del
   harness.stream();
   auto actions = harness.receive({begin(0x500), message("livestate", payload("a")), commit(0x500, 0x530),
                                   keepalive(0x700, true)});
-  const auto committed = all_of<action::Committed>(actions);
-  REQUIRE(committed.size() == 1);
-  CHECK(committed[0].end == 0x530);
+  const auto deliveries = all_of<action::Deliver>(actions);
+  REQUIRE(deliveries.size() == 1);  // the transaction whole, with its end
+  CHECK(deliveries[0].items.size() == 1);
+  CHECK(deliveries[0].end == 0x530);
   // The keepalive's answer confirms nothing yet: "a" waits for its consumer.
   const auto answer = all_of<action::SendCopyData>(actions);
   REQUIRE(answer.size() == 1);
@@ -394,4 +395,16 @@ TEST_CASE("unreadable replication data loses the connection; stop sends the last
   CHECK(has<action::Close>(actions));
   CHECK(harness.machine.stop(harness.now).empty());
   CHECK(harness.machine.copy_data(keepalive(1, true), harness.now).empty());
+}
+
+TEST_CASE("a transaction cut short by a lost connection is never half delivered") {
+  Harness harness;
+  harness.stream();
+  auto actions = harness.receive({begin(0x500), message("livestate", payload("a"))});
+  CHECK(delivered(actions).empty());  // held until its commit
+  actions = harness.note(harness.machine.failed("connection reset", harness.now));
+  CHECK(delivered(actions).empty());
+  harness.fire(StreamTimer::retry);
+  actions = harness.stream();
+  CHECK(delivered(actions) == std::vector<std::string>{"control:reconnected"});
 }
