@@ -122,6 +122,13 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
           if (auto self = weak.lock()) self->receive(SchemaMigrated{});
         },
         Filter::parse("schema.*.migrated"));
+    // Another migration set's (schema.<set>.<version>.migrated): the rows a
+    // source reads through it (Buildbot's) may have changed too.
+    m_set_schema = m_connector.start_consuming(
+        [weak](const RoutingKey&, const Json&) {
+          if (auto self = weak.lock()) self->receive(SchemaMigrated{});
+        },
+        Filter::parse("schema.*.*.migrated"));
     request_resync();
     schedule_periodic_resync();
   }
@@ -130,6 +137,7 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
     m_stopped = true;
     m_messages.reset();
     m_schema.reset();
+    m_set_schema.reset();
     // Wait for a step in progress (it may be querying the store).
     std::lock_guard wait(m_step_mutex);
   }
@@ -342,7 +350,12 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
     const std::string& event = message.key[2];
     const auto revision = revision_of(message.body);
     if (!revision) {
-      count(Anomaly::no_revision);
+      if (m_options.revisionless_messages_are_hints) {
+        std::lock_guard lock(m_mutex);
+        ++m_stats.hints;
+      } else {
+        count(Anomaly::no_revision);
+      }
       reload(id);
       return;
     }
@@ -849,6 +862,7 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
   std::atomic<bool> m_stopped{false};
   std::unique_ptr<mq::Consumer> m_messages;
   std::unique_ptr<mq::Consumer> m_schema;
+  std::unique_ptr<mq::Consumer> m_set_schema;
   std::mutex m_step_mutex;
   std::atomic<std::size_t> m_remembered{0};  // set by each step
 
