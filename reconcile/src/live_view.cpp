@@ -117,18 +117,15 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
           if (auto self = weak.lock()) self->receive(Incoming{key, body});
         },
         Filter{m_options.type, std::nullopt, std::nullopt}, std::move(consume));
+    // schema.<version>.migrated, and another migration set's
+    // schema.<set>.<version>.migrated: the rows a source reads through it
+    // (Buildbot's) may have changed too. One consumer for both.
     m_schema = m_connector.start_consuming(
-        [weak](const RoutingKey&, const Json&) {
+        [weak](const RoutingKey& key, const Json&) {
+          if ((key.size() != 3 && key.size() != 4) || key[key.size() - 1] != "migrated") return;
           if (auto self = weak.lock()) self->receive(SchemaMigrated{});
         },
-        Filter::parse("schema.*.migrated"));
-    // Another migration set's (schema.<set>.<version>.migrated): the rows a
-    // source reads through it (Buildbot's) may have changed too.
-    m_set_schema = m_connector.start_consuming(
-        [weak](const RoutingKey&, const Json&) {
-          if (auto self = weak.lock()) self->receive(SchemaMigrated{});
-        },
-        Filter::parse("schema.*.*.migrated"));
+        Filter::parse("schema.#"));
     request_resync();
     schedule_periodic_resync();
   }
@@ -137,7 +134,6 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
     m_stopped = true;
     m_messages.reset();
     m_schema.reset();
-    m_set_schema.reset();
     // Wait for a step in progress (it may be querying the store).
     std::lock_guard wait(m_step_mutex);
   }
@@ -862,7 +858,6 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
   std::atomic<bool> m_stopped{false};
   std::unique_ptr<mq::Consumer> m_messages;
   std::unique_ptr<mq::Consumer> m_schema;
-  std::unique_ptr<mq::Consumer> m_set_schema;
   std::mutex m_step_mutex;
   std::atomic<std::size_t> m_remembered{0};  // set by each step
 

@@ -254,3 +254,20 @@ TEST_CASE("a database made before migration sets keeps its history, its data, an
   // A store opened as every program opens one finds nothing to do.
   CHECK(migration_status(*f.open(true)).database_version == f.latest());
 }
+
+TEST_CASE("processes migrating an application's set at once all succeed, and apply each migration once") {
+  MigrationDirectory dir;
+  dir.write("0001_notes.sql", notes_sql);
+  dir.write("0002_note_tags.sql", tags_sql);
+  for (int round = 0; round < 3; ++round) {
+    CAPTURE(round);
+    TestDatabase database;
+    CHECK(migrate_concurrently(database.url(), 4, dir.path().string()) == "0 0 0 0");
+    auto connector = mq::make_simple_mq();
+    StoreOptions options;
+    options.migrate = false;
+    const auto store = Store::open(database.url(), *connector, options);
+    CHECK(set_versions(*store, "app") == std::vector<int>{1, 2});
+    CHECK(count(*store, "note_tags") == 0);
+  }
+}
