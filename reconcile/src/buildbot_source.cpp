@@ -1,6 +1,6 @@
 // Reads Buildbot's own tables through the views of the "buildbot" migration
-// set (schema/sets/buildbot): each body and its revision in one statement,
-// so in one snapshot.
+// set (schema/sets/buildbot), on PostgreSQL or SQLite: each body and its
+// revision in one statement, so in one snapshot.
 
 #include "livestate/reconcile/buildbot_source.hpp"
 
@@ -52,28 +52,24 @@ const BuildbotType& type_of(std::string_view type) {
                               "': it reads buildrequests, buildsets, builds and steps");
 }
 
-// PostgreSQL's array literal of the ids that can be Buildbot ids (decimal
-// integers); the others can't name a row.
-std::string id_array(const std::vector<std::string>& ids) {
-  std::string array = "{";
+// The ids that can be Buildbot ids (decimal integers; the others can't name
+// a row), as PostgreSQL's array literal or a JSON array for SQLite.
+std::string id_list(const std::vector<std::string>& ids, db::Backend backend) {
+  const bool postgres = backend == db::Backend::postgresql;
+  std::string list = postgres ? "{" : "[";
   for (const auto& id : ids) {
     if (id.empty() || id.size() > 9 || !std::all_of(id.begin(), id.end(), [](char c) { return c >= '0' && c <= '9'; })) {
       continue;
     }
-    if (array.size() > 1) array += ',';
-    array += id;
+    if (list.size() > 1) list += ',';
+    list += id;
   }
-  return array + "}";
+  return list + (postgres ? "}" : "]");
 }
 
 class BuildbotSource final : public Source {
  public:
   explicit BuildbotSource(db::Store& store) : m_store(store) {
-    if (store.backend() != db::Backend::postgresql) {
-      throw db::SchemaError(store.name() +
-                            ": live views of a Buildbot database read it through the buildbot migration set, "
-                            "which is for PostgreSQL");
-    }
     const auto set = db::shipped_migration_set("buildbot", store.backend());
     const auto status = db::migration_status(store, *set);
     if (!status.pending.empty()) {
@@ -88,21 +84,20 @@ class BuildbotSource final : public Source {
                                    const std::optional<std::vector<std::string>>& ids) override {
     const BuildbotType& known = type_of(type);
     if (!where.is_object()) throw std::invalid_argument("`where` must be a JSON object");
-    std::string sql = "SELECT id, body::text FROM " + std::string(known.view) + " WHERE TRUE";
+    std::string sql = "SELECT id, " + std::string(postgres() ? "body::text" : "body") + " FROM " +
+                      std::string(known.view) + " WHERE 1 = 1";
     std::vector<db::detail::Value> params;
     for (const auto& [field, value] : where.items()) {
       if (std::find(known.fields.begin(), known.fields.end(), field) == known.fields.end()) {
         throw std::invalid_argument("a Buildbot source can't narrow " + std::string(type) + " on '" + field +
                                     "': not a field of their bodies");
       }
-      sql += " AND body -> ? = ?::jsonb";
-      params.emplace_back(field);
+      // The field's JSON value equals the one given (null included).
+      sql += postgres() ? " AND body -> ? = ?::jsonb" : " AND json_extract(body, ?) IS json_extract(?, '$')";
+      params.emplace_back(postgres() ? field : "$." + field);
       params.emplace_back(value.dump());
     }
-    if (ids) {
-      sql += " AND id = ANY(?::integer[])";
-      params.emplace_back(id_array(*ids));
-    }
+    if (ids) sql += ids_clause(*ids, params);
     sql += " ORDER BY id";
     std::map<std::string, Json> rows;
     for (const auto& row : query(sql, params)) rows.emplace(std::to_string(row.as_int(0)), row.as_json(1));
@@ -117,10 +112,7 @@ class BuildbotSource final : public Source {
     const BuildbotType& known = type_of(type);
     std::string sql = "SELECT id, revision FROM livestate_buildbot_deletions WHERE type = ?";
     std::vector<db::detail::Value> params{std::string(known.type)};
-    if (ids) {
-      sql += " AND id = ANY(?::integer[])";
-      params.emplace_back(id_array(*ids));
-    }
+    if (ids) sql += ids_clause(*ids, params);
     std::map<std::string, std::int64_t> deleted;
     for (const auto& row : query(sql, params)) deleted.emplace(std::to_string(row.as_int(0)), row.as_int(1));
     return deleted;
@@ -132,6 +124,14 @@ class BuildbotSource final : public Source {
     db::detail::Rows rows;
     m_store.core()->run(false, [&](db::detail::Context& context) { rows = context.query(sql, params); });
     return rows;
+  }
+
+  bool postgres() const noexcept { return m_store.backend() == db::Backend::postgresql; }
+
+  // " AND id among `ids`", its one parameter appended to `params`.
+  std::string ids_clause(const std::vector<std::string>& ids, std::vector<db::detail::Value>& params) const {
+    params.emplace_back(id_list(ids, m_store.backend()));
+    return postgres() ? " AND id = ANY(?::integer[])" : " AND id IN (SELECT value FROM json_each(?))";
   }
 
   db::Store& m_store;

@@ -67,11 +67,11 @@ TEST_CASE("checksums of migrations read at run time are SHA-256, as the build co
   }
 }
 
-TEST_CASE("the buildbot set ships for PostgreSQL only, and a SQLite database is told so") {
-  CHECK(shipped_migration_set_names(Backend::postgresql) == std::vector<std::string>{"livestate", "buildbot"});
-  CHECK(shipped_migration_set_names(Backend::sqlite) == std::vector<std::string>{"livestate"});
-  CHECK_FALSE(shipped_migration_set("buildbot", Backend::sqlite).has_value());
-  CHECK_FALSE(shipped_migration_set("nonesuch", Backend::postgresql).has_value());
-  REQUIRE(shipped_migration_set("buildbot", Backend::postgresql).has_value());
-  CHECK(shipped_migration_set("buildbot", Backend::postgresql)->migrations().front().name == "revisions");
+TEST_CASE("the library ships livestate's own set and the buildbot set, for both backends") {
+  for (const Backend backend : {Backend::sqlite, Backend::postgresql}) {
+    CHECK(shipped_migration_set_names(backend) == std::vector<std::string>{"livestate", "buildbot"});
+    REQUIRE(shipped_migration_set("buildbot", backend).has_value());
+    CHECK(shipped_migration_set("buildbot", backend)->migrations().front().name == "revisions");
+    CHECK_FALSE(shipped_migration_set("nonesuch", backend).has_value());
+  }
 }

@@ -81,10 +81,10 @@ class MigrationSet {
   std::vector<Migration> m_migrations;
 };
 
-/// The sets this library ships, for a backend: "livestate" and, on
-/// PostgreSQL, "buildbot" (revisions on a Buildbot 3.7 database, for live
-/// views of it: docs/BUILDBOT_VIEWS.md). nullopt for a name it doesn't ship
-/// for that backend.
+/// The sets this library ships, for a backend: "livestate" and "buildbot"
+/// (revisions on a Buildbot 3.7 database, for live views of it:
+/// docs/BUILDBOT_VIEWS.md). nullopt for a name it doesn't ship for that
+/// backend.
 [[nodiscard]] std::optional<MigrationSet> shipped_migration_set(std::string_view name, Backend backend);
 /// The names of the sets this library ships for a backend, livestate's first.
 [[nodiscard]] std::vector<std::string> shipped_migration_set_names(Backend backend);

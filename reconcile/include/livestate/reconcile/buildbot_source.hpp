@@ -1,8 +1,9 @@
 #pragma once
 
-// A reconcile::Source over a Buildbot 3.7 database (PostgreSQL) with the
-// "buildbot" migration set applied (`livestate migrate --set buildbot`): live
-// views of Buildbot's own build requests, buildsets, builds and steps.
+// A reconcile::Source over a Buildbot 3.7 database (PostgreSQL or SQLite)
+// with the "buildbot" migration set applied (`livestate migrate --set
+// buildbot`): live views of Buildbot's own build requests, buildsets, builds
+// and steps.
 //
 //   auto store = livestate::db::Store::open(buildbot_url, *connector, {.migrate = false});
 //   auto source = livestate::reconcile::buildbot_source(*store);
@@ -37,8 +38,7 @@ namespace livestate::reconcile {
 /// StoreOptions::migrate false: livestate's own schema is not needed there).
 /// Borrowed: the store must outlive the source. Throws db::SchemaOutOfDate
 /// when the database lacks the buildbot set's migrations (saying to run
-/// `livestate migrate --set buildbot`), db::SchemaError for a SQLite store
-/// (the set is for PostgreSQL). read() throws std::invalid_argument for a
+/// `livestate migrate --set buildbot`). read() throws std::invalid_argument for a
 /// type or a `where` field it doesn't know: names are checked against the
 /// lists above, and values are bound, never pasted into SQL.
 [[nodiscard]] std::unique_ptr<Source> buildbot_source(db::Store& store);
