@@ -35,7 +35,7 @@ constexpr const char* migrate_help =
     "\n"
     "  --set NAME  the migration set: livestate (livestate's own schema, the\n"
     "              default), buildbot (revisions on a Buildbot 3.7 database, for\n"
-    "              live views of it; PostgreSQL), or an application's (--dir)\n"
+    "              live views of it), or an application's (--dir)\n"
     "  --dir DIR   the set's NNNN_name.sql files, read now: DIR/sqlite or\n"
     "              DIR/postgres when DIR has one for the database's backend,\n"
     "              else DIR itself\n"

@@ -34,7 +34,7 @@ constexpr const char* view_help =
     "  --db URL   sqlite:PATH or postgresql://... (default: sqlite:livestate.db)\n"
     "  --json     one JSON object per line, nothing when there are none\n"
     "  --source buildbot\n"
-    "             read a Buildbot 3.7 database (PostgreSQL) instead, as a live\n"
+    "             read a Buildbot 3.7 database (PostgreSQL or SQLite) instead, as a live\n"
     "             view of it reads it: TYPE is buildrequests, buildsets, builds\n"
     "             or steps, each body as Buildbot's messages carry it, with the\n"
     "             revision the buildbot migration set keeps ('livestate migrate\n"

@@ -19,6 +19,9 @@ there (a Trigger step that waits for them).
    direct ones at the first verify), and the views saw no anomaly but what
    the faults caused.
 4. `livestate view builds --source buildbot --json` prints every build.
+5. The same set on SQLite: one master on a SQLite database (SimpleMQ) with
+   the set applied runs a triggered build, and `livestate view --source
+   buildbot` reads its builds with their revisions.
 
 usage: views_end_to_end.py LIVESTATE_CLI FOLLOWER   (LIVESTATE_TEST_PG in the environment)
 Exit 77 (skipped) without a PostgreSQL server or Buildbot.
@@ -26,6 +29,7 @@ Exit 77 (skipped) without a PostgreSQL server or Buildbot.
 
 import json
 import os
+import sqlite3
 import shutil
 import signal
 import subprocess
@@ -48,6 +52,55 @@ def wait_for_builds(cluster, timeout):
             return True
         time.sleep(0.1)
     return False
+
+
+def sqlite_master(work, cli):
+    """One master on SQLite with the buildbot set: Buildbot builds, views read."""
+    basedir, worker_dir = os.path.join(work, 'solo'), os.path.join(work, 'solo-worker')
+    database = os.path.join(basedir, 'state.sqlite')
+    port = e2e.free_port()
+    subprocess.run(['buildbot', 'create-master', '--quiet', basedir], check=True)
+    with open(os.path.join(e2e.HERE, 'views.cfg.in')) as template:
+        config = (template.read().replace('@PLUGIN_DIR@', repr(e2e.PLUGIN_DIR)).replace('@ROLE@', repr('solo'))
+                  .replace('@BUILDBOT_DB@', repr('sqlite:///state.sqlite')).replace('@LIVESTATE_DB@', 'None')
+                  .replace('@PB_PORT@', str(port)))
+    with open(os.path.join(basedir, 'master.cfg'), 'w') as cfg:
+        cfg.write(config)
+    subprocess.run(['buildbot-worker', 'create-worker', '--quiet', worker_dir, f'127.0.0.1:{port}', 'w1',
+                    'w1-password'], check=True)
+    migrate = subprocess.run([cli, 'migrate', '--set', 'buildbot', '--db', 'sqlite:' + database],
+                             capture_output=True, text=True)
+    check(migrate.returncode == 0 and 'applied migration 1 (revisions) of set buildbot' in migrate.stdout,
+          f'the buildbot set applied to a SQLite database ({migrate.stderr.strip()})')
+    log = os.path.join(basedir, 'twistd.log')
+    master = e2e.Process('solo', ['buildbot', 'start', '--nodaemon', basedir], log)
+    worker = None
+    try:
+        e2e.wait_for_log(log, 'BuildMaster is running', 0, 30, master)
+        worker = e2e.Process('solo-worker', ['buildbot-worker', 'start', '--nodaemon', worker_dir],
+                             os.path.join(worker_dir, 'twistd.log'))
+        e2e.wait_for_log(log, "worker 'w1' attaching", 0, 30, worker)
+        subprocess.run(['buildbot', 'sendchange', '--master', f'127.0.0.1:{port}', '--auth', 'change:change-password',
+                        '--who', 'views', '--branch', 'main', 'src/file.c'], check=True, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with sqlite3.connect(database) as connection:
+                total, complete = connection.execute(
+                    'SELECT count(*), count(complete_at) FROM builds').fetchone()
+            if total == 3 and complete == 3:
+                break
+            time.sleep(0.1)
+        printed = subprocess.run([cli, 'view', 'builds', '--source', 'buildbot', '--db', 'sqlite:' + database,
+                                  '--json'], capture_output=True, text=True)
+        rows = [json.loads(line) for line in printed.stdout.splitlines()]
+        check(printed.returncode == 0 and len(rows) == 3 and all(row['complete'] and row['results'] == 0 and
+                                                                 row['_rev'] > 0 for row in rows),
+              'on SQLite too, Buildbot ran the triggered builds with the set installed, and livestate view '
+              '--source buildbot reads them with their revisions')
+    finally:
+        for process in (worker, master):
+            if process is not None:
+                process.stop()
 
 
 def run(work, cli, follower):
@@ -104,6 +157,8 @@ def run(work, cli, follower):
         rows = [json.loads(line) for line in printed.stdout.splitlines()]
         check(printed.returncode == 0 and len(rows) == 3 * CHANGES and all(row['_rev'] > 0 for row in rows),
               'livestate view builds --source buildbot prints every build with its revision')
+        cluster.stop()
+        sqlite_master(work, cli)
         say('passed')
         return 0
     except (Failed, subprocess.TimeoutExpired, ValueError) as failure:
