@@ -59,7 +59,8 @@ TEST_CASE("checksums of migrations read at run time are SHA-256, as the build co
   // Every shipped migration's compiled-in checksum is its text's.
   for (const Backend backend : {Backend::sqlite, Backend::postgresql}) {
     for (const auto& name : shipped_migration_set_names(backend)) {
-      for (const auto& migration : shipped_migration_set(name, backend)->migrations()) {
+      const MigrationSet set = *shipped_migration_set(name, backend);  // outlives the loop over it
+      for (const auto& migration : set.migrations()) {
         CAPTURE(migration.name);
         CHECK(sha256_hex(migration.sql) == migration.checksum);
       }
