@@ -1,56 +1,53 @@
 #!/usr/bin/env bash
 # Runs livestate_bench and bench/buildbot_simplemq.py (Buildbot's own SimpleMQ)
-# in the same run, C++ first, and prints a Markdown table of the medians, the
-# ratios livestate/Buildbot and whether each meets its target.
+# in the same run, C++ first, prints a Markdown table of the medians, the
+# ratios livestate/Buildbot and whether each meets its target, and writes it
+# as the "simplemq" section of docs/PERFORMANCE.md (bench/perf_page.py).
 #
-# usage: bench/compare.sh [--raw FILE] [--quick] [PATH/TO/livestate_bench]
-#   PATH      the benchmark binary (default: build/bench/livestate_bench under
-#             the repository root)
-#   --raw F   also save the raw JSON lines of both programs to F
-#   --quick   pass --quick to both (a smoke test: the numbers mean nothing)
+# usage: bench/compare.sh [--raw FILE] [--quick] [--no-page] [PATH/TO/livestate_bench]
+#                         [-- ARGS...]
+#   PATH       the benchmark binary, run as it is (default: livestate_bench,
+#              built first in build-release/, Release)
+#   --raw F    also save the raw JSON lines of both programs to F
+#   --quick    pass --quick to both (a smoke test: the numbers mean nothing;
+#              the page is left alone)
+#   --no-page  print the section, leave docs/PERFORMANCE.md alone
+#   -- ARGS    passed to both (e.g. -- --reps 3 --seconds 0.5)
 set -euo pipefail
 
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-python=/usr/bin/python3
+bench_name=compare.sh
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-usage() { sed -n '2,10s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
-die() { echo "compare.sh: $*" >&2; exit 1; }
-
-bench=""
 raw=""
-extra=()
 while (($# > 0)); do
   case $1 in
-    --raw) (($# >= 2)) || die "--raw needs a file"; raw=$2; shift 2 ;;
+    --raw) (($# >= 2)) || bench_die "--raw needs a file"; raw=$2; shift 2 ;;
     --raw=*) raw=${1#--raw=}; shift ;;
-    --quick) extra+=(--quick); shift ;;
-    -h|--help) usage; exit 0 ;;
-    -*) die "unknown option $1 (see --help)" ;;
-    *) [[ -z $bench ]] || die "more than one benchmark path given"; bench=$1; shift ;;
+    *) bench_option "$@"; shift "$bench_shift" ;;
   esac
 done
-bench=${bench:-$root/build/bench/livestate_bench}
-[[ -x $bench ]] || die "$bench is not an executable; build it first (cmake --build build --target livestate_bench)"
-[[ -x $python ]] || die "$python not found; the Buildbot side needs Debian's python3 with python3-buildbot"
+bench=$(bench_binary livestate_bench "$bench_path")
+extra=(${bench_args[@]+"${bench_args[@]}"})
+root=$bench_root
+python=$bench_python
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 echo "compare.sh: running $bench ${extra[*]+${extra[*]}}" >&2
 "$bench" ${extra[@]+"${extra[@]}"} >"$tmp/livestate.out"
-grep -q '"impl"' "$tmp/livestate.out" || die "$bench printed no results (is it an up-to-date livestate_bench?)"
+grep -q '"impl"' "$tmp/livestate.out" || bench_die "$bench printed no results (is it an up-to-date livestate_bench?)"
 echo "compare.sh: running $python $root/bench/buildbot_simplemq.py ${extra[*]+${extra[*]}}" >&2
 "$python" "$root/bench/buildbot_simplemq.py" ${extra[@]+"${extra[@]}"} >"$tmp/buildbot.out"
 
-date=$(date -u +%Y-%m-%d)
-cpu=$(grep -m1 -E '^(model name|Model|cpu model)[[:space:]]*:' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^[[:space:]]*//' || true)
-cpus=$(nproc)
+python_version=$("$python" -c 'import platform; print(platform.python_version())')
 
-"$python" - "$tmp/livestate.out" "$tmp/buildbot.out" "${raw:-}" "$date" "${cpu:-unknown CPU}" "$cpus" <<'PY'
+"$python" - "$tmp/livestate.out" "$tmp/buildbot.out" "${raw:-}" "$python_version" >"$tmp/body.md" <<'PY'
 import json
 import sys
 
-livestate_out, buildbot_out, raw_path, date, cpu, cpus = sys.argv[1:7]
+livestate_out, buildbot_out, raw_path, python_version = sys.argv[1:5]
 CASES = ["exact_1", "exact_100", "exact_10000", "wildcard_100"]
 TARGETS = {"exact_1": 15, "exact_100": 300, "exact_10000": 10000, "wildcard_100": 30}
 
@@ -111,8 +108,10 @@ for case in CASES:
 versions = sorted({r["impl"] for r in theirs.values()})
 buildbot = ", ".join(v.replace("buildbot-", "Buildbot ", 1) for v in versions) or "Buildbot not installed"
 print()
-print(f"{date}, {cpu}, nproc {cpus}, {buildbot}")
+print(f"{buildbot} on Python {python_version}.")
 for note in our_notes + their_notes:
     print()
     print(f"Note: {note}")
 PY
+
+bench_page simplemq "$bench" "$tmp/body.md" ${bench_page_options[@]+"${bench_page_options[@]}"}

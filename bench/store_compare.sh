@@ -1,53 +1,40 @@
 #!/usr/bin/env bash
-# Builds store_bench (Release, in build-bench), runs it on a temporary SQLite
-# file and on a throwaway PostgreSQL server (tests/pg/with-test-postgres.sh;
-# or the server LIVESTATE_TEST_PG names, when set), and prints a Markdown
-# table of the medians and the ratios store/raw against their 2x target.
+# Runs store_bench on a temporary SQLite file and on a throwaway PostgreSQL
+# server (tests/pg/with-test-postgres.sh; or the server LIVESTATE_TEST_PG
+# names, when set), prints a Markdown table of the medians and the ratios
+# store/raw against their 2x target, and writes it as the "store" section of
+# docs/PERFORMANCE.md (bench/perf_page.py).
 #
-# usage: bench/store_compare.sh [--quick] [--raw FILE] [--no-build] [--sqlite-only]
-#                               [-- STORE_BENCH_ARGS...]
-#   --quick        pass --quick (a smoke test: the numbers mean nothing)
+# usage: bench/store_compare.sh [--quick] [--raw FILE] [--no-page] [--sqlite-only]
+#                               [PATH/TO/store_bench] [-- STORE_BENCH_ARGS...]
+#   PATH           the benchmark binary, run as it is (default: store_bench,
+#                  built first in build-release/, Release)
+#   --quick        pass --quick (a smoke test: the numbers mean nothing; the
+#                  page is left alone)
 #   --raw F        also save store_bench's JSON lines of both runs to F
-#   --no-build     use build-bench/bench/store_bench as it is
-#   --sqlite-only  skip PostgreSQL
+#   --no-page      print the section, leave docs/PERFORMANCE.md alone
+#   --sqlite-only  skip PostgreSQL (the page is left alone)
 #   -- ARGS        passed to both runs (e.g. -- --reps 7 --ops 4000)
 set -euo pipefail
 
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-python=/usr/bin/python3
-build=$root/build-bench
-bench=$build/bench/store_bench
-
-usage() { sed -n '2,15s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
-die() { echo "store_compare.sh: $*" >&2; exit 1; }
+bench_name=store_compare.sh
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 raw=""
-do_build=yes
 postgres=yes
-extra=()
 while (($# > 0)); do
   case $1 in
-    --quick) extra+=(--quick); shift ;;
-    --raw) (($# >= 2)) || die "--raw needs a file"; raw=$2; shift 2 ;;
+    --raw) (($# >= 2)) || bench_die "--raw needs a file"; raw=$2; shift 2 ;;
     --raw=*) raw=${1#--raw=}; shift ;;
-    --no-build) do_build=no; shift ;;
-    --sqlite-only) postgres=no; shift ;;
-    --) shift; extra+=("$@"); break ;;
-    -h|--help) usage; exit 0 ;;
-    *) die "unknown argument $1 (see --help)" ;;
+    --sqlite-only) postgres=no; bench_page_options=(--no-write); shift ;;
+    *) bench_option "$@"; shift "$bench_shift" ;;
   esac
 done
-[[ -x $python ]] || die "$python not found"
-
-if [[ $do_build == yes ]]; then
-  launcher=()
-  command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
-  echo "store_compare.sh: building store_bench (Release) in $build" >&2
-  cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release ${launcher[@]+"${launcher[@]}"} >/dev/null
-  cmake --build "$build" --target store_bench -j2 >/dev/null ||
-    die "building store_bench failed (run: cmake --build $build --target store_bench)"
-fi
-[[ -x $bench ]] || die "$bench is not an executable; build it first (or drop --no-build)"
+bench=$(bench_binary store_bench "$bench_path")
+extra=(${bench_args[@]+"${bench_args[@]}"})
+root=$bench_root
+python=$bench_python
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -62,15 +49,13 @@ if [[ $postgres == yes ]]; then
     "$bench" ${extra[@]+"${extra[@]}"} >"$tmp/postgres.out"
 fi
 
-date=$(date -u +%Y-%m-%d)
-cpu=$(grep -m1 -E '^(model name|Model|cpu model)[[:space:]]*:' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^[[:space:]]*//' || true)
 fs=$(df -T "${TMPDIR:-/tmp}" 2>/dev/null | awk 'NR == 2 { print $2 }' || true)
 
-"$python" - "$tmp/sqlite.out" "$tmp/postgres.out" "${raw:-}" "$date" "${cpu:-unknown CPU}" "$(nproc)" "${fs:-?}" <<'PY'
+"$python" - "$tmp/sqlite.out" "$tmp/postgres.out" "${raw:-}" "${fs:-?}" >"$tmp/body.md" <<'PY'
 import json
 import sys
 
-sqlite_out, postgres_out, raw_path, date, cpu, cpus, fs = sys.argv[1:8]
+sqlite_out, postgres_out, raw_path, fs = sys.argv[1:5]
 CASES = ["raw_update_1", "raw_update_100", "raw_update_100_each",
          "store_claim_1", "store_complete_1", "store_claim_100"]
 WHAT = {
@@ -163,7 +148,7 @@ for key in ["claim_1/update_1", "complete_1/update_1", "claim_100/update_100", "
 
 print()
 first = runs[0][0]
-print(f"{date}, {cpu}, nproc {cpus}; medians of {first['reps']} repetitions; "
+print(f"Medians of {first['reps']} repetitions; "
       f"bench_raw has as many rows as buildrequests ({', '.join(str(m['buildrequests_rows']) for m, _, _ in runs)}).")
 for meta, _, _ in runs:
     settings = meta["settings"]
@@ -182,3 +167,5 @@ for meta, _, _ in runs:
 if any(meta.get("quick") for meta, _, _ in runs):
     print("\nNote: --quick: the numbers mean nothing.")
 PY
+
+bench_page store "$bench" "$tmp/body.md" ${bench_page_options[@]+"${bench_page_options[@]}"}

@@ -432,7 +432,10 @@ int run_chaos(const std::vector<std::string>& args, std::ostream& out) {
 
   // The views, each through a faulty connector of its own.
   auto source = reconcile::source_of(*view_store);
-  ViewSet views(*bus, executor.get(), options.faults);
+  // On an executor declared after their store: a read still running when the
+  // views are destroyed ends before the store goes.
+  ExecutorThread view_executor;
+  ViewSet views(*bus, view_executor.get(), options.faults);
   for (const char* type : view_types) {
     if (options.views == ViewMode::none) break;
     reconcile::ViewOptions view_options;

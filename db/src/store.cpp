@@ -65,6 +65,25 @@ void Store::run(bool write, const std::function<void(detail::Context&)>& work) {
   m_core->run(write, work);
 }
 
+namespace {
+
+// Operations on a shared core: what outlives the Store object.
+class SharedOperations final : public Operations {
+ public:
+  explicit SharedOperations(std::shared_ptr<detail::StoreCore> core) : m_core(std::move(core)) {}
+  ~SharedOperations() = default;
+
+ private:
+  void run(bool write, const std::function<void(detail::Context&)>& work) override { m_core->run(write, work); }
+  std::shared_ptr<detail::StoreCore> m_core;
+};
+
+}  // namespace
+
+std::shared_ptr<Operations> detail::shared_operations(std::shared_ptr<StoreCore> core) {
+  return std::make_shared<SharedOperations>(std::move(core));
+}
+
 // --- Transaction -----------------------------------------------------------
 
 Transaction::Transaction(std::shared_ptr<detail::StoreCore> core)

@@ -69,7 +69,9 @@ std::string id_list(const std::vector<std::string>& ids, db::Backend backend) {
 
 class BuildbotSource final : public Source {
  public:
-  explicit BuildbotSource(db::Store& store) : m_store(store) {
+  // The store's core, shared, as source_of() shares it: a read still running
+  // when the view and the Store object are gone keeps its connections.
+  explicit BuildbotSource(db::Store& store) : m_core(store.core()) {
     const auto set = db::shipped_migration_set("buildbot", store.backend());
     const auto status = db::migration_status(store, *set);
     if (!status.pending.empty()) {
@@ -122,19 +124,19 @@ class BuildbotSource final : public Source {
   // One statement in a read-only transaction, retried as the store retries.
   db::detail::Rows query(const std::string& sql, const std::vector<db::detail::Value>& params) {
     db::detail::Rows rows;
-    m_store.core()->run(false, [&](db::detail::Context& context) { rows = context.query(sql, params); });
+    m_core->run(false, [&](db::detail::Context& context) { rows = context.query(sql, params); });
     return rows;
   }
 
-  bool postgres() const noexcept { return m_store.backend() == db::Backend::postgresql; }
+  bool postgres() const noexcept { return m_core->backend() == db::Backend::postgresql; }
 
   // " AND id among `ids`", its one parameter appended to `params`.
   std::string ids_clause(const std::vector<std::string>& ids, std::vector<db::detail::Value>& params) const {
-    params.emplace_back(id_list(ids, m_store.backend()));
+    params.emplace_back(id_list(ids, m_core->backend()));
     return postgres() ? " AND id = ANY(?::integer[])" : " AND id IN (SELECT value FROM json_each(?))";
   }
 
-  db::Store& m_store;
+  std::shared_ptr<db::detail::StoreCore> m_core;
 };
 
 }  // namespace

@@ -10,12 +10,14 @@ namespace {
 
 class StoreSource final : public Source {
  public:
-  explicit StoreSource(db::Store& store) : m_store(store) {}
+  // The store's core, shared: a read still running when the view and the
+  // Store object are gone keeps the connections it uses.
+  explicit StoreSource(db::Store& store) : m_store(db::detail::shared_operations(store.core())) {}
 
   std::map<std::string, Json> read(std::string_view type, const Json& where,
                                    const std::optional<std::vector<std::string>>& ids) override {
     std::map<std::string, Json> rows;
-    for (auto& row : m_store.list(type, where, ids)) {
+    for (auto& row : m_store->list(type, where, ids)) {
       auto id = db::Store::id_of(type, row);
       rows.emplace(std::move(id), std::move(row));
     }
@@ -26,11 +28,11 @@ class StoreSource final : public Source {
                                                 const std::optional<std::vector<std::string>>& ids,
                                                 std::optional<std::chrono::milliseconds> within) override {
     if (db::Store::is_builtin_type(type)) return {};
-    return m_store.deletions(type, ids, within);
+    return m_store->deletions(type, ids, within);
   }
 
  private:
-  db::Store& m_store;
+  std::shared_ptr<db::Operations> m_store;
 };
 
 }  // namespace

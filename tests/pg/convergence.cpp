@@ -21,6 +21,9 @@ TEST_CASE("across 200 seeds, views on PostgreSQL through reordering, dropping an
   auto bus = livestate::mq::make_postgres_connector(schema.url(), executor.get(), options);
   REQUIRE(bus->wait_listening(std::chrono::seconds(10)));
   auto store = livestate::db::Store::open(schema.url(), *bus);
+  // The views run on an executor declared after the store, so that a read
+  // still running when the last views are destroyed ends before the store goes.
+  livestate::test::Executor views;
   livestate::test::ConvergenceTotals totals;
   const char* only = std::getenv("LIVESTATE_CONVERGENCE_SEED");  // to replay one seed
   const std::uint64_t first = only != nullptr ? std::stoull(only) : 1;
@@ -31,7 +34,7 @@ TEST_CASE("across 200 seeds, views on PostgreSQL through reordering, dropping an
     run.seed = seed;
     run.operations = 30;
     const auto result = livestate::test::run_convergence(
-        run, *store, *bus, executor.get(),
+        run, *store, *bus, views.get(),
         [&](const std::function<bool()>& done) {
           const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
           while (std::chrono::steady_clock::now() < deadline) {

@@ -43,7 +43,10 @@ TEST_CASE("connections killed mid-transaction: the transaction leaves no trace, 
   auto consumer = connector->start_consuming(inbox.callback(), Filter::parse("#"));
   reconcile::ViewOptions view_options;
   view_options.type = "widgets";
-  reconcile::LiveView view(*connector, *view_store, executor.get(), view_options);
+  // The view runs on an executor declared after its store, so that a read
+  // still running when the view is destroyed ends before the store goes.
+  livestate::test::Executor view_executor;
+  reconcile::LiveView view(*connector, *view_store, view_executor.get(), view_options);
   std::map<std::string, std::int64_t> last_revision;
   bool went_back = false;
   view.on_change([&](const reconcile::Change& change) {

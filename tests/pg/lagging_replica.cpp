@@ -154,13 +154,16 @@ TEST_CASE("views reloading through a lagging replica flag stale entries, never g
   // The first view follows from before the lag and repairs by retries alone;
   // the second starts while the replica lags and resyncs every second.
   Follower first_changes(deleted), second_changes(deleted);
-  reconcile::LiveView first(*connector, *store, executor.get(), options);
+  // The views run on an executor declared after their stores, so that a read
+  // still running when a view is destroyed ends before the stores go.
+  livestate::test::Executor view_executor;
+  reconcile::LiveView first(*connector, *store, view_executor.get(), options);
   first.on_change(first_changes.callback());
   first.start();
   REQUIRE(livestate::test::eventually([&] { return first.ready(); }, 20s));
   REQUIRE(first.entries().size() == 50);
   options.resync_every = 1s;
-  reconcile::LiveView second(*connector, *store, executor.get(), options);
+  reconcile::LiveView second(*connector, *store, view_executor.get(), options);
   second.on_change(second_changes.callback());
   StalePeaks peaks(first, second);
 

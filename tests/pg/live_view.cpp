@@ -57,7 +57,10 @@ TEST_CASE("a view of build requests converges while two masters race to claim an
   auto view_connector = mq::make_postgres_connector(schema.url(), executor.get(), options);
   REQUIRE(view_connector->wait_listening(10s));
   auto view_store = db::Store::open(schema.url(), *view_connector);
-  reconcile::LiveView view(*view_connector, *view_store, executor.get(), {.type = "buildrequests"});
+  // The view runs on an executor declared after its store, so that a read
+  // still running when the view is destroyed ends before the store goes.
+  Executor view_executor;
+  reconcile::LiveView view(*view_connector, *view_store, view_executor.get(), {.type = "buildrequests"});
   view.start();
 
   auto work = [&](Master& master, int seed) {
@@ -106,7 +109,8 @@ TEST_CASE("a view whose listening connection is killed resyncs on reconnect and 
   auto view_connector = mq::make_postgres_connector(schema.url(), executor.get(), options);
   REQUIRE(view_connector->wait_listening(10s));
   auto view_store = db::Store::open(schema.url(), *view_connector);
-  reconcile::LiveView view(*view_connector, *view_store, executor.get(), {.type = "widgets"});
+  Executor view_executor;  // after the store, as above
+  reconcile::LiveView view(*view_connector, *view_store, view_executor.get(), {.type = "widgets"});
   view.start();
   REQUIRE(eventually([&] { return view.ready() && view.verify().empty(); }));
 
@@ -128,4 +132,35 @@ TEST_CASE("a view whose listening connection is killed resyncs on reconnect and 
   CHECK(eventually([&] { return view.verify().empty(); }));
   CHECK(view.entries().size() == 2);
   CHECK(view.stats().resyncs >= 2);
+}
+
+TEST_CASE("a view and its store destroyed while the view's snapshot query is blocked: the query ends on its own") {
+  livestate::test::FreshSchema schema;
+  auto connector = mq::make_simple_mq();
+  auto store = db::Store::open(schema.url(), *connector);
+  (void)store->master_active("m");
+  // Another session holds the table, so that the view's snapshot blocks in
+  // its SELECT on an executor thread.
+  pqxx::connection locker(schema.url());
+  pqxx::work hold(locker);
+  hold.exec("LOCK TABLE masters IN ACCESS EXCLUSIVE MODE");
+  Executor executor;  // declared after the store: the old pattern this must keep safe
+  auto view = std::make_unique<reconcile::LiveView>(*connector, *store, executor.get(),
+                                                    reconcile::ViewOptions{.type = "masters"});
+  view->start();
+  const bool blocked = eventually([&] {
+    pqxx::connection observer(livestate::test::test_server_url());
+    pqxx::nontransaction query(observer);
+    return query
+               .exec1("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name = '" +
+                      schema.name() + "'")[0]
+               .as<int>() > 0;
+  });
+  REQUIRE(blocked);
+  const auto started = std::chrono::steady_clock::now();
+  view.reset();   // returns at once, the query still blocked
+  store.reset();  // the Store object goes; the query keeps the connection it uses
+  CHECK(std::chrono::steady_clock::now() - started < 5s);
+  hold.commit();  // the query ends, on a connection that outlived its Store object
+  std::this_thread::sleep_for(200ms);
 }

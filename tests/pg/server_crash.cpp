@@ -78,7 +78,10 @@ TEST_CASE("a server crash while masters write: committed writes and their messag
       Filter::parse("widgets.*.*"), mq::ConsumeOptions{"audit", {}});
   reconcile::ViewOptions view_options;
   view_options.type = "widgets";
-  reconcile::LiveView view(*view_connector, *view_store, executor.get(), view_options);
+  // The view runs on an executor declared after its store, so that a read
+  // still running when the view is destroyed ends before the store goes.
+  livestate::test::Executor view_executor;
+  reconcile::LiveView view(*view_connector, *view_store, view_executor.get(), view_options);
   std::atomic<bool> went_back{false};
   std::map<std::string, std::int64_t> last_revision;
   view.on_change([&](const reconcile::Change& change) {

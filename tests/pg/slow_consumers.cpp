@@ -139,7 +139,10 @@ TEST_CASE("a consumer that blocks for seconds delays nobody: the others get ever
   std::mutex revisions_mutex;
   std::map<std::string, std::int64_t> revisions;
   std::atomic<int> repeated{0};
-  reconcile::LiveView view(*connector, *view_store, pool.get_executor(), {.type = "job"});
+  // The view runs on an executor declared after its store, so that a read
+  // still running when the view is destroyed ends before the store goes.
+  livestate::test::Executor view_executor;
+  reconcile::LiveView view(*connector, *view_store, view_executor.get(), {.type = "job"});
   view.on_change([&](const reconcile::Change& change) {
     if (change.after.is_null()) return;
     std::lock_guard lock(revisions_mutex);

@@ -290,4 +290,13 @@ class Store final : public Operations {
   std::shared_ptr<detail::StoreCore> m_core;
 };
 
+namespace detail {
+/// The reads and updates of the store `core` belongs to, through a handle of
+/// its own that shares the core: usable as long as the handle lives, also
+/// after the Store object that made the core is destroyed (a live view's
+/// read in progress keeps the connections it needs). For reconcile's
+/// sources.
+[[nodiscard]] std::shared_ptr<Operations> shared_operations(std::shared_ptr<StoreCore> core);
+}  // namespace detail
+
 }  // namespace livestate::db

@@ -36,7 +36,8 @@ namespace livestate::reconcile {
 
 /// A source over the Buildbot database `store` is opened on (with
 /// StoreOptions::migrate false: livestate's own schema is not needed there).
-/// Borrowed: the store must outlive the source. Throws db::SchemaOutOfDate
+/// It shares the store's connections, as source_of() does: it may outlive the
+/// Store object. Throws db::SchemaOutOfDate
 /// when the database lacks the buildbot set's migrations (saying to run
 /// `livestate migrate --set buildbot`). read() throws std::invalid_argument for a
 /// type or a `where` field it doesn't know: names are checked against the
