@@ -98,8 +98,10 @@ bool table_exists(Session& session, const char* table) {
 // version kept it in, the others in one table keyed by set name.
 const char* history_table(const MigrationSet& set) noexcept { return set.is_livestate() ? own_table : sets_table; }
 
-// Every table of the database (SQLite) or of its current schema (PostgreSQL),
-// but livestate's history tables.
+// Every table of the database (SQLite) or of its current schema (PostgreSQL)
+// that livestate did not make: not its history tables, nor any other
+// livestate_* table (the PostgreSQL connector's, which `livestate produce`
+// makes in an empty database; the buildbot set's).
 std::vector<std::string> table_names(Session& session) {
   const Rows rows = session.backend() == Backend::sqlite
                         ? session.query("SELECT name FROM sqlite_schema WHERE type = 'table' "
@@ -108,7 +110,7 @@ std::vector<std::string> table_names(Session& session) {
                                         "WHERE table_schema = current_schema() ORDER BY table_name");
   std::vector<std::string> names;
   for (const auto& row : rows) {
-    if (auto name = row.as_text(0); name != own_table && name != sets_table) names.push_back(std::move(name));
+    if (auto name = row.as_text(0); name.rfind("livestate_", 0) != 0) names.push_back(std::move(name));
   }
   return names;
 }

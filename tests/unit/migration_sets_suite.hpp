@@ -271,3 +271,18 @@ TEST_CASE("processes migrating an application's set at once all succeed, and app
     CHECK(count(*store, "note_tags") == 0);
   }
 }
+
+TEST_CASE("another application's tables are listed as other tables, livestate's own never") {
+  Fixture f;
+  CHECK(migration_status(*f.store).other_tables.empty());
+  // What livestate's PostgreSQL connector makes in an empty database, and a
+  // history of another set: livestate's, so the database is still "empty".
+  exec(*f.store, "CREATE TABLE livestate_mq_bodies (id INTEGER)");
+  MigrationDirectory dir;
+  dir.write("0001_notes.sql", "CREATE TABLE livestate_notes (id INTEGER);");
+  REQUIRE(migrate(*f.store, app_set(dir, *f.store)) == 1);
+  CHECK(migration_status(*f.store).other_tables.empty());
+  exec(*f.store, "CREATE TABLE invoices (id INTEGER)");
+  CHECK(migration_status(*f.store).other_tables == std::vector<std::string>{"invoices"});
+  CHECK(migration_status(*f.store, app_set(dir, *f.store)).other_tables.empty());  // applied: not asked
+}

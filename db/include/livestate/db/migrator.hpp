@@ -28,7 +28,8 @@ struct MigrationStatus {
   std::vector<AppliedMigration> applied;
   std::vector<Migration> pending;  ///< shipped, not applied, in order
   /// When no migration is applied: the tables the database (on PostgreSQL,
-  /// its current schema) already holds, which livestate did not make. A
+  /// its current schema) already holds, which livestate did not make (tables
+  /// named livestate_*, such as the connector's, don't count). A
   /// database with such tables belongs to another application; commands that
   /// migrate "when empty" refuse it.
   std::vector<std::string> other_tables;
