@@ -99,9 +99,7 @@ bool table_exists(Session& session, const char* table) {
 const char* history_table(const MigrationSet& set) noexcept { return set.is_livestate() ? own_table : sets_table; }
 
 // Every table of the database (SQLite) or of its current schema (PostgreSQL)
-// that livestate did not make: not its history tables, nor any other
-// livestate_* table (the PostgreSQL connector's, which `livestate produce`
-// makes in an empty database; the buildbot set's).
+// but livestate's own.
 std::vector<std::string> table_names(Session& session) {
   const Rows rows = session.backend() == Backend::sqlite
                         ? session.query("SELECT name FROM sqlite_schema WHERE type = 'table' "
@@ -110,7 +108,9 @@ std::vector<std::string> table_names(Session& session) {
                                         "WHERE table_schema = current_schema() ORDER BY table_name");
   std::vector<std::string> names;
   for (const auto& row : rows) {
-    if (auto name = row.as_text(0); name.rfind("livestate_", 0) != 0) names.push_back(std::move(name));
+    // livestate's own: its histories, the connector's tables (livestate_mq_…)
+    // and the buildbot set's.
+    if (auto name = row.as_text(0); !name.starts_with("livestate_")) names.push_back(std::move(name));
   }
   return names;
 }

@@ -187,9 +187,9 @@ class DurableQueue final : public std::enable_shared_from_this<DurableQueue> {
 
   void on_control(const ControlEvent& event) {
     invoke_control(event);
-    // Whatever was committed while the listener was away, or dropped because
-    // this consumer fell behind, is in the table.
-    if (event.kind == ControlKind::reconnected || event.kind == ControlKind::overflow) read();
+    // Whatever was committed while the listener was away, dropped because
+    // this consumer fell behind, or lost on the way (a gap), is in the table.
+    if (event.kind != ControlKind::expired) read();
   }
 
   // Subscriber::stop waits for these: none runs after stop() returns.

@@ -393,17 +393,22 @@ void ListenerMachine::body_fetched(const QueryResult& result) {
   if (result.ok && result.value) {
     try {
       message.body = livestate::detail::parse_json(*result.value);
-      found = true;
+      // A foreign producer's row may nest deeper than a payload may: refused
+      // like one, before any consumer walks it.
+      found = !wire::nested_deeper_than(message.body);
     } catch (const Json::exception&) {
     }
   }
   ++(found ? m_counters.by_reference : m_counters.missing_references);
   m_counters_changed = true;
-  if (!found) {
-    log(LogLevel::warning, "dropped " + message.key.str() + ": its body (livestate_mq_bodies row " +
-                               std::to_string(reference) + ") is gone or unreadable");
-    m_pending.pop_front();
-  }
+  if (found) return;
+  // The message is lost: its consumers are told in its place, as for any gap.
+  const auto& received = std::get<Received>(m_pending.front());
+  const std::string what = message.key.str() + ": its body (livestate_mq_bodies row " + std::to_string(reference) +
+                           ") is gone or unreadable";
+  log(LogLevel::warning, "dropped " + what);
+  ++m_counters.gaps;
+  m_pending.front() = ControlEvent{ControlKind::gap, "1 message lost, " + what, received.origin, 1};
 }
 
 }  // namespace livestate::mq::detail

@@ -14,7 +14,8 @@
 // - Durable consumers keep their messages in tables (durable_queue.hpp).
 // - produce() runs in the caller's thread on a producing connection of the
 //   connector's own (producer.hpp), through the send statements (sender.hpp);
-//   the tables are made and pruned by tables.hpp.
+//   the tables are made by tables.hpp, and pruned every so many messages,
+//   sent either way, by pruner.hpp.
 
 #include <cstdio>
 #include <memory>
@@ -33,6 +34,7 @@
 #include "postgres_registry.hpp"
 #include "pq_connection.hpp"
 #include "producer.hpp"
+#include "pruner.hpp"
 #include "tables.hpp"
 
 namespace livestate::mq {
@@ -102,10 +104,14 @@ class PostgresConnectorImpl final : public PostgresConnector, public Transaction
     m_status->stop();
     m_dispatcher->stop();
     m_listener->stop();
+    m_pruner->stop();
     abort_waits();
   }
 
-  void produce(const RoutingKey& key, const Json& body) override { m_producer.produce(key, body); }
+  void produce(const RoutingKey& key, const Json& body) override {
+    m_producer.produce(key, body);
+    m_pruner->sent(1);
+  }
 
   std::unique_ptr<Consumer> start_consuming(Callback callback, Filter filter,
                                             std::optional<std::string> persistent_name) override {
@@ -143,6 +149,7 @@ class PostgresConnectorImpl final : public PostgresConnector, public Transaction
 
   void send_in_transaction(std::span<const SentMessage> messages, SqlRunner& sql) override {
     m_producer.send_in_transaction(messages, sql);
+    m_pruner->sent(messages.size());
   }
 
  protected:
@@ -167,6 +174,7 @@ class PostgresConnectorImpl final : public PostgresConnector, public Transaction
   const std::shared_ptr<ListenerStatus> m_status = std::make_shared<ListenerStatus>();
   const std::shared_ptr<Dispatcher> m_dispatcher;
   const std::shared_ptr<Listener> m_listener;
+  const std::shared_ptr<Pruner> m_pruner = std::make_shared<Pruner>(m_executor, m_config);
 };
 
 std::unique_ptr<Connector> connect_postgres(std::string_view url, asio::any_io_executor executor) {

@@ -91,15 +91,7 @@ void Producer::produce(const RoutingKey& key, const Json& body) {
                     " failed (the message was not sent): " + error.what());
     }
   }
-  if (++m_produced % 1000 == 0) {
-    try {
-      prune(m_connection.get(), m_config.options.body_retention, m_config.options.queue_retention, timeout);
-    } catch (const StatementError& error) {
-      if (error.broken()) m_connection.reset();
-      log(LogLevel::warning, log_component,
-          std::string("pruning old bodies and queued messages failed: ") + error.what());
-    }
-  }
+  ++m_produced;
 }
 
 void Producer::rollback(PGconn* connection) noexcept {

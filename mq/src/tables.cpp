@@ -44,15 +44,10 @@ void Tables::ensure(PGconn* connection, std::chrono::milliseconds timeout) {
   m_ready = true;
 }
 
-void prune(PGconn* connection, std::chrono::seconds body_retention, std::chrono::seconds queue_retention,
-           std::chrono::milliseconds timeout) {
-  run_blocking(connection, "DELETE FROM livestate_mq_bodies WHERE created_at < now() - make_interval(secs => $1)",
-               {std::to_string(body_retention.count())}, timeout);
-  run_blocking(connection,
-               "WITH gone AS (DELETE FROM livestate_mq_queued WHERE created_at < now() - make_interval(secs => $1) "
-               "RETURNING queue) UPDATE livestate_mq_queues q SET expired = q.expired + c.n "
-               "FROM (SELECT queue, count(*) AS n FROM gone GROUP BY queue) c WHERE q.name = c.queue",
-               {std::to_string(queue_retention.count())}, timeout);
-}
+const char* const prune_sql =
+    "WITH bodies AS (DELETE FROM livestate_mq_bodies WHERE created_at < now() - make_interval(secs => $1)),"
+    " gone AS (DELETE FROM livestate_mq_queued WHERE created_at < now() - make_interval(secs => $2) RETURNING queue)"
+    " UPDATE livestate_mq_queues q SET expired = q.expired + c.n"
+    " FROM (SELECT queue, count(*) AS n FROM gone GROUP BY queue) c WHERE q.name = c.queue";
 
 }  // namespace livestate::mq::detail

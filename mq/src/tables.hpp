@@ -27,10 +27,9 @@ class Tables {
   std::atomic<bool> m_ready{false};
 };
 
-/// Old bodies go, and so do the messages of queues whose consumer never came
-/// back; a queue remembers how many it lost, to tell its consumer. Throws
-/// StatementError.
-void prune(PGconn* connection, std::chrono::seconds body_retention, std::chrono::seconds queue_retention,
-           std::chrono::milliseconds timeout);
+/// Old bodies go ($1: their retention in seconds), and so do the messages of
+/// queues whose consumer never came back ($2); a queue remembers how many it
+/// lost, to tell its consumer. One statement.
+extern const char* const prune_sql;
 
 }  // namespace livestate::mq::detail

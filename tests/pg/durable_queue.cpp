@@ -295,3 +295,47 @@ TEST_CASE("a durable consumer resuming with a backlog of 50,000 messages gets th
   // Never the whole backlog in memory: a page at most.
   CHECK(stats.queue_page_peak == 1000);
 }
+
+TEST_CASE("what is kept past its retention is pruned also when every message travels in store transactions, and "
+          "the durable consumer that comes back is told how many it lost") {
+  Setup setup;
+  setup.options.queue_retention = 1s;
+  setup.options.body_retention = 1s;
+  auto connector = setup.connector();
+  {
+    Inbox gone;
+    auto consumer = connector->start_consuming(gone.callback(), Filter::parse("audit.#"), "away");
+    consumer->stop_consuming();
+  }
+  auto store = db::Store::open(setup.schema.url(), *connector);
+  {
+    auto transaction = store->begin();
+    for (int n = 0; n < 5; ++n) transaction.produce(RoutingKey{"audit", std::to_string(n)}, {{"n", n}});
+    // Too large for a notification: its body is kept by reference.
+    transaction.produce(RoutingKey{"big", "1"}, {{"text", std::string(10000, 'x')}});
+    transaction.commit();
+  }
+  const auto count = [&](const std::string& table) {
+    pqxx::connection connection(setup.schema.url());
+    pqxx::nontransaction query(connection);
+    return query.exec1("SELECT count(*) FROM " + table)[0].as<int>();
+  };
+  REQUIRE(count("livestate_mq_queued") == 5);
+  REQUIRE(count("livestate_mq_bodies") == 1);
+  std::this_thread::sleep_for(1500ms);  // past both retentions
+
+  {  // A thousand more messages, all in one store transaction: a pruning round.
+    auto transaction = store->begin();
+    for (int n = 0; n < 1000; ++n) transaction.produce(RoutingKey{"other", std::to_string(n)}, {{"n", n}});
+    transaction.commit();
+  }
+  CHECK(livestate::test::eventually([&] { return count("livestate_mq_queued") == 0; }, 10s));
+  CHECK(livestate::test::eventually([&] { return count("livestate_mq_bodies") == 0; }, 10s));
+
+  Inbox back;
+  mq::ConsumeOptions resume{"away", back.control()};
+  auto consumer = connector->start_consuming(back.callback(), Filter::parse("audit.#"), std::move(resume));
+  REQUIRE(back.wait_for_event(mq::ControlKind::expired));
+  CHECK(back.events().front().missed == 5);
+  CHECK(back.messages().empty());
+}

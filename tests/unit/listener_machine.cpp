@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "listener_machine.hpp"
+#include "origin_sequences.hpp"
 
 namespace {
 
@@ -236,7 +237,7 @@ TEST_CASE("an entry refused as malformed is a message missed: a gap event at onc
 }
 
 TEST_CASE("a body sent by reference holds back the messages after it until it arrives; a missing one is dropped, "
-          "counted and logged") {
+          "counted, logged and told as a gap in its place") {
   Harness harness;
   started(harness);
   harness.listen();
@@ -260,12 +261,25 @@ TEST_CASE("a body sent by reference holds back the messages after it until it ar
   CHECK(sent[0].params == std::vector<std::string>{"43"});
 
   actions = harness.answer({true, {}, std::nullopt});  // no such row
-  CHECK(delivered(actions) == std::vector<std::string>{"last"});
+  CHECK(delivered(actions) == std::vector<std::string>{"control:gap", "last"});
+  CHECK(events(actions)[0].origin == "m1");
+  CHECK(events(actions)[0].missed == 1);
   CHECK(has<action::Log>(actions));
   const auto counters = all_of<action::PublishCounters>(actions);
   REQUIRE_FALSE(counters.empty());
   CHECK(counters.back().counters.by_reference == 1);
   CHECK(counters.back().counters.missing_references == 1);
+  CHECK(counters.back().counters.gaps == 1);
+}
+
+TEST_CASE("a body by reference nested deeper than any payload may be is refused like one, and told as a gap") {
+  Harness harness;
+  started(harness);
+  harness.listen();
+  (void)harness.receive({R"({"v":1,"o":"f","m":[{"s":1,"k":["deep"],"r":7},{"s":2,"k":["next"],"b":{}}]})"});
+  const auto actions = harness.answer({true, {}, std::string(200, '[') + std::string(200, ']')});
+  CHECK(delivered(actions) == std::vector<std::string>{"control:gap", "next"});
+  CHECK(all_of<action::PublishCounters>(actions).back().counters.missing_references == 1);
 }
 
 TEST_CASE("a lost connection reconnects after a backoff with jitter that doubles up to reconnect_max; once "
@@ -366,8 +380,8 @@ TEST_CASE("connecting for longer than connect_timeout is a lost connection") {
   CHECK(harness.armed(ListenerTimer::retry));
 }
 
-TEST_CASE("origins silent for forget_origins_after are forgotten; one that comes back counts as a gap, an unknown "
-          "one right after LISTEN does not") {
+TEST_CASE("origins silent for forget_origins_after are forgotten but their sequences kept: a quiet one comes back "
+          "without a gap, one that skipped counts what it skipped, a stranger counts as a gap but not right after LISTEN") {
   auto settings = Harness::defaults();
   settings.forget_origins_after = 10s;
   Harness harness(settings);
@@ -385,10 +399,38 @@ TEST_CASE("origins silent for forget_origins_after are forgotten; one that comes
   CHECK(events(actions).empty());
   CHECK(all_of<action::PublishCounters>(actions).back().counters.origins == 1);  // early and m1 forgotten
 
-  actions = harness.receive({R"({"v":1,"o":"m1","m":[{"s":3,"k":["d"],"b":{}}]})"});
-  CHECK(delivered(actions) == std::vector<std::string>{"control:gap", "d"});
-  CHECK(events(actions)[0].origin == "m1");
+  // m1 was only quiet: its next message is no gap.
+  actions = harness.receive({R"({"v":1,"o":"m1","m":[{"s":2,"k":["d"],"b":{}}]})"});
+  CHECK(delivered(actions) == std::vector<std::string>{"d"});
+  CHECK(all_of<action::PublishCounters>(actions).back().counters.origins == 2);
+
+  // "early" comes back having skipped 6 and 7: exactly those are missing.
+  actions = harness.receive({R"({"v":1,"o":"early","m":[{"s":8,"k":["e"],"b":{}}]})"});
+  CHECK(delivered(actions) == std::vector<std::string>{"control:gap", "e"});
+  CHECK(events(actions)[0].origin == "early");
   CHECK(events(actions)[0].missed == 2);
+
+  // Never heard, past its first message, long after LISTEN: maybe lost.
+  actions = harness.receive({R"({"v":1,"o":"stranger","m":[{"s":4,"k":["f"],"b":{}}]})"});
+  CHECK(delivered(actions) == std::vector<std::string>{"control:gap", "f"});
+  CHECK(events(actions)[0].missed == 3);
+}
+
+TEST_CASE("the archive of forgotten origins is bounded: the oldest forgotten go first") {
+  using livestate::mq::detail::OriginSequences;
+  OriginSequences sequences(std::chrono::seconds(10));
+  auto now = OriginSequences::Clock::now();
+  const auto since = now;
+  now += std::chrono::seconds(11);
+  const auto limit = OriginSequences::archive_limit;
+  for (std::size_t i = 0; i < limit + 10; ++i) (void)sequences.arrived("o" + std::to_string(i), 1, false, since, now);
+  now += std::chrono::seconds(11);
+  (void)sequences.arrived("sweeper", 1, false, since, now);  // forgets (archives) every other one
+  CHECK(sequences.size() == 1);
+  // The ten archived first were dropped to keep the bound: they count as strangers.
+  CHECK(sequences.arrived("o0", 2, false, since, now).count == 1);
+  CHECK(sequences.arrived("o0", 3, false, since, now).count == 0);
+  CHECK(sequences.arrived("o" + std::to_string(limit + 9), 2, false, since, now).count == 0);
 }
 
 TEST_CASE("malformed payloads are counted, dropped without stopping the valid ones, and logged at most once a "

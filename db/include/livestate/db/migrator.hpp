@@ -29,7 +29,8 @@ struct MigrationStatus {
   std::vector<Migration> pending;  ///< shipped, not applied, in order
   /// When no migration is applied: the tables the database (on PostgreSQL,
   /// its current schema) already holds, which livestate did not make (tables
-  /// named livestate_*, such as the connector's, don't count). A
+  /// named livestate_*, such as its connector's livestate_mq_…, are
+  /// livestate's). A
   /// database with such tables belongs to another application; commands that
   /// migrate "when empty" refuse it.
   std::vector<std::string> other_tables;

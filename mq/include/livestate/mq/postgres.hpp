@@ -44,8 +44,7 @@ struct PostgresOptions {
   /// waiting for an answer.
   std::chrono::milliseconds statement_timeout{5000};
   /// Messages received but not yet delivered, per consumer (each has a queue
-  /// of its own) and in the connector's queue before filters are matched:
-  /// past this, a consumer that fell behind loses messages, counted, and gets
+  /// of its own): past this, a consumer that fell behind loses messages, counted, and gets
   /// an overflow event in their place; the others get theirs. A durable
   /// consumer then reads what it lost from its queue's table.
   std::size_t max_buffered = 100000;
@@ -87,8 +86,8 @@ struct PostgresStats {
   std::uint64_t queue_page_peak = 0;
 };
 
-/// The PostgreSQL LISTEN/NOTIFY connector; see the README for the wire format
-/// and the guarantees.
+/// The PostgreSQL LISTEN/NOTIFY connector; docs/WIRE.md has the wire format,
+/// docs/CONNECTORS.md the guarantees.
 ///
 /// Thread safety: every function may be called from any thread. produce()
 /// runs in the calling thread, on a connection of its own. Each consumer's
