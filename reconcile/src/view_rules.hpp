@@ -147,6 +147,7 @@ class ViewRules {
   std::chrono::milliseconds m_forget_departed_after;
   std::chrono::milliseconds m_forget_deleted_after;
   std::size_t m_max_queued;
+  bool m_revisionless_hints;  // ViewOptions::revisionless_messages_are_hints
 
   std::map<std::string, Entry> m_entries;
   ViewStats m_stats;  // the counters the rules keep (not the inbox's)
