@@ -141,7 +141,7 @@ max_wal_senders = 100
 # notifications (fsync is off: a flush costs nothing).
 wal_writer_delay = 10ms
 # Durable consumers' slots outlive their tests here: each keeps at most this
-# much WAL (an operator's bound too: docs/CONNECTORS.md).
+# much WAL (an operator's bound too: docs/LOGICAL.md).
 max_slot_wal_keep_size = 1GB
 CONF
 
