@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <array>
 #include <charconv>
+#include <limits>
 #include <map>
 #include <set>
 #include <stdexcept>
@@ -902,26 +903,34 @@ std::optional<Json> Operations::get_resource(std::string_view type, std::string_
   return body;
 }
 
-std::vector<Json> Operations::list_buildrequests(const BuildRequestFilter& filter) {
+namespace {
+
+Json where_of(const BuildRequestFilter& filter) {
   Json where = Json::object();
   if (filter.builderid) where["builderid"] = *filter.builderid;
   if (filter.buildsetid) where["buildsetid"] = *filter.buildsetid;
   if (filter.complete) where["complete"] = *filter.complete;
   if (filter.claimed) where["claimed"] = *filter.claimed;
   if (filter.claimed_by_masterid) where["claimed_by_masterid"] = *filter.claimed_by_masterid;
-  return list("buildrequests", where);
+  return where;
 }
 
-std::vector<Json> Operations::list(std::string_view type, const Json& where,
-                                   std::optional<std::vector<std::string>> ids) {
-  if (!where.is_object()) throw std::invalid_argument("list(): `where` must be a JSON object");
-  std::vector<Json> bodies;
-  if (ids && ids->empty()) return bodies;
-  const TypeInfo* info = find_builtin(type);
-  std::string sql;
+// The rows of a type that list(type, where, ids) reads: " FROM … WHERE …"
+// and its parameters, for a SELECT of the type's columns or of a count.
+struct Selection {
+  const TypeInfo* info = nullptr;  // none: an application type, in `resources`
+  std::string from;
   std::vector<Value> params;
-  if (info != nullptr) {
-    sql = "SELECT " + std::string(info->columns) + " FROM " + std::string(info->table) + " WHERE 1 = 1";
+};
+
+Selection select_rows(std::string_view type, const Json& where, const std::optional<std::vector<std::string>>& ids) {
+  if (!where.is_object()) throw std::invalid_argument("list(): `where` must be a JSON object");
+  Selection selection;
+  selection.info = find_builtin(type);
+  std::string& sql = selection.from;
+  std::vector<Value>& params = selection.params;
+  if (const TypeInfo* info = selection.info) {
+    sql = " FROM " + std::string(info->table) + " WHERE 1 = 1";
     for (const auto& [field, value] : where.items()) {
       const auto column = info->fields.find(field);
       if (column == info->fields.end()) {
@@ -930,8 +939,8 @@ std::vector<Json> Operations::list(std::string_view type, const Json& where,
       if (value.is_null()) {
         sql += " AND " + column->second + " IS NULL";
       } else if (value.is_boolean() && (field == "complete" || field == "claimed")) {
-        // The boolean fields, spelled as the partial index of pending
-        // requests is (0004) so that both databases use it.
+        // The boolean fields, spelled as the partial indexes of pending
+        // requests are (0004, 0006) so that both databases use them.
         sql += std::string(value.get<bool>() ? " AND " : " AND NOT ") + column->second;
       } else {
         sql += " AND " + column->second + " = ?";
@@ -942,25 +951,82 @@ std::vector<Json> Operations::list(std::string_view type, const Json& where,
       sql += " AND id IN " + placeholders(ids->size());
       for (const auto& id : *ids) params.emplace_back(parse_id(id, type));
     }
-    sql += " ORDER BY id";
   } else {
     (void)RoutingKey({type});  // an application type must be a routing-key element
     if (!where.empty()) {
       throw std::invalid_argument("resources of type '" + std::string(type) + "' can only be listed by id");
     }
-    sql = "SELECT " + std::string(resource_columns) + " FROM resources WHERE type = ? AND deleted = ?";
+    sql = " FROM resources WHERE type = ? AND deleted = ?";
     params = {std::string(type), false};
     if (ids) {
       sql += " AND id IN " + placeholders(ids->size());
       params.insert(params.end(), ids->begin(), ids->end());
     }
-    sql += " ORDER BY id";
   }
+  return selection;
+}
+
+// A LIMIT's parameter (a limit past what SQL counts is no limit).
+std::int64_t sql_limit(std::size_t limit) {
+  return static_cast<std::int64_t>(std::min<std::size_t>(limit, std::numeric_limits<std::int64_t>::max()));
+}
+
+std::string_view columns_of(const Selection& selection) {
+  return selection.info != nullptr ? selection.info->columns : resource_columns;
+}
+
+Json body_of(const Selection& selection, Context& context, const Row& row) {
+  return selection.info != nullptr ? selection.info->read(context, row) : resource_body(row);
+}
+
+}  // namespace
+
+std::vector<Json> Operations::list_buildrequests(const BuildRequestFilter& filter) {
+  auto selection = select_rows("buildrequests", where_of(filter), std::nullopt);
+  std::string sql = "SELECT " + std::string(columns_of(selection)) + selection.from + " ORDER BY id";
+  if (filter.limit) {
+    if (*filter.limit == 0) return {};
+    sql += " LIMIT ?";
+    selection.params.emplace_back(sql_limit(*filter.limit));
+  }
+  std::vector<Json> bodies;
   run(false, [&](Context& context) {
     bodies.clear();
-    for (const auto& row : context.query(sql, params)) {
-      bodies.push_back(info != nullptr ? info->read(context, row) : resource_body(row));
-    }
+    for (const auto& row : context.query(sql, selection.params)) bodies.push_back(body_of(selection, context, row));
+  });
+  return bodies;
+}
+
+std::size_t Operations::count_buildrequests(const BuildRequestFilter& filter) {
+  auto selection = select_rows("buildrequests", where_of(filter), std::nullopt);
+  std::string sql;
+  if (filter.limit) {
+    if (*filter.limit == 0) return 0;
+    // The count stops at the limit: it reads at most that many rows.
+    sql = "SELECT COUNT(*) FROM (SELECT 1" + selection.from + " LIMIT ?) AS bounded";
+    selection.params.emplace_back(sql_limit(*filter.limit));
+  } else {
+    sql = "SELECT COUNT(*)" + selection.from;
+  }
+  std::size_t count = 0;
+  run(false, [&](Context& context) {
+    count = static_cast<std::size_t>(context.query(sql, selection.params).front().as_int(0));
+  });
+  return count;
+}
+
+std::vector<Json> Operations::list(std::string_view type, const Json& where,
+                                   std::optional<std::vector<std::string>> ids) {
+  if (ids && ids->empty()) {
+    if (!where.is_object()) throw std::invalid_argument("list(): `where` must be a JSON object");
+    return {};
+  }
+  const auto selection = select_rows(type, where, ids);
+  const std::string sql = "SELECT " + std::string(columns_of(selection)) + selection.from + " ORDER BY id";
+  std::vector<Json> bodies;
+  run(false, [&](Context& context) {
+    bodies.clear();
+    for (const auto& row : context.query(sql, selection.params)) bodies.push_back(body_of(selection, context, row));
   });
   return bodies;
 }

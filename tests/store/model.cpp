@@ -561,6 +561,43 @@ TEST_CASE("list reads a type with field equalities and ids, and refuses unknown 
   CHECK(f.store->list("nothing_of_this_type").empty());
 }
 
+TEST_CASE("a distributor lists the oldest waiting requests, and counts them no further than its bound") {
+  Fixture f;
+  const auto s = f.scene();
+  std::vector<std::int64_t> ids{s.brid};
+  for (int i = 0; i < 6; ++i) {
+    db::NewBuildset more;
+    more.builderids = {s.builderid};
+    ids.push_back(f.store->add_buildset(more).buildrequestids.at(s.builderid));
+  }
+  // The oldest is done, the next claimed: the waiting ones are ids[2..6].
+  f.store->claim_buildrequests(std::vector<std::int64_t>{ids[0]}, s.masterid);
+  f.store->complete_buildrequests(std::vector<std::int64_t>{ids[0]}, db::results::success, s.masterid);
+  f.store->claim_buildrequests(std::vector<std::int64_t>{ids[1]}, s.masterid);
+
+  const db::BuildRequestFilter waiting{.complete = false, .claimed = false};
+  auto oldest_two = waiting;
+  oldest_two.limit = 2;
+  const auto listed = f.store->list_buildrequests(oldest_two);
+  REQUIRE(listed.size() == 2);
+  CHECK(listed[0]["buildrequestid"] == ids[2]);
+  CHECK(listed[1]["buildrequestid"] == ids[3]);
+  CHECK(listed[0] == f.store->get_buildrequest(ids[2]).value());
+
+  CHECK(f.store->count_buildrequests(waiting) == 5);
+  CHECK(f.store->count_buildrequests(oldest_two) == 2);
+  auto generous = waiting;
+  generous.limit = 100;
+  CHECK(f.store->count_buildrequests(generous) == 5);
+  CHECK(f.store->list_buildrequests(generous).size() == 5);
+  auto none = waiting;
+  none.limit = 0;
+  CHECK(f.store->list_buildrequests(none).empty());
+  CHECK(f.store->count_buildrequests(none) == 0);
+  CHECK(f.store->count_buildrequests({}) == 7);
+  CHECK(f.store->count_buildrequests({.complete = true}) == 1);
+}
+
 TEST_CASE("two threads racing to claim the same requests: exactly one winner per request") {
   Fixture f;
   const auto s = f.scene();

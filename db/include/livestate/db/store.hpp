@@ -91,13 +91,20 @@ struct AddedStep {
   std::string name;  ///< the requested name, made unique in the build ("test_2")
 };
 
-/// Narrows list_buildrequests; every field set must match.
+/// Narrows list_buildrequests and count_buildrequests; every field set must
+/// match.
 struct BuildRequestFilter {
   std::optional<std::int64_t> builderid = std::nullopt;
   std::optional<std::int64_t> buildsetid = std::nullopt;
   std::optional<bool> complete = std::nullopt;
   std::optional<bool> claimed = std::nullopt;
   std::optional<std::int64_t> claimed_by_masterid = std::nullopt;
+  /// At most this many, the oldest first (requests are listed by id, which is
+  /// their order of submission): what a master's request distributor asks
+  /// for, so that a long backlog costs it no more than a short one. The
+  /// pending requests (complete = false) are found through an index of their
+  /// own, however long the history. None: every match.
+  std::optional<std::size_t> limit = std::nullopt;
 };
 
 /// The Buildbot-shaped data model: update methods and reads. Store runs each
@@ -182,7 +189,12 @@ class Operations {
   [[nodiscard]] std::optional<Json> get_build(std::int64_t buildid);
   [[nodiscard]] std::optional<Json> get_step(std::int64_t stepid);
   [[nodiscard]] std::optional<Json> get_resource(std::string_view type, std::string_view id);
+  /// The matching build requests by id (oldest first), at most filter.limit.
   [[nodiscard]] std::vector<Json> list_buildrequests(const BuildRequestFilter& filter = {});
+  /// How many build requests match, counting no further than filter.limit
+  /// when it is set (so "are there fewer than N waiting?" costs at most N
+  /// rows, however many wait).
+  [[nodiscard]] std::size_t count_buildrequests(const BuildRequestFilter& filter = {});
 
   /// Generic reads by resource type (masters, builders, workers, buildsets,
   /// buildrequests, builds, steps, or an application type in `resources`),
