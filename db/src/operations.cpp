@@ -8,6 +8,7 @@
 #include <charconv>
 #include <limits>
 #include <map>
+#include <optional>
 #include <set>
 #include <stdexcept>
 
@@ -71,6 +72,13 @@ Json optional_text(const Row& row, std::size_t column) {
 }
 
 std::string key_element(std::int64_t id) { return std::to_string(id); }
+
+// What every change of a row sets besides its own columns: its revision, and
+// the transaction's change position (0007), by which readers find what
+// changed since they last looked.
+std::string bump(Context& context, std::string_view revision = "revision") {
+  return std::string(revision) + " + 1, position = " + std::string(context.change_position());
+}
 
 // A JSON object built field by field, each field's node made once (the
 // initializer-list form builds every field as a two-element array first). In
@@ -413,7 +421,7 @@ void complete_finished_buildsets(Context& context, const std::set<std::int64_t>&
   const std::vector<std::int64_t> ids(bsids.begin(), bsids.end());
   const auto rows = change_returning(
       context,
-      "UPDATE buildsets SET complete = ?, complete_at = ?, revision = revision + 1, results = "
+      "UPDATE buildsets SET complete = ?, complete_at = ?, revision = " + bump(context) + ", results = "
       "(SELECT results FROM buildrequests WHERE buildsetid = buildsets.id ORDER BY CASE results "
       "WHEN 3 THEN 0 WHEN 0 THEN 1 WHEN 1 THEN 2 WHEN 2 THEN 3 WHEN 4 THEN 4 WHEN 5 THEN 5 WHEN 6 THEN 6 "
       "ELSE -1 END DESC LIMIT 1) "
@@ -434,7 +442,7 @@ std::vector<AnnouncedRequest> announce_buildrequests(Context& context, const Row
 }
 
 Rows bump_buildrequests(Context& context, const std::vector<std::int64_t>& ids) {
-  return context.query("UPDATE buildrequests SET revision = revision + 1 WHERE id IN " +
+  return context.query("UPDATE buildrequests SET revision = " + bump(context) + " WHERE id IN " +
                            placeholders(ids.size()) + " RETURNING " + std::string(buildrequest_columns),
                        values_of(ids));
 }
@@ -483,7 +491,7 @@ Row update_one(Context& context, std::string_view table, std::string_view assign
                std::string_view what) {
   params.push_back(id);
   auto rows = context.query("UPDATE " + std::string(table) + " SET " + std::string(assignments) +
-                                ", revision = revision + 1 WHERE id = ? RETURNING " + std::string(columns),
+                                ", revision = " + bump(context) + " WHERE id = ? RETURNING " + std::string(columns),
                             params);
   if (rows.empty()) throw NotFound("no " + std::string(what) + " with id " + std::to_string(id));
   return std::move(rows.front());
@@ -504,7 +512,8 @@ void check_resource_type(std::string_view type, std::string_view id) {
 std::int64_t Operations::master_active(std::string_view name) {
   std::int64_t masterid = 0;
   run(true, [&](Context& context) {
-    context.execute("INSERT INTO masters (name) VALUES (?) ON CONFLICT (name) DO NOTHING",
+    context.execute("INSERT INTO masters (name, position) VALUES (?, " + std::string(context.change_position()) +
+                        ") ON CONFLICT (name) DO NOTHING",
                     {std::string(name)});
     const auto found = context.query("SELECT id, active FROM masters WHERE name = ?", {std::string(name)});
     masterid = found.front().as_int(0);
@@ -533,7 +542,8 @@ void Operations::master_stopped(std::int64_t masterid) {
 std::int64_t Operations::builder_started(std::string_view name, std::int64_t masterid) {
   std::int64_t builderid = 0;
   run(true, [&](Context& context) {
-    context.execute("INSERT INTO builders (name) VALUES (?) ON CONFLICT (name) DO NOTHING",
+    context.execute("INSERT INTO builders (name, position) VALUES (?, " + std::string(context.change_position()) +
+                        ") ON CONFLICT (name) DO NOTHING",
                     {std::string(name)});
     builderid = context.query("SELECT id FROM builders WHERE name = ?", {std::string(name)}).front().as_int(0);
     if (context.query("SELECT id FROM masters WHERE id = ?", {masterid}).empty()) {
@@ -554,7 +564,8 @@ std::int64_t Operations::builder_started(std::string_view name, std::int64_t mas
 std::int64_t Operations::find_worker_id(std::string_view name) {
   std::int64_t workerid = 0;
   run(true, [&](Context& context) {
-    context.execute("INSERT INTO workers (name) VALUES (?) ON CONFLICT (name) DO NOTHING",
+    context.execute("INSERT INTO workers (name, position) VALUES (?, " + std::string(context.change_position()) +
+                        ") ON CONFLICT (name) DO NOTHING",
                     {std::string(name)});
     workerid = context.query("SELECT id FROM workers WHERE name = ?", {std::string(name)}).front().as_int(0);
   });
@@ -579,8 +590,9 @@ AddedBuildset Operations::add_buildset(const NewBuildset& buildset) {
     }
     const double now = context.now();
     const auto set_row = context.query(
-        "INSERT INTO buildsets (external_idstring, reason, scheduler, submitted_at, sourcestamps) "
-        "VALUES (?, ?, ?, ?, ?) RETURNING " + std::string(buildset_columns),
+        "INSERT INTO buildsets (external_idstring, reason, scheduler, submitted_at, sourcestamps, position) "
+        "VALUES (?, ?, ?, ?, ?, " + std::string(context.change_position()) + ") RETURNING " +
+            std::string(buildset_columns),
         {optional_text(buildset.external_idstring), optional_text(buildset.reason),
          optional_text(buildset.scheduler), now, buildset.sourcestamps.dump()});
     added.bsid = set_row.front().as_int(0);
@@ -589,8 +601,9 @@ AddedBuildset Operations::add_buildset(const NewBuildset& buildset) {
         buildset.properties.is_null() ? Value(std::monostate{}) : Value(buildset.properties.dump());
     for (const auto builderid : builderids) {
       const auto rows = context.query(
-          "INSERT INTO buildrequests (buildsetid, builderid, priority, submitted_at, waited_for, properties) "
-          "VALUES (?, ?, ?, ?, ?, ?) RETURNING " + std::string(buildrequest_columns),
+          "INSERT INTO buildrequests (buildsetid, builderid, priority, submitted_at, waited_for, properties, "
+          "position) VALUES (?, ?, ?, ?, ?, ?, " + std::string(context.change_position()) + ") RETURNING " +
+              buildrequest_columns,
           {added.bsid, builderid, std::int64_t{buildset.priority}, now, buildset.waited_for, properties});
       added.buildrequestids[builderid] = announce_buildrequest(context, rows.front(), "new").id;
     }
@@ -631,7 +644,7 @@ void Operations::claim_buildrequests(std::span<const std::int64_t> buildrequesti
         std::string(buildrequest_own_columns) + ", CAST(? AS BIGINT), CAST(? AS DOUBLE PRECISION)";
     announce_buildrequests(
         context,
-        change_returning(context, "UPDATE buildrequests SET revision = revision + 1 WHERE id IN " + placeholders(ids.size()),
+        change_returning(context, "UPDATE buildrequests SET revision = " + bump(context) + " WHERE id IN " + placeholders(ids.size()),
                          values_of(ids), claimed_columns, "buildrequests", ids, {masterid, params[1]}),
         "claimed");
   });
@@ -653,7 +666,8 @@ void Operations::complete_buildrequests(std::span<const std::int64_t> buildreque
     params.emplace_back(false);
     params.emplace_back(masterid);
     std::string update =
-        "UPDATE buildrequests SET complete = ?, results = ?, complete_at = ?, revision = revision + 1 "
+        "UPDATE buildrequests SET complete = ?, results = ?, complete_at = ?, revision = " + bump(context) +
+        " "
         "WHERE id IN " + placeholders(ids.size()) + " AND complete = ? AND EXISTS "
         "(SELECT 1 FROM buildrequest_claims WHERE brid = buildrequests.id AND masterid = ?)";
     // On PostgreSQL the same statement then locks the requests' buildsets
@@ -690,7 +704,8 @@ void Operations::cancel_buildrequests(std::span<const std::int64_t> buildrequest
     params.insert(params.end(), ids.begin(), ids.end());
     params.emplace_back(false);
     const auto rows = context.query(
-        "UPDATE buildrequests SET complete = ?, results = ?, complete_at = ?, revision = revision + 1 "
+        "UPDATE buildrequests SET complete = ?, results = ?, complete_at = ?, revision = " + bump(context) +
+        " "
         "WHERE id IN " + placeholders(ids.size()) + " AND complete = ? RETURNING " +
             std::string(buildrequest_columns),
         params);
@@ -723,9 +738,9 @@ AddedBuild Operations::add_build(std::int64_t builderid, std::int64_t buildreque
     Rows rows;
     try {
       rows = context.query(
-          "INSERT INTO builds (number, builderid, buildrequestid, workerid, masterid, started_at, state_string) "
-          "VALUES ((SELECT COALESCE(MAX(number), 0) + 1 FROM builds WHERE builderid = ?), ?, ?, ?, ?, ?, ?) "
-          "RETURNING " + std::string(build_columns),
+          "INSERT INTO builds (number, builderid, buildrequestid, workerid, masterid, started_at, state_string, "
+          "position) VALUES ((SELECT COALESCE(MAX(number), 0) + 1 FROM builds WHERE builderid = ?), ?, ?, ?, ?, ?, ?, " +
+              std::string(context.change_position()) + ") RETURNING " + std::string(build_columns),
           {builderid, builderid, buildrequestid, workerid ? Value(*workerid) : Value(std::monostate{}),
            masterid, context.now(), std::string(state_string)});
     } catch (const detail::SessionFailure& failure) {
@@ -775,8 +790,8 @@ AddedStep Operations::add_step(std::int64_t buildid, std::string_view name) {
       unique_name = std::string(name) + "_" + std::to_string(suffix);
     }
     const auto rows = context.query(
-        "INSERT INTO steps (number, name, buildid, state_string) VALUES (?, ?, ?, ?) RETURNING " +
-            std::string(step_columns),
+        "INSERT INTO steps (number, name, buildid, state_string, position) VALUES (?, ?, ?, ?, " +
+            std::string(context.change_position()) + ") RETURNING " + std::string(step_columns),
         {number, unique_name, buildid, std::string("pending")});
     Json body = step_body(rows.front());
     added = {body["stepid"].get<std::int64_t>(), static_cast<int>(number), unique_name};
@@ -821,9 +836,10 @@ std::int64_t Operations::upsert_resource(std::string_view type, std::string_view
                                       {std::string(type), std::string(id)});
     const bool created = before.empty() || before.front().as_bool(0);
     const auto rows = context.query(
-        "INSERT INTO resources (type, id, state) VALUES (?, ?, ?) ON CONFLICT (type, id) DO UPDATE "
-        "SET state = excluded.state, deleted = ?, deleted_at = NULL, revision = resources.revision + 1 RETURNING " +
-            std::string(resource_columns),
+        "INSERT INTO resources (type, id, state, position) VALUES (?, ?, ?, " +
+            std::string(context.change_position()) +
+            ") ON CONFLICT (type, id) DO UPDATE SET state = excluded.state, deleted = ?, deleted_at = NULL, "
+            "revision = " + bump(context, "resources.revision") + " RETURNING " + std::string(resource_columns),
         {std::string(type), std::string(id), text, false});
     const Json body = resource_body(rows.front());
     revision = body["_rev"].get<std::int64_t>();
@@ -837,8 +853,8 @@ bool Operations::delete_resource(std::string_view type, std::string_view id) {
   bool deleted = false;
   run(true, [&](Context& context) {
     const auto rows = context.query(
-        "UPDATE resources SET deleted = ?, deleted_at = ?, revision = revision + 1 "
-        "WHERE type = ? AND id = ? AND deleted = ? RETURNING revision",
+        "UPDATE resources SET deleted = ?, deleted_at = ?, revision = " + bump(context) +
+            " WHERE type = ? AND id = ? AND deleted = ? RETURNING revision",
         {true, context.now(), std::string(type), std::string(id), false});
     deleted = !rows.empty();
     if (deleted) {
@@ -1054,6 +1070,137 @@ std::map<std::string, std::int64_t> Operations::deletions(std::string_view type,
     for (const auto& row : context.query(sql, bound)) deleted.emplace(row.as_text(0), row.as_int(1));
   });
   return deleted;
+}
+
+// --- what changed since a watermark ---------------------------------------------
+
+namespace {
+
+// A watermark is "BACKEND:DATABASE_ID:MARK": on SQLite MARK is the change
+// counter, on PostgreSQL a pg_snapshot's text ("xmin:xmax:xip,…").
+struct Watermark {
+  std::string database_id;
+  std::string mark;
+};
+
+std::string_view backend_prefix(Backend backend) { return backend == Backend::postgresql ? "postgresql" : "sqlite"; }
+
+bool all_digits(std::string_view text) {
+  return !text.empty() && std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+// A pg_snapshot's text form, checked before the server parses it, so that a
+// bad watermark is "can't answer" rather than a failed statement.
+bool snapshot_text(std::string_view mark) {
+  const auto first = mark.find(':');
+  const auto second = first == std::string_view::npos ? first : mark.find(':', first + 1);
+  if (second == std::string_view::npos || mark.size() > 100'000) return false;
+  if (!all_digits(mark.substr(0, first)) || !all_digits(mark.substr(first + 1, second - first - 1))) return false;
+  const auto xip = mark.substr(second + 1);
+  return xip.empty() || std::all_of(xip.begin(), xip.end(), [](char c) { return (c >= '0' && c <= '9') || c == ','; });
+}
+
+std::optional<Watermark> parse_watermark(std::string_view text, Backend backend) {
+  const auto prefix = backend_prefix(backend);
+  if (!text.starts_with(prefix) || text.size() <= prefix.size() || text[prefix.size()] != ':') return std::nullopt;
+  text.remove_prefix(prefix.size() + 1);
+  const auto colon = text.find(':');
+  if (colon == std::string_view::npos || colon == 0) return std::nullopt;
+  Watermark watermark{std::string(text.substr(0, colon)), std::string(text.substr(colon + 1))};
+  const bool valid = backend == Backend::postgresql ? snapshot_text(watermark.mark)
+                                                    : all_digits(watermark.mark) && watermark.mark.size() < 19;
+  if (!valid) return std::nullopt;
+  return watermark;
+}
+
+// Where the history stands in `context`'s transaction: the database's id and
+// its mark (none without change positions).
+std::optional<Watermark> current_watermark(Context& context) {
+  if (!context.core().has_change_positions(context)) return std::nullopt;
+  const auto rows =
+      context.query(context.backend() == Backend::postgresql
+                        ? "SELECT database_id, CAST(pg_current_snapshot() AS TEXT) FROM livestate_changes"
+                        : "SELECT database_id, CAST(position AS TEXT) FROM livestate_changes");
+  if (rows.empty()) return std::nullopt;
+  return Watermark{rows.front().as_text(0), rows.front().as_text(1)};
+}
+
+std::string watermark_text(Backend backend, const Watermark& watermark) {
+  return std::string(backend_prefix(backend)) + ":" + watermark.database_id + ":" + watermark.mark;
+}
+
+// Is `then` (a mark of this database) at or before `now`? A mark ahead of the
+// database is a restored backup's: its positions may be given again.
+bool not_ahead(Context& context, const Watermark& then, const Watermark& now) {
+  if (context.backend() == Backend::postgresql) {
+    return context
+        .query("SELECT pg_snapshot_xmax(CAST(? AS pg_snapshot)) <= pg_snapshot_xmax(CAST(? AS pg_snapshot))",
+               {then.mark, now.mark})
+        .front()
+        .as_bool(0);
+  }
+  return std::stoll(then.mark) <= std::stoll(now.mark);
+}
+
+// The rows changed after `since`, as SQL over the table's `position`.
+std::string changed_after(Backend backend) {
+  return backend == Backend::postgresql
+             ? "position >= pg_snapshot_xmin(CAST(? AS pg_snapshot)) AND "
+               "NOT pg_visible_in_snapshot(position, CAST(? AS pg_snapshot))"
+             : "position > ?";
+}
+
+std::vector<Value> changed_after_params(Backend backend, const Watermark& since) {
+  if (backend == Backend::postgresql) return {since.mark, since.mark};
+  return {std::int64_t{std::stoll(since.mark)}};
+}
+
+}  // namespace
+
+std::optional<std::string> Operations::change_watermark() {
+  std::optional<std::string> text;
+  run(false, [&](Context& context) {
+    const auto now = current_watermark(context);
+    text = now ? std::optional(watermark_text(context.backend(), *now)) : std::nullopt;
+  });
+  return text;
+}
+
+std::optional<ChangesSince> Operations::changes_since(std::string_view type, std::string_view watermark) {
+  const TypeInfo* info = find_builtin(type);
+  if (info == nullptr) (void)RoutingKey({type});
+  std::optional<ChangesSince> changes;
+  run(false, [&](Context& context) {
+    changes.reset();
+    const auto since = parse_watermark(watermark, context.backend());
+    if (!since) return;
+    // Read first, in the same transaction: the next changes_since() starts here.
+    const auto now = current_watermark(context);
+    if (!now || now->database_id != since->database_id || !not_ahead(context, *since, *now)) return;
+    auto params = changed_after_params(context.backend(), *since);
+    const std::string after = changed_after(context.backend());
+    changes.emplace();
+    changes->watermark = watermark_text(context.backend(), *now);
+    if (info != nullptr) {
+      const auto rows = context.query("SELECT " + std::string(info->columns) + " FROM " + std::string(info->table) +
+                                          " WHERE " + after + " ORDER BY id",
+                                      params);
+      changes->rows.reserve(rows.size());
+      for (const auto& row : rows) changes->rows.push_back(info->read(context, row));
+      return;
+    }
+    params.insert(params.begin(), std::string(type));
+    for (const auto& row : context.query("SELECT " + std::string(resource_columns) +
+                                             ", deleted FROM resources WHERE type = ? AND " + after + " ORDER BY id",
+                                         params)) {
+      if (row.as_bool(4)) {
+        changes->deletions.emplace(row.as_text(1), row.as_int(3));
+      } else {
+        changes->rows.push_back(resource_body(row));
+      }
+    }
+  });
+  return changes;
 }
 
 std::string Operations::id_of(std::string_view type, const Json& body) {

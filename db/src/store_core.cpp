@@ -20,8 +20,17 @@ SessionLease::~SessionLease() {
 Context::~Context() { rollback(); }
 
 void Context::commit() {
+  // Also when the rows that took it were rolled back to a savepoint since:
+  // a position is never used twice, and a gap is harmless.
+  if (m_positioned) m_lease->execute("UPDATE livestate_changes SET position = position + 1");
   m_open = false;
   m_lease->commit();
+}
+
+std::string_view Context::change_position() noexcept {
+  if (backend() == Backend::postgresql) return "pg_current_xact_id()";
+  m_positioned = true;
+  return "(SELECT position + 1 FROM livestate_changes)";
 }
 
 void Context::rollback() noexcept {
@@ -201,6 +210,18 @@ void StoreCore::produce_all(const Outbox& outbox) noexcept {
       log(LogLevel::error, "db", "committed change not announced: produce(" + message.key.str() + ") failed");
     }
   }
+}
+
+bool StoreCore::has_change_positions(Context& context) {
+  if (m_change_positions.load(std::memory_order_relaxed)) return true;
+  const auto found = context.query(backend() == Backend::postgresql
+                                       ? "SELECT COUNT(*) FROM (SELECT to_regclass('livestate_changes') AS t) AS c "
+                                         "WHERE t IS NOT NULL"
+                                       : "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = "
+                                         "'livestate_changes'");
+  const bool present = found.front().as_int(0) > 0;
+  if (present) m_change_positions.store(true, std::memory_order_relaxed);
+  return present;
 }
 
 void StoreCore::rethrow(const SessionFailure& failure) {

@@ -598,6 +598,74 @@ TEST_CASE("a distributor lists the oldest waiting requests, and counts them no f
   CHECK(f.store->count_buildrequests({.complete = true}) == 1);
 }
 
+TEST_CASE("changes since a watermark are the rows changed after it, deletions included, and nothing before") {
+  Fixture f;
+  const auto s = f.scene();
+  f.store->upsert_resource("widgets", "old", {{"n", 1}});
+  const auto start = f.store->change_watermark();
+  REQUIRE(start.has_value());
+  const auto none = f.store->changes_since("buildrequests", *start);
+  REQUIRE(none.has_value());
+  CHECK(none->rows.empty());
+
+  f.store->claim_buildrequests(std::vector<std::int64_t>{s.brid}, s.masterid);
+  f.store->upsert_resource("widgets", "x", {{"n", 1}});
+  f.store->upsert_resource("widgets", "y", {{"n", 1}});
+  f.store->delete_resource("widgets", "y");
+  {  // An operation undone inside a transaction, then one that commits.
+    auto tx = f.store->begin();
+    CHECK_THROWS_AS(tx.claim_buildrequests(std::vector<std::int64_t>{s.brid}, s.masterid), db::AlreadyClaimed);
+    tx.upsert_resource("widgets", "z", {{"n", 1}});
+    tx.commit();
+  }
+
+  const auto requests = f.store->changes_since("buildrequests", *start);
+  REQUIRE(requests.has_value());
+  REQUIRE(requests->rows.size() == 1);
+  CHECK(requests->rows[0] == f.store->get_buildrequest(s.brid).value());
+  CHECK(f.store->changes_since("buildsets", *start)->rows.empty());
+  const auto widgets = f.store->changes_since("widgets", *start);
+  REQUIRE(widgets.has_value());
+  REQUIRE(widgets->rows.size() == 2);
+  CHECK(widgets->rows[0] == f.store->get_resource("widgets", "x").value());
+  CHECK(widgets->rows[1]["id"] == "z");
+  CHECK(widgets->deletions == std::map<std::string, std::int64_t>{{"y", 2}});
+
+  // From where that read ended: only what changed since.
+  f.store->upsert_resource("widgets", "x", {{"n", 2}});
+  const auto next = f.store->changes_since("widgets", widgets->watermark);
+  REQUIRE(next.has_value());
+  REQUIRE(next->rows.size() == 1);
+  CHECK(next->rows[0]["state"] == Json{{"n", 2}});
+  CHECK(next->deletions.empty());
+}
+
+TEST_CASE("a watermark the database can't answer from is refused, never misread") {
+  Fixture f;
+  f.store->upsert_resource("widgets", "a", {{"n", 1}});
+  const auto watermark = f.store->change_watermark().value();
+  // Ahead of the database (a backup restored since): the mark's last number grown.
+  std::string ahead = watermark;
+  if (f.store->backend() == db::Backend::postgresql) {
+    // "postgresql:ID:xmin:xmax:xip": xmax far ahead.
+    const auto xmax_end = ahead.rfind(':');
+    const auto xmax_start = ahead.rfind(':', xmax_end - 1) + 1;
+    ahead.replace(xmax_start, xmax_end - xmax_start, "999999999");
+  } else {
+    ahead = ahead.substr(0, ahead.rfind(':') + 1) + "999999999";
+  }
+  std::string other_database = watermark;
+  other_database[other_database.find(':') + 1] = other_database[other_database.find(':') + 1] == 'f' ? 'e' : 'f';
+  for (const std::string& refused : {std::string("not a watermark"), std::string(""), ahead, other_database,
+                                     std::string(f.store->backend() == db::Backend::postgresql ? "sqlite:x:1" : "postgresql:x:1:2:"),
+                                     watermark + "'; DROP TABLE resources; --"}) {
+    CAPTURE(refused);
+    CHECK_FALSE(f.store->changes_since("widgets", refused).has_value());
+  }
+  CHECK(f.store->changes_since("widgets", watermark).has_value());
+  CHECK(f.store->get_resource("widgets", "a").has_value());
+}
+
 TEST_CASE("two threads racing to claim the same requests: exactly one winner per request") {
   Fixture f;
   const auto s = f.scene();

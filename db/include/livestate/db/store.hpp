@@ -107,6 +107,18 @@ struct BuildRequestFilter {
   std::optional<std::size_t> limit = std::nullopt;
 };
 
+/// What changed in a type after a watermark (Operations::changes_since).
+struct ChangesSince {
+  /// The rows changed since, each as it is now (once, however often it
+  /// changed), as list() reads them and whatever their fields; by id.
+  std::vector<Json> rows;
+  /// The application resources deleted since: id -> the revision of the
+  /// deletion.
+  std::map<std::string, std::int64_t> deletions;
+  /// Where the next changes_since() starts: taken before these were read.
+  std::string watermark;
+};
+
 /// The Buildbot-shaped data model: update methods and reads. Store runs each
 /// call in a transaction of its own; Transaction runs them in itself, so that
 /// several changes and their messages commit or roll back together.
@@ -213,6 +225,26 @@ class Operations {
   [[nodiscard]] std::map<std::string, std::int64_t> deletions(
       std::string_view type, std::optional<std::vector<std::string>> ids = std::nullopt,
       std::optional<std::chrono::milliseconds> within = std::nullopt);
+
+  // --- what changed since a watermark (migration 0007) ----------------------
+  /// Where the database's history of changes stands now, as opaque text: a
+  /// read that starts after this call sees every change committed before
+  /// it, and changes_since(type, watermark) later finds every change
+  /// committed after it (on PostgreSQL, also those of transactions still
+  /// running now, whichever order they commit in). std::nullopt when the
+  /// database keeps no change positions (a schema older than migration 0007,
+  /// opened without migrating).
+  [[nodiscard]] std::optional<std::string> change_watermark();
+  /// The rows of `type` changed after `watermark` (change_watermark()'s, or an
+  /// earlier changes_since()'s) and the resources deleted after it: as many
+  /// rows as changed, however many the type holds. std::nullopt when the
+  /// database can't answer from that watermark: another database's, one
+  /// ahead of the database (a backup restored since), not a watermark, or a
+  /// database without change positions; read the whole type then. A row
+  /// changed by something other than the store without setting its position
+  /// (or deleted outright) is not found: only a full read finds it.
+  [[nodiscard]] std::optional<ChangesSince> changes_since(std::string_view type, std::string_view watermark);
+
   /// The id of an entry of `type` as its routing key says it ("17").
   [[nodiscard]] static std::string id_of(std::string_view type, const Json& body);
   /// Is `type` one of the built-in Buildbot types?
