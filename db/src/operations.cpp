@@ -73,11 +73,11 @@ Json optional_text(const Row& row, std::size_t column) {
 
 std::string key_element(std::int64_t id) { return std::to_string(id); }
 
-// What every change of a row sets besides its own columns: its revision, and
-// the transaction's change position (0007), by which readers find what
+// What every change of a row of `table` sets besides its own columns: its
+// revision, and its change position (0007), by which readers find what
 // changed since they last looked.
-std::string bump(Context& context, std::string_view revision = "revision") {
-  return std::string(revision) + " + 1, position = " + std::string(context.change_position());
+std::string bump(Context& context, std::string_view table, std::string_view revision = "revision") {
+  return std::string(revision) + " + 1, position = " + context.change_position(table);
 }
 
 // A JSON object built field by field, each field's node made once (the
@@ -421,7 +421,7 @@ void complete_finished_buildsets(Context& context, const std::set<std::int64_t>&
   const std::vector<std::int64_t> ids(bsids.begin(), bsids.end());
   const auto rows = change_returning(
       context,
-      "UPDATE buildsets SET complete = ?, complete_at = ?, revision = " + bump(context) + ", results = "
+      "UPDATE buildsets SET complete = ?, complete_at = ?, revision = " + bump(context, "buildsets") + ", results = "
       "(SELECT results FROM buildrequests WHERE buildsetid = buildsets.id ORDER BY CASE results "
       "WHEN 3 THEN 0 WHEN 0 THEN 1 WHEN 1 THEN 2 WHEN 2 THEN 3 WHEN 4 THEN 4 WHEN 5 THEN 5 WHEN 6 THEN 6 "
       "ELSE -1 END DESC LIMIT 1) "
@@ -442,7 +442,7 @@ std::vector<AnnouncedRequest> announce_buildrequests(Context& context, const Row
 }
 
 Rows bump_buildrequests(Context& context, const std::vector<std::int64_t>& ids) {
-  return context.query("UPDATE buildrequests SET revision = " + bump(context) + " WHERE id IN " +
+  return context.query("UPDATE buildrequests SET revision = " + bump(context, "buildrequests") + " WHERE id IN " +
                            placeholders(ids.size()) + " RETURNING " + std::string(buildrequest_columns),
                        values_of(ids));
 }
@@ -491,7 +491,7 @@ Row update_one(Context& context, std::string_view table, std::string_view assign
                std::string_view what) {
   params.push_back(id);
   auto rows = context.query("UPDATE " + std::string(table) + " SET " + std::string(assignments) +
-                                ", revision = " + bump(context) + " WHERE id = ? RETURNING " + std::string(columns),
+                                ", revision = " + bump(context, table) + " WHERE id = ? RETURNING " + std::string(columns),
                             params);
   if (rows.empty()) throw NotFound("no " + std::string(what) + " with id " + std::to_string(id));
   return std::move(rows.front());
@@ -512,7 +512,7 @@ void check_resource_type(std::string_view type, std::string_view id) {
 std::int64_t Operations::master_active(std::string_view name) {
   std::int64_t masterid = 0;
   run(true, [&](Context& context) {
-    context.execute("INSERT INTO masters (name, position) VALUES (?, " + std::string(context.change_position()) +
+    context.execute("INSERT INTO masters (name, position) VALUES (?, " + context.change_position("masters") +
                         ") ON CONFLICT (name) DO NOTHING",
                     {std::string(name)});
     const auto found = context.query("SELECT id, active FROM masters WHERE name = ?", {std::string(name)});
@@ -542,7 +542,7 @@ void Operations::master_stopped(std::int64_t masterid) {
 std::int64_t Operations::builder_started(std::string_view name, std::int64_t masterid) {
   std::int64_t builderid = 0;
   run(true, [&](Context& context) {
-    context.execute("INSERT INTO builders (name, position) VALUES (?, " + std::string(context.change_position()) +
+    context.execute("INSERT INTO builders (name, position) VALUES (?, " + context.change_position("builders") +
                         ") ON CONFLICT (name) DO NOTHING",
                     {std::string(name)});
     builderid = context.query("SELECT id FROM builders WHERE name = ?", {std::string(name)}).front().as_int(0);
@@ -564,7 +564,7 @@ std::int64_t Operations::builder_started(std::string_view name, std::int64_t mas
 std::int64_t Operations::find_worker_id(std::string_view name) {
   std::int64_t workerid = 0;
   run(true, [&](Context& context) {
-    context.execute("INSERT INTO workers (name, position) VALUES (?, " + std::string(context.change_position()) +
+    context.execute("INSERT INTO workers (name, position) VALUES (?, " + context.change_position("workers") +
                         ") ON CONFLICT (name) DO NOTHING",
                     {std::string(name)});
     workerid = context.query("SELECT id FROM workers WHERE name = ?", {std::string(name)}).front().as_int(0);
@@ -591,7 +591,7 @@ AddedBuildset Operations::add_buildset(const NewBuildset& buildset) {
     const double now = context.now();
     const auto set_row = context.query(
         "INSERT INTO buildsets (external_idstring, reason, scheduler, submitted_at, sourcestamps, position) "
-        "VALUES (?, ?, ?, ?, ?, " + std::string(context.change_position()) + ") RETURNING " +
+        "VALUES (?, ?, ?, ?, ?, " + context.change_position("buildsets") + ") RETURNING " +
             std::string(buildset_columns),
         {optional_text(buildset.external_idstring), optional_text(buildset.reason),
          optional_text(buildset.scheduler), now, buildset.sourcestamps.dump()});
@@ -602,7 +602,7 @@ AddedBuildset Operations::add_buildset(const NewBuildset& buildset) {
     for (const auto builderid : builderids) {
       const auto rows = context.query(
           "INSERT INTO buildrequests (buildsetid, builderid, priority, submitted_at, waited_for, properties, "
-          "position) VALUES (?, ?, ?, ?, ?, ?, " + std::string(context.change_position()) + ") RETURNING " +
+          "position) VALUES (?, ?, ?, ?, ?, ?, " + context.change_position("buildrequests") + ") RETURNING " +
               buildrequest_columns,
           {added.bsid, builderid, std::int64_t{buildset.priority}, now, buildset.waited_for, properties});
       added.buildrequestids[builderid] = announce_buildrequest(context, rows.front(), "new").id;
@@ -644,7 +644,7 @@ void Operations::claim_buildrequests(std::span<const std::int64_t> buildrequesti
         std::string(buildrequest_own_columns) + ", CAST(? AS BIGINT), CAST(? AS DOUBLE PRECISION)";
     announce_buildrequests(
         context,
-        change_returning(context, "UPDATE buildrequests SET revision = " + bump(context) + " WHERE id IN " + placeholders(ids.size()),
+        change_returning(context, "UPDATE buildrequests SET revision = " + bump(context, "buildrequests") + " WHERE id IN " + placeholders(ids.size()),
                          values_of(ids), claimed_columns, "buildrequests", ids, {masterid, params[1]}),
         "claimed");
   });
@@ -666,7 +666,7 @@ void Operations::complete_buildrequests(std::span<const std::int64_t> buildreque
     params.emplace_back(false);
     params.emplace_back(masterid);
     std::string update =
-        "UPDATE buildrequests SET complete = ?, results = ?, complete_at = ?, revision = " + bump(context) +
+        "UPDATE buildrequests SET complete = ?, results = ?, complete_at = ?, revision = " + bump(context, "buildrequests") +
         " "
         "WHERE id IN " + placeholders(ids.size()) + " AND complete = ? AND EXISTS "
         "(SELECT 1 FROM buildrequest_claims WHERE brid = buildrequests.id AND masterid = ?)";
@@ -704,7 +704,7 @@ void Operations::cancel_buildrequests(std::span<const std::int64_t> buildrequest
     params.insert(params.end(), ids.begin(), ids.end());
     params.emplace_back(false);
     const auto rows = context.query(
-        "UPDATE buildrequests SET complete = ?, results = ?, complete_at = ?, revision = " + bump(context) +
+        "UPDATE buildrequests SET complete = ?, results = ?, complete_at = ?, revision = " + bump(context, "buildrequests") +
         " "
         "WHERE id IN " + placeholders(ids.size()) + " AND complete = ? RETURNING " +
             std::string(buildrequest_columns),
@@ -740,7 +740,7 @@ AddedBuild Operations::add_build(std::int64_t builderid, std::int64_t buildreque
       rows = context.query(
           "INSERT INTO builds (number, builderid, buildrequestid, workerid, masterid, started_at, state_string, "
           "position) VALUES ((SELECT COALESCE(MAX(number), 0) + 1 FROM builds WHERE builderid = ?), ?, ?, ?, ?, ?, ?, " +
-              std::string(context.change_position()) + ") RETURNING " + std::string(build_columns),
+              context.change_position("builds") + ") RETURNING " + std::string(build_columns),
           {builderid, builderid, buildrequestid, workerid ? Value(*workerid) : Value(std::monostate{}),
            masterid, context.now(), std::string(state_string)});
     } catch (const detail::SessionFailure& failure) {
@@ -791,7 +791,7 @@ AddedStep Operations::add_step(std::int64_t buildid, std::string_view name) {
     }
     const auto rows = context.query(
         "INSERT INTO steps (number, name, buildid, state_string, position) VALUES (?, ?, ?, ?, " +
-            std::string(context.change_position()) + ") RETURNING " + std::string(step_columns),
+            context.change_position("steps") + ") RETURNING " + std::string(step_columns),
         {number, unique_name, buildid, std::string("pending")});
     Json body = step_body(rows.front());
     added = {body["stepid"].get<std::int64_t>(), static_cast<int>(number), unique_name};
@@ -837,9 +837,10 @@ std::int64_t Operations::upsert_resource(std::string_view type, std::string_view
     const bool created = before.empty() || before.front().as_bool(0);
     const auto rows = context.query(
         "INSERT INTO resources (type, id, state, position) VALUES (?, ?, ?, " +
-            std::string(context.change_position()) +
+            context.change_position("resources") +
             ") ON CONFLICT (type, id) DO UPDATE SET state = excluded.state, deleted = ?, deleted_at = NULL, "
-            "revision = " + bump(context, "resources.revision") + " RETURNING " + std::string(resource_columns),
+            "revision = " + bump(context, "resources", "resources.revision") + " RETURNING " +
+            std::string(resource_columns),
         {std::string(type), std::string(id), text, false});
     const Json body = resource_body(rows.front());
     revision = body["_rev"].get<std::int64_t>();
@@ -853,7 +854,7 @@ bool Operations::delete_resource(std::string_view type, std::string_view id) {
   bool deleted = false;
   run(true, [&](Context& context) {
     const auto rows = context.query(
-        "UPDATE resources SET deleted = ?, deleted_at = ?, revision = " + bump(context) +
+        "UPDATE resources SET deleted = ?, deleted_at = ?, revision = " + bump(context, "resources") +
             " WHERE type = ? AND id = ? AND deleted = ? RETURNING revision",
         {true, context.now(), std::string(type), std::string(id), false});
     deleted = !rows.empty();
@@ -1076,10 +1077,12 @@ std::map<std::string, std::int64_t> Operations::deletions(std::string_view type,
 
 namespace {
 
-// A watermark is "BACKEND:DATABASE_ID:MARK": on SQLite MARK is the change
-// counter, on PostgreSQL a pg_snapshot's text ("xmin:xmax:xip,…").
+// A watermark is "BACKEND:DATABASE_ID:TABLE:MARK", for the rows of TABLE. On
+// PostgreSQL MARK is a pg_snapshot's text ("xmin:xmax:xip,…"); on SQLite the
+// table's highest position.
 struct Watermark {
   std::string database_id;
+  std::string table;
   std::string mark;
 };
 
@@ -1097,70 +1100,84 @@ bool snapshot_text(std::string_view mark) {
   if (second == std::string_view::npos || mark.size() > 100'000) return false;
   if (!all_digits(mark.substr(0, first)) || !all_digits(mark.substr(first + 1, second - first - 1))) return false;
   const auto xip = mark.substr(second + 1);
-  return xip.empty() || std::all_of(xip.begin(), xip.end(), [](char c) { return (c >= '0' && c <= '9') || c == ','; });
+  return std::all_of(xip.begin(), xip.end(), [](char c) { return (c >= '0' && c <= '9') || c == ','; });
+}
+
+// SQLite: a mark's position.
+std::optional<std::int64_t> position_of(std::string_view mark) {
+  if (!all_digits(mark) || mark.size() > 18) return std::nullopt;
+  return std::stoll(std::string(mark));
 }
 
 std::optional<Watermark> parse_watermark(std::string_view text, Backend backend) {
   const auto prefix = backend_prefix(backend);
   if (!text.starts_with(prefix) || text.size() <= prefix.size() || text[prefix.size()] != ':') return std::nullopt;
   text.remove_prefix(prefix.size() + 1);
-  const auto colon = text.find(':');
-  if (colon == std::string_view::npos || colon == 0) return std::nullopt;
-  Watermark watermark{std::string(text.substr(0, colon)), std::string(text.substr(colon + 1))};
-  const bool valid = backend == Backend::postgresql ? snapshot_text(watermark.mark)
-                                                    : all_digits(watermark.mark) && watermark.mark.size() < 19;
-  if (!valid) return std::nullopt;
-  return watermark;
-}
-
-// Where the history stands in `context`'s transaction: the database's id and
-// its mark (none without change positions).
-std::optional<Watermark> current_watermark(Context& context) {
-  if (!context.core().has_change_positions(context)) return std::nullopt;
-  const auto rows =
-      context.query(context.backend() == Backend::postgresql
-                        ? "SELECT database_id, CAST(pg_current_snapshot() AS TEXT) FROM livestate_changes"
-                        : "SELECT database_id, CAST(position AS TEXT) FROM livestate_changes");
-  if (rows.empty()) return std::nullopt;
-  return Watermark{rows.front().as_text(0), rows.front().as_text(1)};
+  const auto first = text.find(':');
+  const auto second = first == std::string_view::npos ? first : text.find(':', first + 1);
+  if (second == std::string_view::npos || first == 0 || second == first + 1) return std::nullopt;
+  return Watermark{std::string(text.substr(0, first)), std::string(text.substr(first + 1, second - first - 1)),
+                   std::string(text.substr(second + 1))};
 }
 
 std::string watermark_text(Backend backend, const Watermark& watermark) {
-  return std::string(backend_prefix(backend)) + ":" + watermark.database_id + ":" + watermark.mark;
+  return std::string(backend_prefix(backend)) + ":" + watermark.database_id + ":" + watermark.table + ":" +
+         watermark.mark;
 }
 
-// Is `then` (a mark of this database) at or before `now`? A mark ahead of the
-// database is a restored backup's: its positions may be given again.
-bool not_ahead(Context& context, const Watermark& then, const Watermark& now) {
+// The table that holds `type`'s rows.
+std::string_view table_of(std::string_view type) {
+  const TypeInfo* info = find_builtin(type);
+  return info != nullptr ? info->table : "resources";
+}
+
+// Where `table`'s history stands in `context`'s transaction: the database's
+// id and its mark (none without change positions).
+std::optional<Watermark> current_watermark(Context& context, std::string_view table) {
+  if (!context.core().has_change_positions(context)) return std::nullopt;
   if (context.backend() == Backend::postgresql) {
-    return context
-        .query("SELECT pg_snapshot_xmax(CAST(? AS pg_snapshot)) <= pg_snapshot_xmax(CAST(? AS pg_snapshot))",
-               {then.mark, now.mark})
-        .front()
-        .as_bool(0);
+    const auto rows = context.query("SELECT database_id, CAST(pg_current_snapshot() AS TEXT) FROM livestate_changes");
+    if (rows.empty()) return std::nullopt;
+    return Watermark{rows.front().as_text(0), std::string(table), rows.front().as_text(1)};
   }
-  return std::stoll(then.mark) <= std::stoll(now.mark);
+  const auto rows = context.query("SELECT database_id, (SELECT IFNULL(MAX(position), 0) FROM " + std::string(table) +
+                                  ") FROM livestate_changes");
+  if (rows.empty()) return std::nullopt;
+  return Watermark{rows.front().as_text(0), std::string(table), std::to_string(rows.front().as_int(1))};
 }
 
-// The rows changed after `since`, as SQL over the table's `position`.
-std::string changed_after(Backend backend) {
-  return backend == Backend::postgresql
-             ? "position >= pg_snapshot_xmin(CAST(? AS pg_snapshot)) AND "
-               "NOT pg_visible_in_snapshot(position, CAST(? AS pg_snapshot))"
-             : "position > ?";
-}
-
-std::vector<Value> changed_after_params(Backend backend, const Watermark& since) {
-  if (backend == Backend::postgresql) return {since.mark, since.mark};
-  return {std::int64_t{std::stoll(since.mark)}};
+// The rows changed after `since` (a watermark of this database and table),
+// as SQL over the table's `position` and its parameters; none when the mark
+// can't be answered: malformed, or ahead of the database (a restored
+// backup's, whose positions may be given again).
+std::optional<std::pair<std::string, std::vector<Value>>> changed_after(Context& context, const Watermark& since,
+                                                                          const Watermark& now) {
+  if (context.backend() == Backend::postgresql) {
+    if (!snapshot_text(since.mark)) return std::nullopt;
+    const bool behind =
+        context.query("SELECT pg_snapshot_xmax(CAST(? AS pg_snapshot)) <= pg_snapshot_xmax(CAST(? AS pg_snapshot))",
+                      {since.mark, now.mark})
+            .front()
+            .as_bool(0);
+    if (!behind) return std::nullopt;
+    return std::pair{std::string("position >= pg_snapshot_xmin(CAST(? AS pg_snapshot)) AND "
+                                 "NOT pg_visible_in_snapshot(position, CAST(? AS pg_snapshot))"),
+                     std::vector<Value>{since.mark, since.mark}};
+  }
+  const auto then = position_of(since.mark);
+  const auto current = position_of(now.mark);
+  if (!then || !current || *then > *current) return std::nullopt;
+  return std::pair{std::string("position > ?"), std::vector<Value>{*then}};
 }
 
 }  // namespace
 
-std::optional<std::string> Operations::change_watermark() {
+std::optional<std::string> Operations::change_watermark(std::string_view type) {
+  const auto table = table_of(type);
+  if (table == "resources") (void)RoutingKey({type});
   std::optional<std::string> text;
   run(false, [&](Context& context) {
-    const auto now = current_watermark(context);
+    const auto now = current_watermark(context, table);
     text = now ? std::optional(watermark_text(context.backend(), *now)) : std::nullopt;
   });
   return text;
@@ -1169,36 +1186,42 @@ std::optional<std::string> Operations::change_watermark() {
 std::optional<ChangesSince> Operations::changes_since(std::string_view type, std::string_view watermark) {
   const TypeInfo* info = find_builtin(type);
   if (info == nullptr) (void)RoutingKey({type});
+  const auto table = table_of(type);
   std::optional<ChangesSince> changes;
   run(false, [&](Context& context) {
     changes.reset();
     const auto since = parse_watermark(watermark, context.backend());
     if (!since) return;
     // Read first, in the same transaction: the next changes_since() starts here.
-    const auto now = current_watermark(context);
-    if (!now || now->database_id != since->database_id || !not_ahead(context, *since, *now)) return;
-    auto params = changed_after_params(context.backend(), *since);
-    const std::string after = changed_after(context.backend());
+    const auto now = current_watermark(context, table);
+    if (!now || now->database_id != since->database_id || now->table != since->table) return;
+    auto after = changed_after(context, *since, *now);
+    if (!after) return;
+    auto& [condition, params] = *after;
     changes.emplace();
     changes->watermark = watermark_text(context.backend(), *now);
+    // Through the index of positions, never in id order (which SQLite would
+    // rather read the whole table in): what changed is sorted afterwards.
+    const std::string from = context.backend() == Backend::sqlite
+                                 ? " FROM " + std::string(table) + " INDEXED BY " + std::string(table) + "_position"
+                                 : " FROM " + std::string(table);
     if (info != nullptr) {
-      const auto rows = context.query("SELECT " + std::string(info->columns) + " FROM " + std::string(info->table) +
-                                          " WHERE " + after + " ORDER BY id",
-                                      params);
-      changes->rows.reserve(rows.size());
-      for (const auto& row : rows) changes->rows.push_back(info->read(context, row));
+      const auto rows = context.query("SELECT " + std::string(info->columns) + from + " WHERE " + condition, params);
+      for (const Row* row : in_id_order(rows)) changes->rows.push_back(info->read(context, *row));
       return;
     }
     params.insert(params.begin(), std::string(type));
-    for (const auto& row : context.query("SELECT " + std::string(resource_columns) +
-                                             ", deleted FROM resources WHERE type = ? AND " + after + " ORDER BY id",
-                                         params)) {
+    for (const auto& row :
+         context.query("SELECT " + std::string(resource_columns) + ", deleted" + from + " WHERE type = ? AND " + condition,
+                       params)) {
       if (row.as_bool(4)) {
         changes->deletions.emplace(row.as_text(1), row.as_int(3));
       } else {
         changes->rows.push_back(resource_body(row));
       }
     }
+    std::sort(changes->rows.begin(), changes->rows.end(),
+              [](const Json& a, const Json& b) { return a.at("id").get_ref<const std::string&>() < b.at("id").get_ref<const std::string&>(); });
   });
   return changes;
 }

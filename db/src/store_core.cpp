@@ -20,17 +20,8 @@ SessionLease::~SessionLease() {
 Context::~Context() { rollback(); }
 
 void Context::commit() {
-  // Also when the rows that took it were rolled back to a savepoint since:
-  // a position is never used twice, and a gap is harmless.
-  if (m_positioned) m_lease->execute("UPDATE livestate_changes SET position = position + 1");
   m_open = false;
   m_lease->commit();
-}
-
-std::string_view Context::change_position() noexcept {
-  if (backend() == Backend::postgresql) return "pg_current_xact_id()";
-  m_positioned = true;
-  return "(SELECT position + 1 FROM livestate_changes)";
 }
 
 void Context::rollback() noexcept {
@@ -38,6 +29,11 @@ void Context::rollback() noexcept {
   m_open = false;
   m_lease->rollback();
   m_outbox.clear();
+}
+
+std::string Context::change_position(std::string_view table) const {
+  if (backend() == Backend::postgresql) return "pg_current_xact_id()";
+  return "(SELECT IFNULL(MAX(position), 0) + 1 FROM " + std::string(table) + ")";
 }
 
 double Context::now() const { return m_core.now(); }

@@ -112,13 +112,14 @@ class Context {
   [[nodiscard]] Outbox& outbox() noexcept { return m_outbox; }
   [[nodiscard]] StoreCore& core() const noexcept { return m_core; }
 
-  /// The SQL expression of this transaction's change position (0007), which
-  /// every row it inserts or updates takes, so that a reader finds the rows
-  /// changed since a watermark (Operations::changes_since). On PostgreSQL the
-  /// transaction's id, which a reader's snapshot tells committed or not; on
-  /// SQLite, where one transaction writes at a time, one more than the
-  /// database's counter, which commit advances to it.
-  [[nodiscard]] std::string_view change_position() noexcept;
+  /// The SQL expression of the change position (0007) that a row of `table`
+  /// inserted or updated by this transaction takes, so that a reader finds
+  /// the rows changed since a watermark (Operations::changes_since). On
+  /// PostgreSQL the transaction's id, which a reader's snapshot tells
+  /// committed or not; on SQLite, where one transaction writes at a time, one
+  /// more than the table's highest position (found in its index of
+  /// positions, written nowhere else).
+  [[nodiscard]] std::string change_position(std::string_view table) const;
 
  private:
   friend class StoreCore;
@@ -126,7 +127,6 @@ class Context {
   StoreCore& m_core;
   Outbox m_outbox;
   bool m_open = true;
-  bool m_positioned = false;  // SQLite: rows took the next position; commit advances the counter
 };
 
 class StoreCore : public std::enable_shared_from_this<StoreCore> {

@@ -35,7 +35,7 @@ class StoreSource final : public Source {
     return m_store->deletions(type, ids, within);
   }
 
-  std::optional<std::string> watermark(std::string_view) override { return m_store->change_watermark(); }
+  std::optional<std::string> watermark(std::string_view type) override { return m_store->change_watermark(type); }
 
   std::optional<Changes> changes_since(std::string_view type, const std::string& watermark) override {
     auto changed = m_store->changes_since(type, watermark);

@@ -50,4 +50,4 @@ CREATE INDEX buildsets_position ON buildsets (position);
 CREATE INDEX buildrequests_position ON buildrequests (position);
 CREATE INDEX builds_position ON builds (position);
 CREATE INDEX steps_position ON steps (position);
-CREATE INDEX resources_position ON resources (type, position);
+CREATE INDEX resources_position ON resources (position);

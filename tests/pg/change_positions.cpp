@@ -31,7 +31,7 @@ TEST_CASE("a change committed after a later one was read is found by the next re
   // `late` is written first, in a transaction that stays open...
   auto late = store->begin();
   late.upsert_resource("widgets", "late", {{"n", 1}});
-  const auto watermark = store->change_watermark().value();
+  const auto watermark = store->change_watermark("widgets").value();
   // ...while `early` is written after it and commits first.
   store->upsert_resource("widgets", "early", {{"n", 1}});
   const auto first = store->changes_since("widgets", watermark).value();
@@ -60,7 +60,7 @@ TEST_CASE("a change rolled back leaves nothing to find, and a row another progra
   livestate::test::FreshSchema schema;
   auto mq = livestate::mq::make_simple_mq();
   auto store = db::Store::open(schema.url(), *mq);
-  const auto watermark = store->change_watermark().value();
+  const auto watermark = store->change_watermark("widgets").value();
   {
     auto rolled_back = store->begin();
     rolled_back.upsert_resource("widgets", "never", {{"n", 1}});

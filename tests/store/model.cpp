@@ -602,8 +602,12 @@ TEST_CASE("changes since a watermark are the rows changed after it, deletions in
   Fixture f;
   const auto s = f.scene();
   f.store->upsert_resource("widgets", "old", {{"n", 1}});
-  const auto start = f.store->change_watermark();
+  const auto start = f.store->change_watermark("buildrequests");
+  const auto buildsets_start = f.store->change_watermark("buildsets");
+  const auto widgets_start = f.store->change_watermark("widgets");
   REQUIRE(start.has_value());
+  REQUIRE(buildsets_start.has_value());
+  REQUIRE(widgets_start.has_value());
   const auto none = f.store->changes_since("buildrequests", *start);
   REQUIRE(none.has_value());
   CHECK(none->rows.empty());
@@ -623,8 +627,8 @@ TEST_CASE("changes since a watermark are the rows changed after it, deletions in
   REQUIRE(requests.has_value());
   REQUIRE(requests->rows.size() == 1);
   CHECK(requests->rows[0] == f.store->get_buildrequest(s.brid).value());
-  CHECK(f.store->changes_since("buildsets", *start)->rows.empty());
-  const auto widgets = f.store->changes_since("widgets", *start);
+  CHECK(f.store->changes_since("buildsets", *buildsets_start)->rows.empty());
+  const auto widgets = f.store->changes_since("widgets", *widgets_start);
   REQUIRE(widgets.has_value());
   REQUIRE(widgets->rows.size() == 2);
   CHECK(widgets->rows[0] == f.store->get_resource("widgets", "x").value());
@@ -643,11 +647,11 @@ TEST_CASE("changes since a watermark are the rows changed after it, deletions in
 TEST_CASE("a watermark the database can't answer from is refused, never misread") {
   Fixture f;
   f.store->upsert_resource("widgets", "a", {{"n", 1}});
-  const auto watermark = f.store->change_watermark().value();
+  const auto watermark = f.store->change_watermark("widgets").value();
   // Ahead of the database (a backup restored since): the mark's last number grown.
   std::string ahead = watermark;
   if (f.store->backend() == db::Backend::postgresql) {
-    // "postgresql:ID:xmin:xmax:xip": xmax far ahead.
+    // "postgresql:ID:TABLE:xmin:xmax:xip": xmax far ahead.
     const auto xmax_end = ahead.rfind(':');
     const auto xmax_start = ahead.rfind(':', xmax_end - 1) + 1;
     ahead.replace(xmax_start, xmax_end - xmax_start, "999999999");
@@ -656,8 +660,10 @@ TEST_CASE("a watermark the database can't answer from is refused, never misread"
   }
   std::string other_database = watermark;
   other_database[other_database.find(':') + 1] = other_database[other_database.find(':') + 1] == 'f' ? 'e' : 'f';
+  const auto of_requests = f.store->change_watermark("buildrequests").value();
   for (const std::string& refused : {std::string("not a watermark"), std::string(""), ahead, other_database,
-                                     std::string(f.store->backend() == db::Backend::postgresql ? "sqlite:x:1" : "postgresql:x:1:2:"),
+                                     of_requests,
+                                     std::string(f.store->backend() == db::Backend::postgresql ? "sqlite:x:resources:1" : "postgresql:x:resources:1:2:"),
                                      watermark + "'; DROP TABLE resources; --"}) {
     CAPTURE(refused);
     CHECK_FALSE(f.store->changes_since("widgets", refused).has_value());

@@ -227,20 +227,21 @@ class Operations {
       std::optional<std::chrono::milliseconds> within = std::nullopt);
 
   // --- what changed since a watermark (migration 0007) ----------------------
-  /// Where the database's history of changes stands now, as opaque text: a
+  /// Where the history of changes of `type` stands now, as opaque text: a
   /// read that starts after this call sees every change committed before
   /// it, and changes_since(type, watermark) later finds every change
   /// committed after it (on PostgreSQL, also those of transactions still
   /// running now, whichever order they commit in). std::nullopt when the
   /// database keeps no change positions (a schema older than migration 0007,
   /// opened without migrating).
-  [[nodiscard]] std::optional<std::string> change_watermark();
-  /// The rows of `type` changed after `watermark` (change_watermark()'s, or an
-  /// earlier changes_since()'s) and the resources deleted after it: as many
+  [[nodiscard]] std::optional<std::string> change_watermark(std::string_view type);
+  /// The rows of `type` changed after `watermark` (change_watermark(type)'s,
+  /// or an earlier changes_since(type)'s) and the resources deleted after it: as many
   /// rows as changed, however many the type holds. std::nullopt when the
-  /// database can't answer from that watermark: another database's, one
-  /// ahead of the database (a backup restored since), not a watermark, or a
-  /// database without change positions; read the whole type then. A row
+  /// database can't answer from that watermark: another database's or
+  /// another type's, one ahead of the database (a backup restored since),
+  /// not a watermark, or a database without change positions; read the
+  /// whole type then. A row
   /// changed by something other than the store without setting its position
   /// (or deleted outright) is not found: only a full read finds it.
   [[nodiscard]] std::optional<ChangesSince> changes_since(std::string_view type, std::string_view watermark);
