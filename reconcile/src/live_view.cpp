@@ -44,6 +44,10 @@ constexpr const char* component = "reconcile";
 // the executor's other work until the next batch.
 constexpr std::size_t inbox_batch = 256;
 
+// Room for this many changes is kept between steps; a larger step's (a load)
+// is given back.
+constexpr std::size_t retained_changes = 1024;
+
 }  // namespace
 
 class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
@@ -231,6 +235,10 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
         ++errors;
       }
     }
+    // The bodies go now, not at the next step: after a load, they would be
+    // every entry's body again, as Json.
+    m_actions.changes.clear();
+    if (m_actions.changes.capacity() > retained_changes) m_actions.changes.shrink_to_fit();
     std::lock_guard lock(m_mutex);
     m_callback_errors += errors;
     m_announcing = std::thread::id();
