@@ -2,6 +2,8 @@
 // reads them (the bodies a reload returns and a message carries).
 
 #include <algorithm>
+#include <map>
+#include <stdexcept>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -13,12 +15,13 @@
 #include "livestate/db/migrator.hpp"
 #include "livestate/db/store.hpp"
 #include "livestate/mq/simple_mq.hpp"
+#include "livestate/reconcile/buildbot_source.hpp"
 
 namespace livestate::cli {
 namespace {
 
 constexpr const char* view_help =
-    "usage: livestate view TYPE [--db URL] [--json]\n"
+    "usage: livestate view TYPE [--db URL] [--json] [--source livestate|buildbot]\n"
     "\n"
     "Prints the database's entries of a resource type, ordered by id, as the\n"
     "store reads them: the same bodies its messages carry, with \"_rev\", the\n"
@@ -29,7 +32,13 @@ constexpr const char* view_help =
     "included: run 'livestate migrate' first.\n"
     "\n"
     "  --db URL   sqlite:PATH or postgresql://... (default: sqlite:livestate.db)\n"
-    "  --json     one JSON object per line, nothing when there are none\n";
+    "  --json     one JSON object per line, nothing when there are none\n"
+    "  --source buildbot\n"
+    "             read a Buildbot 3.7 database (PostgreSQL or SQLite) instead, as a live\n"
+    "             view of it reads it: TYPE is buildrequests, buildsets, builds\n"
+    "             or steps, each body as Buildbot's messages carry it, with the\n"
+    "             revision the buildbot migration set keeps ('livestate migrate\n"
+    "             --set buildbot' first)\n";
 
 constexpr const char* builtin_types = "masters, builders, workers, buildsets, buildrequests, builds, steps";
 
@@ -78,10 +87,41 @@ void print_table(const std::string& type, const std::vector<Json>& rows, std::os
   }
 }
 
+// The rows of a Buildbot database, by id as a number.
+std::vector<Json> buildbot_rows(db::Store& store, const std::string& type) {
+  const auto source = reconcile::buildbot_source(store);
+  std::map<std::string, Json> rows;
+  try {
+    rows = source->read(type, Json::object(), std::nullopt);
+  } catch (const std::invalid_argument& error) {
+    throw UsageError{error.what()};
+  }
+  std::vector<std::pair<long long, Json>> ordered;
+  for (auto& [id, row] : rows) ordered.emplace_back(std::stoll(id), std::move(row));
+  std::sort(ordered.begin(), ordered.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<Json> bodies;
+  for (auto& [id, row] : ordered) bodies.push_back(std::move(row));
+  return bodies;
+}
+
+void print_rows(const std::string& type, const std::vector<Json>& rows, bool json, std::ostream& out) {
+  if (json) {
+    for (const auto& row : rows) out << row.dump() << "\n";
+    return;
+  }
+  if (rows.empty()) {
+    out << "no " << type << "\n";
+    return;
+  }
+  print_table(type, rows, out);
+  out << "(" << rows.size() << (rows.size() == 1 ? " entry)\n" : " entries)\n");
+}
+
 }  // namespace
 
 int run_view(const std::vector<std::string>& args, std::ostream& out) {
   bool json = false;
+  bool buildbot = false;
   std::string url = default_database;
   std::optional<std::string> type;
   for (std::size_t i = 0; i < args.size(); ++i) {
@@ -92,6 +132,11 @@ int run_view(const std::vector<std::string>& args, std::ostream& out) {
     }
     if (arg == "--json") {
       json = true;
+    } else if (auto from = take_option(args, i, "--source", "view")) {
+      if (*from != "livestate" && *from != "buildbot") {
+        throw UsageError{"--source is livestate or buildbot, not '" + *from + "'"};
+      }
+      buildbot = *from == "buildbot";
     } else if (auto db = take_option(args, i, "--db", "view")) {
       url = *db;
     } else if (arg.size() > 1 && arg[0] == '-') {
@@ -109,6 +154,10 @@ int run_view(const std::vector<std::string>& args, std::ostream& out) {
   db::StoreOptions options;
   options.read_only = true;  // a view changes nothing: not the schema, not a SQLite file's journal mode
   const auto store = db::Store::open(url, *connector, options);
+  if (buildbot) {
+    print_rows(*type, buildbot_rows(*store, *type), json, out);
+    return 0;
+  }
   if (const auto status = db::migration_status(*store); !status.pending.empty()) {
     throw db::SchemaOutOfDate(store->name() + " is at schema version " +
                               std::to_string(status.database_version) + " but this program reads version " +
@@ -121,16 +170,7 @@ int run_view(const std::vector<std::string>& args, std::ostream& out) {
     throw Error("no type '" + *type + "' in " + store->name() + ": it is not a built-in type (" +
                 builtin_types + ") and no application resource of that type is stored");
   }
-  if (json) {
-    for (const auto& row : rows) out << row.dump() << "\n";
-    return 0;
-  }
-  if (rows.empty()) {
-    out << "no " << *type << "\n";
-    return 0;
-  }
-  print_table(*type, rows, out);
-  out << "(" << rows.size() << (rows.size() == 1 ? " entry)\n" : " entries)\n");
+  print_rows(*type, rows, json, out);
   return 0;
 }
 

@@ -31,6 +31,7 @@
 #include "livestate/core/error.hpp"
 #include "livestate/core/log.hpp"
 #include "session.hpp"
+#include "statement_watchdog.hpp"
 
 namespace livestate::db::detail {
 namespace {
@@ -141,8 +142,13 @@ class NoticeLogger final : public pqxx::errorhandler {
 
 class PostgresSession final : public Session {
  public:
-  PostgresSession(const std::string& conninfo, const std::string& name, bool read_only)
-      : m_connection(conninfo), m_notices(m_connection), m_name(name) {
+  PostgresSession(const std::string& conninfo, const std::string& name, bool read_only,
+                  std::shared_ptr<StatementWatchdog> watchdog, std::chrono::milliseconds statement_timeout)
+      : m_connection(conninfo),
+        m_notices(m_connection),
+        m_name(name),
+        m_watchdog(std::move(watchdog)),
+        m_statement_timeout(statement_timeout) {
     // A connection that broke stays broken: libpqxx 6 would otherwise reconnect
     // on the next transaction and drop the session's advisory locks unnoticed.
 #pragma GCC diagnostic push
@@ -152,6 +158,7 @@ class PostgresSession final : public Session {
     // The store's statements run in microseconds; JIT would spend
     // milliseconds compiling those the planner thinks costly (the messages'
     // send statement, whose arrays it can't size).
+    const auto watch = deadline();
     pqxx::nontransaction(m_connection)
         .exec(read_only ? "SET jit = off; SET default_transaction_read_only = on" : "SET jit = off");
   }
@@ -164,6 +171,7 @@ class PostgresSession final : public Session {
     if (m_transaction) throw std::logic_error(m_name + ": begin() while a transaction is open");
     try {
       check_connection();
+      const auto watch = deadline();
       m_transaction.emplace(m_connection);  // sends BEGIN
     } catch (...) {
       m_transaction.reset();
@@ -197,15 +205,15 @@ class PostgresSession final : public Session {
       throw failure;
     }
     try {
+      const auto watch = deadline();
       m_transaction->commit();
     } catch (const pqxx::in_doubt_error&) {
       // COMMIT was sent and no answer came: never retry this blindly.
       m_broken = true;
       m_transaction.reset();
       throw SessionFailure(FailureKind::commit_in_doubt,
-                           m_name + ": the connection to the server was lost during COMMIT: the "
-                                    "transaction may or may not have committed (check before "
-                                    "retrying it)");
+                           m_name + ": the connection to the server was lost during COMMIT" + deadline_reason() +
+                               ": the transaction may or may not have committed (check before retrying it)");
     } catch (...) {
       SessionFailure failure = failure_in_flight("commit");
       rollback();
@@ -217,6 +225,7 @@ class PostgresSession final : public Session {
   void rollback() noexcept override {
     if (!m_transaction) return;
     try {
+      const auto watch = deadline();
       m_transaction->abort();
     } catch (...) {
       m_broken = true;  // no telling what the server has: close it
@@ -253,6 +262,7 @@ class PostgresSession final : public Session {
     require_transaction("execute_script()");
     try {
       check_connection();
+      const auto watch = deadline();
       m_transaction->exec(std::string(sql));
       m_statement_failed = false;
     } catch (...) {
@@ -278,7 +288,7 @@ class PostgresSession final : public Session {
   }
 
   bool healthy() const noexcept override {
-    if (m_broken || !m_connection.is_open()) return false;
+    if (m_broken || m_deadline_passed || !m_connection.is_open()) return false;
     if (m_transaction) return true;
     // Idle, the server sends nothing unasked (these sessions never LISTEN), so
     // a readable socket means it has ended the session (an administrator, a
@@ -289,6 +299,19 @@ class PostgresSession final : public Session {
   }
 
  private:
+  // The deadline of a blocking call: its socket is shut down when it
+  // overruns, so that a server that stopped answering fails it (as a lost
+  // connection) instead of holding it for ever.
+  StatementWatchdog::Watch deadline() {
+    if (!m_watchdog) return {};
+    return m_watchdog->watch(m_connection.sock(), m_statement_timeout, m_deadline_passed);
+  }
+  [[nodiscard]] std::string deadline_reason() const {
+    return m_deadline_passed ? " (no answer within the statement timeout of " +
+                                   std::to_string(m_statement_timeout.count()) + " ms, so it was closed)"
+                             : std::string();
+  }
+
   void require_transaction(const char* what) const {
     if (!m_transaction) {
       throw std::logic_error(m_name + ": " + what + " outside a transaction: call begin() first");
@@ -315,6 +338,7 @@ class PostgresSession final : public Session {
       check_connection();
       const auto values = pqxx::prepare::make_dynamic_params(text.pointers());
       const std::string* name = statement(sql);
+      const auto watch = deadline();
       pqxx::result result = name != nullptr
                                 ? m_transaction->exec_prepared(*name, values)
                                 : m_transaction->exec_params(number_placeholders(sql), values);
@@ -331,6 +355,7 @@ class PostgresSession final : public Session {
     if (m_transaction) {
       try {
         check_connection();
+        const auto watch = deadline();
         m_transaction->exec_params(sql, key);
         m_statement_failed = false;
       } catch (...) {
@@ -340,6 +365,7 @@ class PostgresSession final : public Session {
     }
     try {
       check_connection();
+      const auto watch = deadline();
       pqxx::nontransaction work(m_connection);
       work.exec_params(sql, key);
     } catch (...) {
@@ -414,6 +440,7 @@ class PostgresSession final : public Session {
       if (!m_notices.last_fatal().empty()) reason = m_notices.last_fatal();
       return SessionFailure(kind,
                             m_name + ": cannot " + doing + ": the connection to the server was lost" +
+                                deadline_reason() +
                                 (m_transaction ? ", so the transaction was rolled back" : "") + " (" + reason + ")",
                             sqlstate);
     }
@@ -427,6 +454,9 @@ class PostgresSession final : public Session {
   std::string m_name;
   std::optional<pqxx::work> m_transaction;
   std::unordered_map<std::string, std::string> m_statements;  // SQL -> statement name
+  std::shared_ptr<StatementWatchdog> m_watchdog;  // none: no deadline
+  std::chrono::milliseconds m_statement_timeout;
+  bool m_deadline_passed = false;  // a call overran it: the connection is closed
   bool m_statement_failed = false;  // the open transaction is aborted until ROLLBACK TO
   bool m_broken = false;
 };
@@ -476,14 +506,16 @@ class PostgresFactory final : public SessionFactory {
   PostgresFactory(std::string_view url, const SessionOptions& options)
       : m_name(::livestate::detail::redact_postgres_url(url)),
         m_conninfo(conninfo_with_defaults(url, m_name, options)),
-        m_read_only(options.read_only) {}
+        m_read_only(options.read_only),
+        m_statement_timeout(options.statement_timeout),
+        m_watchdog(options.statement_timeout.count() > 0 ? StatementWatchdog::acquire() : nullptr) {}
 
   Backend backend() const noexcept override { return Backend::postgresql; }
   const std::string& display_name() const noexcept override { return m_name; }
 
   std::unique_ptr<Session> open() override {
     try {
-      return std::make_unique<PostgresSession>(m_conninfo, m_name, m_read_only);
+      return std::make_unique<PostgresSession>(m_conninfo, m_name, m_read_only, m_watchdog, m_statement_timeout);
     } catch (const pqxx::pqxx_exception& error) {
       // libpq's reasons don't quote passwords once the URL has parsed; scrubbed anyway.
       throw SessionFailure(FailureKind::connection,
@@ -496,6 +528,8 @@ class PostgresFactory final : public SessionFactory {
   std::string m_name;
   std::string m_conninfo;
   bool m_read_only;
+  std::chrono::milliseconds m_statement_timeout;
+  std::shared_ptr<StatementWatchdog> m_watchdog;  // none without a statement timeout
 };
 
 std::unique_ptr<SessionFactory> make_postgres_factory(std::string_view url, const SessionOptions& options) {

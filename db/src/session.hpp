@@ -141,6 +141,7 @@ struct SessionOptions {
   std::chrono::milliseconds busy_timeout{5000};
   std::chrono::seconds connect_timeout{10};
   bool read_only = false;
+  std::chrono::milliseconds statement_timeout{60000};
 };
 
 std::unique_ptr<SessionFactory> make_sqlite_factory(std::string_view url, const SessionOptions& options);

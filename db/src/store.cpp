@@ -13,7 +13,8 @@ namespace livestate::db {
 namespace {
 
 std::unique_ptr<detail::SessionFactory> make_factory(std::string_view url, const StoreOptions& options) {
-  const detail::SessionOptions session_options{options.busy_timeout, options.connect_timeout, options.read_only};
+  const detail::SessionOptions session_options{options.busy_timeout, options.connect_timeout, options.read_only,
+                                               options.statement_timeout};
   if (url.starts_with("sqlite:")) {
     try {
       return detail::make_sqlite_factory(url, session_options);

@@ -1,74 +1,67 @@
-// The PostgreSQL LISTEN/NOTIFY connector.
+// The PostgreSQL LISTEN/NOTIFY connector: the facade that puts its parts
+// together.
 //
-// One listening connection, driven without blocking on the user's executor
-// (libpq's non-blocking connect and input functions, its socket waited on
-// with Asio); one producing connection, used under a mutex by whichever thread
-// produces. Received payloads are decoded (wire.hpp), checked for gaps in each
-// origin's sequence, and handed in order to an in-process router (a SimpleMQ)
-// that matches filters, on a strand of the executor. Each consumer has a
-// queue of its own, bounded, drained on a strand of its own: a consumer that
-// blocks or throws delays and costs nobody else (given an executor with
-// threads to spare), and one that falls behind loses only its own messages
-// and is told so.
+// - The listening connection (listener.hpp), driven without blocking on a
+//   strand of the user's executor; its logic (connecting, LISTEN,
+//   reconnecting, probing, sequences and gaps, bodies sent by reference) is a
+//   state machine without I/O (listener_machine.hpp).
+// - What it receives goes, in order, to the consumers' queues through the
+//   filter index (dispatcher.hpp); each consumer has a queue of its own,
+//   bounded, drained on a strand of its own (subscriber.hpp): a consumer that
+//   blocks or throws delays and costs nobody else (given an executor with
+//   threads to spare), and one that falls behind loses only its own messages
+//   and is told so.
+// - Durable consumers keep their messages in tables (durable_queue.hpp).
+// - produce() runs in the caller's thread on a producing connection of the
+//   connector's own (producer.hpp), through the send statements (sender.hpp);
+//   the tables are made by tables.hpp, and pruned every so many messages,
+//   sent either way, by pruner.hpp.
 
-#include <libpq-fe.h>
-#include <poll.h>
-#include <unistd.h>
-
-#include <algorithm>
-#include <atomic>
-#include <condition_variable>
-#include <deque>
-#include <functional>
-#include <map>
-#include <mutex>
+#include <cstdio>
+#include <memory>
 #include <random>
-#include <set>
 #include <stdexcept>
-#include <thread>
-#include <utility>
-#include <variant>
+#include <string>
 
-#include <boost/asio/post.hpp>
-#include <boost/asio/posix/stream_descriptor.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/strand.hpp>
-
-#include "livestate/core/detail/json_reader.hpp"
+#include "connector_config.hpp"
+#include "dispatcher.hpp"
+#include "durable_queue.hpp"
+#include "listener.hpp"
 #include "livestate/core/detail/postgres.hpp"
-#include "livestate/core/detail/text.hpp"
-#include "livestate/core/log.hpp"
-#include "livestate/core/wire.hpp"
-#include "livestate/mq/control.hpp"
+#include "livestate/core/error.hpp"
 #include "livestate/mq/postgres.hpp"
-#include "livestate/mq/simple_mq.hpp"
 #include "livestate/mq/transactional.hpp"
 #include "postgres_registry.hpp"
+#include "pq_connection.hpp"
+#include "producer.hpp"
+#include "pruner.hpp"
+#include "tables.hpp"
 
 namespace livestate::mq {
 
 namespace {
 
 namespace asio = boost::asio;
-using namespace std::chrono_literals;
-constexpr std::string_view component = "mq.postgres";
+using namespace detail;
 
-struct ConnectionCloser {
-  void operator()(PGconn* connection) const noexcept { PQfinish(connection); }
-};
-using Connection = std::unique_ptr<PGconn, ConnectionCloser>;
-
-struct ResultClearer {
-  void operator()(PGresult* result) const noexcept { PQclear(result); }
-};
-using Result = std::unique_ptr<PGresult, ResultClearer>;
-
-// libpq's messages end in a newline and may span lines; ours are one line.
-std::string one_line(const char* text) { return livestate::detail::one_line(text != nullptr ? text : ""); }
-
-// "postgresql://user:secret@host/db" -> "postgresql://user:***@host/db", in
-// every form libpq reads.
-std::string redact(std::string_view url) { return livestate::detail::redact_postgres_url(url); }
+// A mistake in the program's options, found before anything runs (the
+// logic_error side, as an empty callback is): LISTEN would cut a long name
+// short and listen there while pg_notify refuses it, so the connector would
+// say it listens while every produce fails.
+void check_channel(const std::string& channel) {
+  constexpr std::size_t max_identifier_bytes = 63;  // NAMEDATALEN - 1
+  const auto refuse = [&](const std::string& why) {
+    throw std::invalid_argument("livestate::mq::make_postgres_connector: the channel \"" + channel.substr(0, 80) +
+                                "\" " + why);
+  };
+  if (channel.empty()) refuse("is empty");
+  if (channel.find('\0') != std::string::npos) refuse("holds a NUL byte, which PostgreSQL identifiers can't");
+  if (channel.size() > max_identifier_bytes) {
+    refuse("is " + std::to_string(channel.size()) +
+           " bytes long: PostgreSQL cuts identifiers to 63 bytes, so it would listen on another channel than the "
+           "one notified; use a name of 63 bytes or fewer");
+  }
+}
 
 std::string random_origin() {
   std::random_device device;
@@ -78,1574 +71,110 @@ std::string random_origin() {
   return text;
 }
 
-// libpq connection parameters: our defaults first, then the user's URL or
-// conninfo (expanded from "dbname"), whose own settings win.
-Connection start_connection(const std::string& url, const char* application, bool blocking,
-                            std::chrono::seconds connect_timeout) {
-  const std::string timeout = std::to_string(connect_timeout.count());
-  const char* keywords[] = {"keepalives",     "keepalives_idle", "keepalives_interval",
-                            "keepalives_count", "connect_timeout", "fallback_application_name",
-                            "dbname",         nullptr};
-  const char* values[] = {"1", "5", "2", "3", timeout.c_str(), application, url.c_str(), nullptr};
-  PGconn* raw = blocking ? PQconnectdbParams(keywords, values, 1) : PQconnectStartParams(keywords, values, 1);
-  if (raw == nullptr) throw std::bad_alloc();
-  // Server notices ("relation already exists, skipping", "terminating
-  // connection…") go to livestate's log, not to stderr.
-  PQsetNoticeProcessor(
-      raw, [](void*, const char* message) { log(LogLevel::debug, component, one_line(message)); }, nullptr);
-  return Connection(raw);
-}
-
-// The channel as a quoted identifier (LISTEN takes no parameter).
-std::string quoted_channel(const std::string& channel) {
-  std::string quoted = "\"";
-  for (const char c : channel) {
-    quoted += c;
-    if (c == '"') quoted += '"';
-  }
-  return quoted + "\"";
-}
-
-// Does a connection that is idle (no query running) still work? The server
-// sends nothing unasked to a session that doesn't LISTEN, so a readable socket
-// means it ended the session.
-bool idle_connection_alive(PGconn* connection) {
-  if (connection == nullptr || PQstatus(connection) != CONNECTION_OK) return false;
-  pollfd probe{PQsocket(connection), POLLIN, 0};
-  return ::poll(&probe, 1, 0) == 0;
-}
-
-// The connector's tables, created on first use by whichever process comes
-// first (the transaction-level lock keeps two from racing): bodies sent by
-// reference, durable queues, and the messages kept for them.
-constexpr const char* tables_sql[] = {
-    "SELECT pg_advisory_xact_lock(7308416553390571923)",
-    "CREATE TABLE IF NOT EXISTS livestate_mq_bodies ("
-    " id BIGSERIAL PRIMARY KEY, body TEXT NOT NULL, created_at TIMESTAMPTZ NOT NULL DEFAULT now())",
-    "CREATE TABLE IF NOT EXISTS livestate_mq_queues ("
-    " name TEXT PRIMARY KEY, filter TEXT[] NOT NULL, any_suffix BOOLEAN NOT NULL,"
-    " created_at TIMESTAMPTZ NOT NULL DEFAULT now(), last_active TIMESTAMPTZ NOT NULL DEFAULT now(),"
-    " expired BIGINT NOT NULL DEFAULT 0)",
-    "CREATE TABLE IF NOT EXISTS livestate_mq_queued ("
-    " queue TEXT NOT NULL REFERENCES livestate_mq_queues (name) ON DELETE CASCADE,"
-    " id BIGSERIAL, origin TEXT NOT NULL, sequence BIGINT NOT NULL, key TEXT[] NOT NULL, body TEXT NOT NULL,"
-    " created_at TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (queue, id))",
-    "CREATE INDEX IF NOT EXISTS livestate_mq_queued_message ON livestate_mq_queued (queue, origin, sequence)",
-};
-
-// What flows from the listener to the dispatcher, in order.
-struct Delivery {
-  RoutingKey key;
-  Json body;
-  std::optional<std::string> origin;
-  std::uint64_t sequence = 0;  // 0: none
-};
-
-// A decoded message waiting for its turn (and maybe for its body).
-struct Received {
-  std::optional<std::string> origin;
-  wire::Incoming message;
-};
-using Item = std::variant<Delivery, ControlEvent>;
-
-ControlEvent overflow_event(std::uint64_t missed) {
-  return ControlEvent{ControlKind::overflow, std::to_string(missed) + " message(s) dropped: consumers fell behind",
-                      std::nullopt, missed};
-}
-
-// What every consumer's deliveries add up to (shared by the connector and its
-// consumers, which may outlive it for a moment).
-struct DispatchCounters {
-  std::atomic<std::uint64_t> delivered{0};
-  std::atomic<std::uint64_t> callback_errors{0};
-  std::atomic<std::uint64_t> dropped{0};
-  std::atomic<std::uint64_t> backlog_peak{0};
-};
-
-ControlEvent control_event_of(const Json& body) {
-  ControlEvent event{ControlKind::reconnected, body.value("reason", std::string()), std::nullopt,
-                     body.value("missed", std::uint64_t{0})};
-  const auto kind = body.value("kind", std::string());
-  for (const auto candidate : {ControlKind::reconnected, ControlKind::gap, ControlKind::overflow, ControlKind::expired}) {
-    if (kind == to_string(candidate)) event.kind = candidate;
-  }
-  if (body.contains("origin")) event.origin = body["origin"].get<std::string>();
-  return event;
-}
-
-// A consumer's callback errors: counted, and logged the first time, then at
-// most one line a minute with the count since (a consumer that throws on every
-// message must not flood the log).
-class CallbackErrors {
- public:
-  CallbackErrors(std::shared_ptr<DispatchCounters> counters, std::string name)
-      : m_counters(std::move(counters)), m_name(std::move(name)) {}
-
-  void record(const char* what) noexcept {
-    ++m_counters->callback_errors;
-    ++m_unlogged;
-    const auto now = std::chrono::steady_clock::now();
-    if (m_logged && now - m_last_logged < std::chrono::minutes(1)) return;
-    try {
-      log(LogLevel::error, component,
-          m_name + " threw" + (m_unlogged > 1 ? " (" + std::to_string(m_unlogged) + " times)" : "") + ": " + what);
-    } catch (...) {
-      return;  // out of memory for the line: counted, logged next time
-    }
-    m_logged = true;
-    m_last_logged = now;
-    m_unlogged = 0;
-  }
-
- private:
-  std::shared_ptr<DispatchCounters> m_counters;
-  std::string m_name;
-  bool m_logged = false;
-  std::uint64_t m_unlogged = 0;
-  std::chrono::steady_clock::time_point m_last_logged{};
-};
-
-// One consumer's queue: fed in order by the dispatcher, drained on a strand
-// of its own, at most `bound` messages long. Past the bound its messages are
-// dropped (for it alone) and it gets an overflow event in their place.
-class Subscriber final : public std::enable_shared_from_this<Subscriber> {
- public:
-  using Work = std::function<void()>;
-  using Entry = std::variant<std::shared_ptr<const Delivery>, ControlEvent, Work>;
-  using MessageHandler = std::function<void(const Delivery&)>;
-
-  Subscriber(const asio::any_io_executor& executor, std::size_t bound, std::shared_ptr<DispatchCounters> counters,
-             std::string name, MessageHandler on_message, ControlCallback on_control)
-      : m_strand(asio::make_strand(executor)),
-        m_bound(std::max<std::size_t>(bound, 1)),
-        m_counters(counters),
-        m_errors(std::move(counters), std::move(name)),
-        m_on_message(std::move(on_message)),
-        m_on_control(std::move(on_control)) {}
-
-  // From the dispatcher (or the consumer's own set-up, for work), in order.
-  void push(Entry entry) {
-    {
-      std::lock_guard lock(m_mutex);
-      if (m_stopped) return;
-      // The bound counts messages; control events and work always get in.
-      const bool message = std::holds_alternative<std::shared_ptr<const Delivery>>(entry);
-      if (message && m_messages >= m_bound) {
-        ++m_dropped;
-        ++m_counters->dropped;
-        return;
-      }
-      if (m_dropped > 0) m_queue.emplace_back(overflow_event(std::exchange(m_dropped, 0)));
-      m_queue.push_back(std::move(entry));
-      if (message) {
-        ++m_messages;
-        std::uint64_t peak = m_counters->backlog_peak.load(std::memory_order_relaxed);
-        while (m_messages > peak && !m_counters->backlog_peak.compare_exchange_weak(peak, m_messages)) {
-        }
-      }
-      if (m_scheduled) return;
-      m_scheduled = true;
-    }
-    asio::post(m_strand, [self = shared_from_this()] { self->drain(); });
-  }
-
-  // Nothing is called after this returns, except the call in progress when it
-  // is made from that call itself.
-  void stop() noexcept {
-    std::unique_lock lock(m_mutex);
-    m_stopped = true;
-    m_queue.clear();
-    m_messages = 0;
-    const auto me = std::this_thread::get_id();
-    m_idle.wait(lock, [&] { return m_invoking == std::thread::id{} || m_invoking == me; });
-  }
-
- private:
-  void drain() {
-    std::unique_lock lock(m_mutex);
-    // A batch, then the strand is given back to the executor's other work.
-    for (int i = 0; i < 64; ++i) {
-      if (m_stopped) break;
-      if (m_queue.empty()) {
-        if (m_dropped == 0) break;
-        m_queue.emplace_back(overflow_event(std::exchange(m_dropped, 0)));
-      }
-      Entry entry = std::move(m_queue.front());
-      m_queue.pop_front();
-      if (std::holds_alternative<std::shared_ptr<const Delivery>>(entry)) --m_messages;
-      m_invoking = std::this_thread::get_id();
-      lock.unlock();
-      invoke(entry);
-      lock.lock();
-      m_invoking = std::thread::id{};
-      m_idle.notify_all();
-    }
-    if (m_stopped || (m_queue.empty() && m_dropped == 0)) {
-      m_scheduled = false;
-      return;
-    }
-    lock.unlock();
-    asio::post(m_strand, [self = shared_from_this()] { self->drain(); });
-  }
-
-  void invoke(const Entry& entry) noexcept {
-    try {
-      if (const auto* delivery = std::get_if<std::shared_ptr<const Delivery>>(&entry)) {
-        m_on_message(**delivery);
-        ++m_counters->delivered;
-      } else if (const auto* event = std::get_if<ControlEvent>(&entry)) {
-        if (m_on_control) m_on_control(*event);
-      } else {
-        std::get<Work>(entry)();
-      }
-    } catch (const std::exception& error) {
-      m_errors.record(error.what());
-    } catch (...) {
-      m_errors.record("a non-standard exception");
-    }
-  }
-
-  asio::strand<asio::any_io_executor> m_strand;
-  const std::size_t m_bound;
-  std::shared_ptr<DispatchCounters> m_counters;
-  CallbackErrors m_errors;  // the strand's
-  MessageHandler m_on_message;
-  ControlCallback m_on_control;
-
-  std::mutex m_mutex;
-  std::condition_variable m_idle;
-  std::deque<Entry> m_queue;
-  std::size_t m_messages = 0;  // the messages in m_queue
-  std::uint64_t m_dropped = 0;
-  bool m_scheduled = false;
-  bool m_stopped = false;
-  std::thread::id m_invoking{};
-};
-
-// ---------------------------------------------------------------------------
-
-class DurableQueue;
-std::optional<std::string> run_blocking(PGconn* connection, const std::string& sql,
-                                        const std::vector<std::optional<std::string>>& params, bool& in_doubt,
-                                        const char* prepared = nullptr);
-std::string text_array(const std::vector<std::string>& elements);
-
-class Core final : public std::enable_shared_from_this<Core> {
- public:
-  Core(std::string url, asio::any_io_executor executor, PostgresOptions options)
-      : m_url(std::move(url)),
-        m_name(redact(m_url)),
-        m_options(std::move(options)),
-        m_origin(random_origin()),
-        m_listen_strand(asio::make_strand(executor)),
-        m_dispatch_strand(asio::make_strand(executor)),
-        m_executor(executor),
-        m_retry_timer(m_listen_strand),
-        m_probe_timer(m_listen_strand),
-        m_wait_deadline(m_listen_strand),
-        m_router(make_simple_mq()),
-        m_control_router(make_simple_mq()) {}
-
-  void start() {
-    asio::post(m_listen_strand, [self = shared_from_this()] { self->connect(); });
-  }
-
-  // Stops everything; afterwards no consumer is called. Waits for a dispatch
-  // running in another thread.
-  void stop() noexcept {
-    m_stopped.store(true);
-    {
-      std::unique_lock lock(m_dispatch_mutex, std::defer_lock);
-      if (m_dispatch_thread.load() != std::this_thread::get_id()) lock.lock();
-    }
-    std::vector<std::weak_ptr<Subscriber>> subscribers;
-    {
-      std::lock_guard lock(m_subscribers_mutex);
-      subscribers.swap(m_subscribers);
-    }
-    for (const auto& weak : subscribers) {
-      if (auto subscriber = weak.lock()) subscriber->stop();
-    }
-    asio::post(m_listen_strand, [self = shared_from_this()] { self->close_listener(); });
-    std::lock_guard lock(m_state_mutex);
-    m_listening = false;
-    m_state_changed.notify_all();
-  }
-
-  // --- consumers -------------------------------------------------------------
-
-  std::unique_ptr<Consumer> start_consuming(Callback callback, Filter filter, const ConsumeOptions& options);
-
-  // A consumer's queue, fed by the router with the messages that match
-  // `filter` and, when it has a control callback, with control events. The
-  // subscriptions stop with the returned consumer.
-  struct Subscription {
-    std::shared_ptr<Subscriber> subscriber;
-    std::unique_ptr<Consumer> messages;
-    std::unique_ptr<Consumer> control;
-  };
-  Subscription subscribe(const Filter& filter, std::string name, Subscriber::MessageHandler on_message,
-                         ControlCallback on_control) {
-    auto subscriber = std::make_shared<Subscriber>(m_executor, m_options.max_buffered, m_counters, std::move(name),
-                                                   std::move(on_message), on_control);
-    {
-      std::lock_guard lock(m_subscribers_mutex);
-      std::erase_if(m_subscribers, [](const auto& weak) { return weak.expired(); });
-      m_subscribers.push_back(subscriber);
-    }
-    Subscription subscription{subscriber, nullptr, nullptr};
-    // The router calls these on m_dispatch_strand, within dispatch().
-    if (on_control) {
-      subscription.control = m_control_router->start_consuming(
-          [subscriber](const RoutingKey&, const Json& body) { subscriber->push(control_event_of(body)); },
-          Filter{"control"});
-    }
-    subscription.messages = m_router->start_consuming(
-        [subscriber, this](const RoutingKey&, const Json&) { subscriber->push(m_current); }, filter);
-    return subscription;
-  }
-
-  // --- producing -------------------------------------------------------------
-
-  void produce(const RoutingKey& key, const Json& body);
-  void send_in_transaction(std::span<const SentMessage> messages, SqlRunner& sql);
-
-  [[nodiscard]] PostgresStats stats() const {
-    std::lock_guard lock(m_state_mutex);
-    PostgresStats stats = m_stats;
-    stats.delivered = m_counters->delivered;
-    stats.callback_errors = m_counters->callback_errors;
-    stats.dropped_overflow += m_counters->dropped;
-    stats.backlog_peak = m_counters->backlog_peak;
-    stats.listening = m_listening;
-    return stats;
-  }
-  [[nodiscard]] ConnectorStats connector_stats() const {
-    ConnectorStats stats = m_router->stats();
-    stats.produced = m_produced.load();
-    stats.delivered = m_counters->delivered;
-    stats.callback_errors = m_counters->callback_errors;
-    return stats;
-  }
-  [[nodiscard]] const std::string& origin() const noexcept { return m_origin; }
-
-  bool wait_listening(std::chrono::milliseconds timeout) const {
-    std::unique_lock lock(m_state_mutex);
-    return m_state_changed.wait_for(lock, timeout, [&] { return m_listening || m_stopped.load(); }) &&
-           m_listening;
-  }
-
- private:
-  // --- the listening connection (all on m_listen_strand) ------------------------
-
-  void connect() {
-    if (m_stopped) return;
-    m_listener = start_connection(m_url, "livestate-listener", false, m_options.connect_timeout);
-    if (PQstatus(m_listener.get()) == CONNECTION_BAD) {
-      return lost("cannot connect: " + one_line(PQerrorMessage(m_listener.get())));
-    }
-    m_wait_deadline.expires_after(m_options.connect_timeout);
-    m_wait_deadline.async_wait([self = shared_from_this(), generation = m_generation](boost::system::error_code error) {
-      if (!error && generation == self->m_generation && !self->m_connected) self->lost("connecting timed out");
-    });
-    poll_connect(PGRES_POLLING_WRITING);
-  }
-
-  void watch_socket() {
-    const int fd = PQsocket(m_listener.get());
-    if (m_socket && m_socket_fd == fd) return;
-    m_socket.reset();
-    const int copy = ::dup(fd);  // Asio owns (and closes) the copy, libpq the original
-    if (copy < 0) throw std::system_error(errno, std::generic_category(), "dup");
-    m_socket.emplace(m_listen_strand, copy);
-    m_socket_fd = fd;
-  }
-
-  void poll_connect(PostgresPollingStatusType status) {
-    if (m_stopped) return;
-    if (status == PGRES_POLLING_FAILED) {
-      return lost("cannot connect: " + one_line(PQerrorMessage(m_listener.get())));
-    }
-    if (status == PGRES_POLLING_OK) return connected();
-    watch_socket();
-    const auto wait = status == PGRES_POLLING_READING ? asio::posix::stream_descriptor::wait_read
-                                                       : asio::posix::stream_descriptor::wait_write;
-    m_socket->async_wait(wait, [self = shared_from_this(), generation = m_generation](boost::system::error_code error) {
-      if (generation != self->m_generation || self->m_stopped) return;
-      if (error) return self->lost("waiting for the connection: " + error.message());
-      self->poll_connect(PQconnectPoll(self->m_listener.get()));
-    });
-  }
-
-  void connected() {
-    m_connected = true;
-    m_wait_deadline.cancel();
-    watch_socket();
-    if (PQsetnonblocking(m_listener.get(), 1) != 0) return lost("cannot make the connection non-blocking");
-    send_query("LISTEN " + quoted_channel(m_options.channel), {}, [self = shared_from_this()](Result result) {
-      if (PQresultStatus(result.get()) != PGRES_COMMAND_OK) {
-        return self->lost("LISTEN refused: " + one_line(PQresultErrorMessage(result.get())));
-      }
-      self->listening();
-    });
-    read();
-  }
-
-  void listening() {
-    m_backoff = m_options.reconnect_initial;
-    bool reconnected = false;
-    std::string reason;
-    {
-      std::lock_guard lock(m_state_mutex);
-      m_listening = true;
-      m_listening_since = std::chrono::steady_clock::now();
-      reconnected = m_ever_listened;
-      m_ever_listened = true;
-      if (reconnected) {
-        ++m_stats.reconnects;
-        reason = m_stats.last_reconnect_reason;
-      }
-      m_state_changed.notify_all();
-    }
-    if (reconnected) {
-      // Whatever was produced while we were away is lost to us: the sequences
-      // we knew mean nothing any more, and every consumer must know.
-      m_next_sequence.clear();
-      count_origins();
-      log(LogLevel::warning, component, "listening again on " + m_name + " after: " + reason);
-      enqueue(ControlEvent{ControlKind::reconnected, "reconnected after: " + reason, std::nullopt, 0});
-    }
-    schedule_probe();
-  }
-
-  // The read loop: everything the server sends on the listening connection.
-  void read() {
-    m_socket->async_wait(asio::posix::stream_descriptor::wait_read,
-                         [self = shared_from_this(), generation = m_generation](boost::system::error_code error) {
-                           if (generation != self->m_generation || self->m_stopped) return;
-                           if (error) return self->lost("waiting for the socket: " + error.message());
-                           self->on_readable();
-                         });
-  }
-
-  void on_readable() {
-    m_last_traffic = std::chrono::steady_clock::now();
-    if (PQconsumeInput(m_listener.get()) == 0) {
-      return lost(one_line(PQerrorMessage(m_listener.get())));
-    }
-    collect_results();
-    if (m_stopped || !m_listener) return;
-    take_notifications();
-    if (PQstatus(m_listener.get()) != CONNECTION_OK) return lost("the server closed the connection");
-    read();
-  }
-
-  // Queries on the listening connection run one at a time, in order.
-  struct Query {
-    std::string sql;
-    std::vector<std::string> params;
-    std::function<void(Result)> on_result;
-  };
-
-  // A query asked for from a result's callback (the next body by reference,
-  // fetched when the last one arrives) waits until that result is collected:
-  // libpq takes one query at a time.
-  void send_query(std::string sql, std::vector<std::string> params, std::function<void(Result)> on_result) {
-    m_queries.push_back({std::move(sql), std::move(params), std::move(on_result)});
-    if (!m_query_sent) send_front();
-  }
-
-  void send_front() {
-    const Query& query = m_queries.front();
-    std::vector<const char*> values;
-    for (const auto& param : query.params) values.push_back(param.c_str());
-    const int sent = PQsendQueryParams(m_listener.get(), query.sql.c_str(), static_cast<int>(values.size()),
-                                       nullptr, values.data(), nullptr, nullptr, 0);
-    if (sent == 0) return lost("cannot send a query: " + one_line(PQerrorMessage(m_listener.get())));
-    m_query_sent = true;
-    PQflush(m_listener.get());  // small queries: the rest goes with the next read
-    m_last_result.reset();
-  }
-
-  void collect_results() {
-    while (!m_queries.empty() && PQisBusy(m_listener.get()) == 0) {
-      PGresult* raw = PQgetResult(m_listener.get());
-      if (raw != nullptr) {
-        m_last_result.reset(raw);
-        continue;
-      }
-      auto done = std::move(m_queries.front());
-      m_queries.pop_front();
-      m_query_sent = false;
-      done.on_result(std::move(m_last_result));
-      if (m_stopped || !m_listener) return;
-      if (!m_queries.empty() && !m_query_sent) send_front();
-    }
-  }
-
-  void schedule_probe() {
-    m_probe_timer.expires_after(m_options.probe_interval);
-    m_probe_timer.async_wait([self = shared_from_this(), generation = m_generation](boost::system::error_code error) {
-      if (error || generation != self->m_generation || self->m_stopped) return;
-      self->probe();
-    });
-  }
-
-  // After probe_interval of silence, ask the server something; no answer
-  // within probe_timeout means a half-open connection.
-  void probe() {
-    const auto idle = std::chrono::steady_clock::now() - m_last_traffic;
-    if (idle < m_options.probe_interval || m_probing) return schedule_probe();
-    m_probing = true;
-    m_wait_deadline.expires_after(m_options.probe_timeout);
-    m_wait_deadline.async_wait([self = shared_from_this(), generation = m_generation](boost::system::error_code error) {
-      if (!error && generation == self->m_generation && self->m_probing) {
-        self->lost("no answer to a liveness probe within " +
-                   std::to_string(self->m_options.probe_timeout.count()) + " ms");
-      }
-    });
-    send_query("SELECT 1", {}, [self = shared_from_this()](Result) {
-      self->m_probing = false;
-      self->m_wait_deadline.cancel();
-      self->schedule_probe();
-    });
-  }
-
-  void take_notifications() {
-    while (PGnotify* raw = PQnotifies(m_listener.get())) {
-      std::unique_ptr<PGnotify, decltype(&PQfreemem)> notification(raw, &PQfreemem);
-      if (m_options.channel != notification->relname) continue;
-      decode(notification->extra);
-    }
-    release_ready();
-  }
-
-  void decode(std::string_view payload) {
-    wire::Decoded decoded = wire::decode(payload);
-    {
-      std::lock_guard lock(m_state_mutex);
-      ++m_stats.notifications;
-      m_stats.malformed += decoded.problems.size();
-      m_stats.received += decoded.messages.size();
-    }
-    for (const auto& problem : decoded.problems) report_problem(problem);
-    for (auto& message : decoded.messages) {
-      if (decoded.origin && message.sequence) check_sequence(*decoded.origin, *message.sequence);
-      m_pending.push_back(Received{decoded.origin, std::move(message)});
-    }
-  }
-
-  // Logs one line per kind of problem per minute, not one per payload.
-  void report_problem(const wire::Problem& problem) {
-    const auto now = std::chrono::steady_clock::now();
-    auto& last = m_problem_logged[problem.kind];
-    if (last.time_since_epoch().count() != 0 && now - last < 60s) return;
-    last = now;
-    log(LogLevel::warning, component,
-        "dropped a malformed message on channel " + m_options.channel + " (" +
-            std::string(wire::to_string(problem.kind)) + "): " + problem.detail +
-            " (further ones of this kind are counted, logged at most once a minute)");
-  }
-
-  void check_sequence(const std::string& origin, std::uint64_t sequence) {
-    const auto now = std::chrono::steady_clock::now();
-    forget_silent_origins(now);
-    auto [next, first] = m_next_sequence.try_emplace(origin, Sequence{sequence, now});
-    // An unknown origin past its first message: it may be one forgotten, so
-    // what it sent meanwhile may be lost, unless we have not been listening
-    // long enough to know.
-    const bool maybe_forgotten = first && sequence > 1 && now - m_listening_since > m_options.forget_origins_after;
-    if (maybe_forgotten || (!first && sequence > next->second.next)) {
-      const std::uint64_t missed = maybe_forgotten ? sequence - 1 : sequence - next->second.next;
-      {
-        std::lock_guard lock(m_state_mutex);
-        ++m_stats.gaps;
-      }
-      m_pending.push_back(ControlEvent{ControlKind::gap,
-                                       std::to_string(missed) + " message(s) of origin " + origin +
-                                           (maybe_forgotten ? " unknown (not heard for a long time, or lost)"
-                                                            : " missing"),
-                                       origin, missed});
-    }
-    next->second.next = std::max(next->second.next, sequence + 1);
-    next->second.heard = now;
-    if (first) count_origins();
-  }
-
-  // At most every tenth of forget_origins_after: the silent origins go.
-  void forget_silent_origins(std::chrono::steady_clock::time_point now) {
-    const auto horizon =
-        std::chrono::duration_cast<std::chrono::steady_clock::duration>(m_options.forget_origins_after);
-    if (now - m_origins_swept < horizon / 10) return;
-    m_origins_swept = now;
-    std::erase_if(m_next_sequence, [&](const auto& entry) { return now - entry.second.heard > horizon; });
-    count_origins();
-  }
-
-  void count_origins() {
-    std::lock_guard lock(m_state_mutex);
-    m_stats.origins = m_next_sequence.size();
-  }
-
-  // Moves decoded messages to the dispatcher, in order; a body sent by
-  // reference is fetched first, and holds back everything after it.
-  void release_ready() {
-    while (!m_pending.empty() && !m_fetching) {
-      auto& front = m_pending.front();
-      if (auto* received = std::get_if<Received>(&front); received != nullptr && received->message.reference) {
-        fetch_body(*received->message.reference);
-        return;
-      }
-      if (auto* received = std::get_if<Received>(&front)) {
-        enqueue(Delivery{std::move(received->message.key), std::move(received->message.body),
-                         std::move(received->origin), received->message.sequence.value_or(0)});
-      } else {
-        enqueue(std::move(std::get<ControlEvent>(front)));
-      }
-      m_pending.pop_front();
-    }
-  }
-
-  void fetch_body(std::int64_t reference) {
-    m_fetching = true;
-    send_query("SELECT body FROM livestate_mq_bodies WHERE id = $1", {std::to_string(reference)},
-               [self = shared_from_this(), reference](Result result) {
-                 self->m_fetching = false;
-                 auto& message = std::get<Received>(self->m_pending.front()).message;
-                 message.reference.reset();
-                 bool found = false;
-                 if (PQresultStatus(result.get()) == PGRES_TUPLES_OK && PQntuples(result.get()) == 1) {
-                   try {
-                     message.body = livestate::detail::parse_json(PQgetvalue(result.get(), 0, 0));
-                     found = true;
-                   } catch (const Json::exception&) {
-                   }
-                 }
-                 {
-                   std::lock_guard lock(self->m_state_mutex);
-                   ++(found ? self->m_stats.by_reference : self->m_stats.missing_references);
-                 }
-                 if (!found) {
-                   log(LogLevel::warning, component,
-                       "dropped " + message.key.str() + ": its body (livestate_mq_bodies row " +
-                           std::to_string(reference) + ") is gone or unreadable");
-                   self->m_pending.pop_front();
-                 }
-                 self->release_ready();
-               });
-  }
-
-  void lost(const std::string& reason) {
-    if (m_stopped) return;
-    const bool was_listening = [&] {
-      std::lock_guard lock(m_state_mutex);
-      const bool listening = m_listening;
-      m_listening = false;
-      // The cause that broke a working connection is what consumers are told
-      // about when it comes back; the failed retries after it don't replace it.
-      if (listening || m_stats.last_reconnect_reason.empty()) m_stats.last_reconnect_reason = reason;
-      return listening;
-    }();
-    log(was_listening ? LogLevel::warning : LogLevel::info, component,
-        "listening connection to " + m_name + " lost: " + reason + "; reconnecting in " +
-            std::to_string(m_backoff.count()) + " ms");
-    close_listener();
-    // Backoff with jitter: between half and all of the current step.
-    std::uniform_int_distribution<long long> jitter(m_backoff.count() / 2, m_backoff.count());
-    m_retry_timer.expires_after(std::chrono::milliseconds(jitter(m_random)));
-    m_backoff = std::min(m_backoff * 2, m_options.reconnect_max);
-    m_retry_timer.async_wait([self = shared_from_this()](boost::system::error_code error) {
-      if (!error) self->connect();
-    });
-  }
-
-  void close_listener() noexcept {
-    ++m_generation;  // handlers of the old connection find out and return
-    m_connected = false;
-    m_probing = false;
-    m_fetching = false;
-    m_queries.clear();
-    m_query_sent = false;
-    m_last_result.reset();
-    m_pending.clear();  // undelivered leftovers of a lost connection: the reset event covers them
-    boost::system::error_code ignored;
-    m_wait_deadline.cancel(ignored);
-    m_probe_timer.cancel(ignored);
-    if (m_stopped) m_retry_timer.cancel(ignored);
-    m_socket.reset();
-    m_socket_fd = -1;
-    m_listener.reset();
-  }
-
-  // --- dispatching (m_dispatch_strand) -------------------------------------------
-
-  void enqueue(Item item) {
-    {
-      std::lock_guard lock(m_queue_mutex);
-      if (std::holds_alternative<Delivery>(item) && m_queue.size() >= m_options.max_buffered) {
-        ++m_overflowed;
-        std::lock_guard state(m_state_mutex);
-        ++m_stats.dropped_overflow;
-        return;
-      }
-      if (m_overflowed > 0) m_queue.emplace_back(overflow_event(std::exchange(m_overflowed, 0)));
-      m_queue.push_back(std::move(item));
-      if (m_dispatch_scheduled) return;
-      m_dispatch_scheduled = true;
-    }
-    asio::post(m_dispatch_strand, [self = shared_from_this()] { self->dispatch(); });
-  }
-
-  void dispatch() {
-    std::deque<Item> batch;
-    {
-      std::lock_guard lock(m_queue_mutex);
-      // Messages were dropped after those now queued: say so after them.
-      if (m_overflowed > 0) m_queue.emplace_back(overflow_event(std::exchange(m_overflowed, 0)));
-      const auto count = std::min<std::size_t>(m_queue.size(), 256);
-      batch.insert(batch.end(), std::make_move_iterator(m_queue.begin()),
-                   std::make_move_iterator(m_queue.begin() + static_cast<std::ptrdiff_t>(count)));
-      m_queue.erase(m_queue.begin(), m_queue.begin() + static_cast<std::ptrdiff_t>(count));
-    }
-    {
-      std::lock_guard lock(m_dispatch_mutex);
-      m_dispatch_thread = std::this_thread::get_id();
-      for (auto& item : batch) {
-        if (m_stopped) break;
-        if (auto* delivery = std::get_if<Delivery>(&item)) {
-          // The router calls back each matching consumer's push(m_current).
-          m_current = std::make_shared<const Delivery>(std::move(*delivery));
-          m_router->produce(m_current->key, m_current->body);
-          m_current.reset();
-        } else {
-          const auto& event = std::get<ControlEvent>(item);
-          Json body{{"kind", to_string(event.kind)}, {"reason", event.reason}, {"missed", event.missed}};
-          if (event.origin) body["origin"] = *event.origin;
-          m_control_router->produce(RoutingKey{"control"}, body);
-        }
-      }
-      m_dispatch_thread = std::thread::id{};
-    }
-    std::lock_guard lock(m_queue_mutex);
-    if (m_queue.empty() || m_stopped) {
-      m_dispatch_scheduled = false;
-      return;
-    }
-    asio::post(m_dispatch_strand, [self = shared_from_this()] { self->dispatch(); });
-  }
-
-  // --- producing ---------------------------------------------------------------
-
-  // The producing connection, connected (again) when needed. Caller holds
-  // m_producer_mutex.
-  PGconn* producer() {
-    if (idle_connection_alive(m_producer.get())) return m_producer.get();
-    m_send_prepared = false;
-    m_producer = start_connection(m_url, "livestate-producer", true, m_options.connect_timeout);
-    if (PQstatus(m_producer.get()) != CONNECTION_OK) {
-      const std::string reason = one_line(PQerrorMessage(m_producer.get()));
-      m_producer.reset();
-      throw NotSent("cannot produce: cannot connect to " + m_name + ": " + reason +
-                           " (the message was not sent)");
-    }
-    // The send statement is prepared once per connection and planned once
-    // (its cost is in planning, not running); JIT would spend milliseconds
-    // compiling a statement that runs in microseconds.
-    Result settings(PQexec(m_producer.get(), "SET jit = off; SET plan_cache_mode = force_generic_plan"));
-    if (PQresultStatus(settings.get()) != PGRES_COMMAND_OK) {
-      const std::string reason = one_line(PQerrorMessage(m_producer.get()));
-      m_producer.reset();
-      throw NotSent("cannot produce: setting up the connection to " + m_name + " failed: " + reason +
-                           " (the message was not sent)");
-    }
-    return m_producer.get();
-  }
-
-  friend class DurableQueue;
- public:
-  void ensure_tables(PGconn* connection);
- private:
-  void prepare_send(PGconn* connection);
-  void forget_tables(PGconn* connection) noexcept;
-  void prune(PGconn* connection);
-
-  std::string m_url;
-  std::string m_name;
-  PostgresOptions m_options;
-  std::string m_origin;
-  std::atomic<bool> m_stopped{false};
-  std::atomic<std::uint64_t> m_produced{0};
-
-  // Listener state: m_listen_strand only.
-  asio::strand<asio::any_io_executor> m_listen_strand;
-  asio::strand<asio::any_io_executor> m_dispatch_strand;
-  asio::any_io_executor m_executor;
-  Connection m_listener;
-  std::optional<asio::posix::stream_descriptor> m_socket;
-  int m_socket_fd = -1;
-  std::uint64_t m_generation = 0;
-  bool m_connected = false;
-  bool m_probing = false;
-  bool m_fetching = false;
-  asio::steady_timer m_retry_timer;
-  asio::steady_timer m_probe_timer;
-  asio::steady_timer m_wait_deadline;
-  std::chrono::milliseconds m_backoff{m_options.reconnect_initial};
-  std::mt19937_64 m_random{std::random_device{}()};
-  std::chrono::steady_clock::time_point m_last_traffic{};
-  std::deque<Query> m_queries;
-  bool m_query_sent = false;  // the front of m_queries is with the server
-  Result m_last_result;
-  std::deque<std::variant<Received, ControlEvent>> m_pending;
-  struct Sequence {
-    std::uint64_t next;  // the sequence expected next
-    std::chrono::steady_clock::time_point heard;
-  };
-  std::map<std::string, Sequence> m_next_sequence;  // by origin
-  std::chrono::steady_clock::time_point m_origins_swept{};
-  std::chrono::steady_clock::time_point m_listening_since{};
-  std::map<wire::ProblemKind, std::chrono::steady_clock::time_point> m_problem_logged;
-
-  // Shared with other threads.
-  mutable std::mutex m_state_mutex;
-  mutable std::condition_variable m_state_changed;
-  PostgresStats m_stats;
-  bool m_listening = false;
-  bool m_ever_listened = false;
-
-  std::mutex m_queue_mutex;
-  std::deque<Item> m_queue;
-  bool m_dispatch_scheduled = false;
-  std::uint64_t m_overflowed = 0;
-
-  std::mutex m_dispatch_mutex;
-  std::atomic<std::thread::id> m_dispatch_thread{};
-  std::unique_ptr<Connector> m_router;
-  std::unique_ptr<Connector> m_control_router;
-  std::shared_ptr<const Delivery> m_current;  // the message being dispatched (m_dispatch_strand)
-  std::shared_ptr<DispatchCounters> m_counters = std::make_shared<DispatchCounters>();
-  std::mutex m_subscribers_mutex;
-  std::vector<std::weak_ptr<Subscriber>> m_subscribers;
-
-  std::mutex m_producer_mutex;
-  Connection m_producer;
-  std::uint64_t m_sequence = 0;
-  bool m_send_prepared = false;  // on m_producer
-  std::atomic<bool> m_tables_ready{false};
-};
-
-// A consumer of the connector: its subscriptions and its queue, stopped
-// together.
+// A consumer without a persistent name: its queue, stopped with it.
 class PostgresConsumer final : public Consumer {
  public:
-  explicit PostgresConsumer(Core::Subscription subscription) : m_subscription(std::move(subscription)) {}
+  explicit PostgresConsumer(Subscription subscription) : m_subscription(std::move(subscription)) {}
   ~PostgresConsumer() override { stop_consuming(); }
-  void stop_consuming() override {
-    if (m_subscription.messages) m_subscription.messages->stop_consuming();
-    if (m_subscription.control) m_subscription.control->stop_consuming();
-    m_subscription.subscriber->stop();
-  }
+  void stop_consuming() override { m_subscription.stop(); }
 
  private:
-  Core::Subscription m_subscription;
+  Subscription m_subscription;
 };
-
-// A durable consumer: its queue's messages are rows of livestate_mq_queued,
-// written by producers in the transactions that send them, and deleted once
-// delivered (acknowledged in batches). Resuming reads what is left, in order,
-// before anything live; a live copy of a message already delivered from the
-// table is skipped. At least once: a message delivered but not yet
-// acknowledged when the consumer stops (or crashes) comes again next time.
-// The queue's connection holds an advisory lock on its name: one active
-// consumer per name, in every process.
-class DurableQueue final : public std::enable_shared_from_this<DurableQueue> {
- public:
-  DurableQueue(std::shared_ptr<Core> core, std::string name, Filter filter, Callback callback,
-               ControlCallback on_control)
-      : m_core(std::move(core)),
-        m_name(std::move(name)),
-        m_filter(std::move(filter)),
-        m_callback(std::move(callback)),
-        m_on_control(std::move(on_control)),
-        m_errors(m_core->m_counters, "durable consumer '" + m_name + "'"),
-        m_ack_timer(m_core->m_dispatch_strand) {}
-
-  // In the caller's thread: claims the queue, subscribes, reads the backlog,
-  // and has it delivered on the executor before anything live.
-  void start() {
-    std::lock_guard lock(m_connection_mutex);
-    m_connection = start_connection(m_core->m_url, "livestate-queue", true, m_core->m_options.connect_timeout);
-    if (PQstatus(m_connection.get()) != CONNECTION_OK) {
-      throw TransportError("cannot start durable consumer '" + m_name + "': cannot connect to " + m_core->m_name +
-                           ": " + one_line(PQerrorMessage(m_connection.get())));
-    }
-    m_core->ensure_tables(m_connection.get());
-    if (run("SELECT pg_try_advisory_lock(hashtextextended('livestate.queue.' || $1, 0))", {m_name}) != "t") {
-      throw PersistentNameInUse("durable consumer '" + m_name +
-                                "' is already active (in this or another process): stop it first");
-    }
-    std::string filter_literal = "{";
-    for (const auto& element : m_filter.elements()) {
-      if (filter_literal.size() > 1) filter_literal += ',';
-      filter_literal += element ? text_array({*element}).substr(1, text_array({*element}).size() - 2) : "NULL";
-    }
-    filter_literal += "}";
-    const auto same = run(
-        "INSERT INTO livestate_mq_queues (name, filter, any_suffix) VALUES ($1, $2::text[], $3) "
-        "ON CONFLICT (name) DO UPDATE SET last_active = now() "
-        "RETURNING (filter IS NOT DISTINCT FROM $2::text[] AND any_suffix = $3)::text",
-        {m_name, filter_literal, m_filter.any_suffix() ? "true" : "false"});
-    if (same != "true") {
-      PQfinish(m_connection.release());
-      throw PersistentNameInUse("durable consumer '" + m_name + "' was created with another filter than " +
-                                m_filter.str() + ": use that filter, or another name");
-    }
-    m_expired = std::stoull(run("SELECT expired FROM livestate_mq_queues WHERE name = $1", {m_name}).value_or("0"));
-    if (m_expired > 0) {
-      run("UPDATE livestate_mq_queues SET expired = expired - $2 WHERE name = $1", {m_name, std::to_string(m_expired)});
-    }
-    // Its own queue and strand: it delivers from the table and live in one
-    // order, and a slow one holds up nobody else.
-    std::weak_ptr<DurableQueue> weak = weak_from_this();
-    m_subscription = m_core->subscribe(
-        m_filter, "durable consumer '" + m_name + "'",
-        [weak](const Delivery& delivery) {
-          if (auto self = weak.lock()) self->on_live(delivery);
-        },
-        [weak](const ControlEvent& event) {
-          if (auto self = weak.lock()) self->on_control(event);
-        });
-    // What is committed from now on is heard live; the table has the rest.
-    if (!m_core->wait_listening(std::chrono::duration_cast<std::chrono::milliseconds>(m_core->m_options.connect_timeout))) {
-      throw TransportError("cannot start durable consumer '" + m_name + "': not listening to " + m_core->m_name +
-                           " yet");
-    }
-    auto backlog = std::make_shared<std::vector<Row>>(read_backlog());
-    m_subscription.subscriber->push(
-        Subscriber::Work([self = shared_from_this(), backlog] { self->catch_up(std::move(*backlog)); }));
-  }
-
-  void stop() noexcept {
-    if (m_stopped.exchange(true)) return;
-    if (m_subscription.messages) m_subscription.messages->stop_consuming();
-    if (m_subscription.control) m_subscription.control->stop_consuming();
-    if (m_subscription.subscriber) m_subscription.subscriber->stop();  // waits for a callback in progress
-    std::lock_guard lock(m_connection_mutex);
-    flush_acknowledgements();
-    m_connection.reset();  // releases the name's lock
-  }
-
- private:
-  struct Row {
-    std::int64_t id;
-    std::string origin;
-    std::uint64_t sequence;
-    RoutingKey key;
-    Json body;
-  };
-
-  // With m_connection_mutex held.
-  std::optional<std::string> run(const std::string& sql, const std::vector<std::optional<std::string>>& params) {
-    bool in_doubt = false;
-    return run_blocking(m_connection.get(), sql, params, in_doubt);
-  }
-
-  std::vector<Row> read_backlog() {
-    std::vector<Row> rows;
-    std::vector<const char*> values{m_name.c_str()};
-    Result result(PQexecParams(m_connection.get(),
-                               "SELECT id, origin, sequence, array_to_json(key)::text, body FROM livestate_mq_queued "
-                               "WHERE queue = $1 ORDER BY id",
-                               1, nullptr, values.data(), nullptr, nullptr, 0));
-    if (PQresultStatus(result.get()) != PGRES_TUPLES_OK) {
-      throw TransportError("durable consumer '" + m_name + "': cannot read its queue: " +
-                           one_line(PQerrorMessage(m_connection.get())));
-    }
-    for (int i = 0; i < PQntuples(result.get()); ++i) {
-      try {
-        rows.push_back(Row{std::stoll(PQgetvalue(result.get(), i, 0)), PQgetvalue(result.get(), i, 1),
-                           std::stoull(PQgetvalue(result.get(), i, 2)),
-                           RoutingKey(livestate::detail::parse_json(PQgetvalue(result.get(), i, 3)).get<std::vector<std::string>>()),
-                           livestate::detail::parse_json(PQgetvalue(result.get(), i, 4))});
-      } catch (const std::exception& error) {
-        log(LogLevel::warning, component, "durable consumer '" + m_name + "': dropped an unreadable queued message: " +
-                                              error.what());
-      }
-    }
-    return rows;
-  }
-
-  // The subscriber's strand from here on.
-  void catch_up(std::vector<Row> backlog) {
-    if (m_expired > 0) {
-      invoke_control(ControlEvent{ControlKind::expired,
-                                  std::to_string(m_expired) + " queued message(s) pruned while no consumer was active",
-                                  std::nullopt, m_expired});
-    }
-    deliver_rows(backlog);
-    m_catching_up = false;
-    for (auto& delivery : std::exchange(m_buffer, {})) deliver_live(delivery);
-    acknowledge_soon();
-  }
-
-  void deliver_rows(std::vector<Row>& rows) {
-    for (auto& row : rows) {
-      if (m_stopped) return;
-      if (m_delivered_from_table.size() > 100000) m_delivered_from_table.clear();
-      m_delivered_from_table.emplace(row.origin, row.sequence);
-      invoke(row.key, row.body);
-      std::lock_guard lock(m_connection_mutex);
-      m_acknowledged_ids.push_back(std::to_string(row.id));
-    }
-  }
-
-  void on_live(const Delivery& delivery) {
-    if (m_catching_up) {
-      m_buffer.push_back(delivery);
-      return;
-    }
-    deliver_live(delivery);
-  }
-
-  void deliver_live(const Delivery& delivery) {
-    if (delivery.origin && delivery.sequence != 0) {
-      // Already delivered from the table (its row is acknowledged by id).
-      if (m_delivered_from_table.erase({*delivery.origin, delivery.sequence}) > 0) return;
-    }
-    invoke(delivery.key, delivery.body);
-    if (delivery.origin && delivery.sequence != 0) {
-      std::lock_guard lock(m_connection_mutex);
-      m_acknowledged_origins.push_back(*delivery.origin);
-      m_acknowledged_sequences.push_back(std::to_string(delivery.sequence));
-    }
-    acknowledge_soon();
-  }
-
-  void on_control(const ControlEvent& event) {
-    invoke_control(event);
-    if ((event.kind != ControlKind::reconnected && event.kind != ControlKind::overflow) || m_stopped) return;
-    // Whatever was committed while the listener was away, or dropped because
-    // this consumer fell behind, is in the table.
-    std::vector<Row> missed;
-    {
-      std::lock_guard lock(m_connection_mutex);
-      try {
-        flush_acknowledgements();
-        if (!m_connection || PQstatus(m_connection.get()) != CONNECTION_OK) reconnect();
-        missed = read_backlog();
-      } catch (const std::exception& error) {
-        log(LogLevel::error, component, "durable consumer '" + m_name + "': cannot read its queue after a reconnect: " +
-                                            error.what());
-      }
-    }
-    deliver_rows(missed);
-    acknowledge_soon();
-  }
-
-  // With m_connection_mutex held.
-  void reconnect() {
-    m_connection = start_connection(m_core->m_url, "livestate-queue", true, m_core->m_options.connect_timeout);
-    if (PQstatus(m_connection.get()) != CONNECTION_OK ||
-        run("SELECT pg_try_advisory_lock(hashtextextended('livestate.queue.' || $1, 0))", {m_name}) != "t") {
-      throw TransportError("cannot reconnect durable consumer '" + m_name + "' to " + m_core->m_name);
-    }
-  }
-
-  // Subscriber::stop waits for these: none runs after stop() returns.
-  void invoke(const RoutingKey& key, const Json& body) {
-    if (m_stopped) return;
-    try {
-      m_callback(key, body);
-      ++m_core->m_counters->delivered;
-    } catch (const std::exception& error) {
-      m_errors.record(error.what());
-    } catch (...) {
-      m_errors.record("a non-standard exception");
-    }
-  }
-
-  void invoke_control(const ControlEvent& event) {
-    if (!m_on_control || m_stopped) return;
-    try {
-      m_on_control(event);
-    } catch (const std::exception& error) {
-      m_errors.record(error.what());
-    } catch (...) {
-      m_errors.record("a non-standard exception");
-    }
-  }
-
-  void acknowledge_soon() {
-    std::unique_lock lock(m_connection_mutex);
-    const auto pending = m_acknowledged_ids.size() + m_acknowledged_sequences.size();
-    if (pending >= 256) {
-      flush_acknowledgements();
-      return;
-    }
-    if (pending == 0 || m_ack_timer_armed) return;
-    m_ack_timer_armed = true;
-    lock.unlock();
-    m_ack_timer.expires_after(200ms);
-    m_ack_timer.async_wait([weak = weak_from_this()](boost::system::error_code) {
-      if (auto self = weak.lock()) {
-        std::lock_guard guard(self->m_connection_mutex);
-        self->m_ack_timer_armed = false;
-        self->flush_acknowledgements();
-      }
-    });
-  }
-
-  // With m_connection_mutex held. A failure leaves the rows: they come again.
-  void flush_acknowledgements() noexcept {
-    if ((m_acknowledged_ids.empty() && m_acknowledged_sequences.empty()) || !m_connection) return;
-    try {
-      run("DELETE FROM livestate_mq_queued WHERE queue = $1 AND (id = ANY($2::bigint[]) OR (origin, sequence) IN "
-          "(SELECT * FROM unnest($3::text[], $4::bigint[])))",
-          {m_name, text_array(m_acknowledged_ids), text_array(m_acknowledged_origins),
-           text_array(m_acknowledged_sequences)});
-    } catch (const std::exception& error) {
-      log(LogLevel::warning, component, "durable consumer '" + m_name + "': acknowledging failed (those messages "
-                                        "will be delivered again): " + error.what());
-    }
-    m_acknowledged_ids.clear();
-    m_acknowledged_origins.clear();
-    m_acknowledged_sequences.clear();
-  }
-
-  std::shared_ptr<Core> m_core;
-  std::string m_name;
-  Filter m_filter;
-  Callback m_callback;
-  ControlCallback m_on_control;
-  Core::Subscription m_subscription;
-  std::uint64_t m_expired = 0;
-
-  // The subscriber's strand.
-  bool m_catching_up = true;
-  std::vector<Delivery> m_buffer;
-  std::set<std::pair<std::string, std::uint64_t>> m_delivered_from_table;
-  CallbackErrors m_errors;
-
-  std::atomic<bool> m_stopped{false};
-
-  std::mutex m_connection_mutex;  // the connection and the acknowledgements
-  Connection m_connection;
-  std::vector<std::string> m_acknowledged_ids;
-  std::vector<std::string> m_acknowledged_origins;
-  std::vector<std::string> m_acknowledged_sequences;
-  bool m_ack_timer_armed = false;
-  asio::steady_timer m_ack_timer;
-};
-
-class DurableConsumer final : public Consumer {
- public:
-  explicit DurableConsumer(std::shared_ptr<DurableQueue> queue) : m_queue(std::move(queue)) {}
-  ~DurableConsumer() override { stop_consuming(); }
-  void stop_consuming() override { m_queue->stop(); }
-
- private:
-  std::shared_ptr<DurableQueue> m_queue;
-};
-
-std::unique_ptr<Consumer> Core::start_consuming(Callback callback, Filter filter, const ConsumeOptions& options) {
-  if (options.persistent_name) {
-    auto queue = std::make_shared<DurableQueue>(shared_from_this(), *options.persistent_name, std::move(filter),
-                                                std::move(callback), options.on_control);
-    try {
-      queue->start();
-    } catch (...) {
-      queue->stop();
-      throw;
-    }
-    return std::make_unique<DurableConsumer>(std::move(queue));
-  }
-  if (!callback) throw std::invalid_argument("livestate::mq::PostgresConnector::start_consuming: empty callback");
-  const std::string name = "consumer of " + filter.str();
-  return std::make_unique<PostgresConsumer>(subscribe(
-      filter, name, [callback = std::move(callback)](const Delivery& delivery) { callback(delivery.key, delivery.body); },
-      options.on_control));
-}
-
-// PostgreSQL's text form of a text[] value.
-std::string text_array(const std::vector<std::string>& elements) {
-  std::size_t size = 2;
-  for (const auto& element : elements) size += element.size() + 3;
-  std::string literal;
-  literal.reserve(size + size / 16);
-  literal += '{';
-  for (const auto& element : elements) {
-    if (literal.size() > 1) literal += ',';
-    literal += '"';
-    // Runs without a quote or backslash are copied whole. (A plain loop:
-    // find_first_of with a set calls memchr once per character.)
-    std::size_t start = 0;
-    for (std::size_t i = 0; i < element.size(); ++i) {
-      if (element[i] != '"' && element[i] != '\\') continue;
-      literal.append(element, start, i - start);
-      literal += '\\';
-      start = i;
-    }
-    literal.append(element, start, std::string::npos);
-    literal += '"';
-  }
-  literal += '}';
-  return literal;
-}
-
-// What both batch statements do with their `batch` of messages: the
-// durable queues' copies, then the notifications ($1 origin, $2 channel, $3
-// the payloads).
-#define LIVESTATE_SEND_BATCH_TAIL                                                                        \
-  " queued AS ("                                                                                         \
-  "  INSERT INTO livestate_mq_queued (queue, origin, sequence, key, body)"                               \
-  "  SELECT q.name, $1, b.sequence, b.key, b.body FROM batch b JOIN livestate_mq_queues q"               \
-  "  ON (cardinality(q.filter) = cardinality(b.key)"                                                     \
-  "      OR (q.any_suffix AND cardinality(b.key) >= cardinality(q.filter)))"                             \
-  "  AND NOT EXISTS (SELECT 1 FROM unnest(q.filter) WITH ORDINALITY AS f(element, i)"                    \
-  "                  WHERE f.element IS NOT NULL AND f.element IS DISTINCT FROM b.key[f.i])"             \
-  "  ORDER BY b.position, b.entry_position, q.name)"                                                     \
-  " SELECT count(pg_notify($2, p.payload)) FROM unnest($3::text[]) WITH ORDINALITY AS p(payload, position)"
-
-// One statement sends a whole batch: it sends the payloads and, only when
-// some durable queue exists, keeps a copy of each message for every queue
-// whose filter matches it (in order: the rows' ids follow the messages),
-// reading the messages back from the payloads (a body sent by reference from
-// livestate_mq_bodies, written earlier in the same transaction). Both happen in
-// the caller's transaction, so both or neither commit. The payloads are the
-// only data sent: each body crosses the wire once, and without durable queues
-// the server only unpacks the array of payloads (the EXISTS is a one-time
-// filter: the messages are not parsed at all).
-//
-// `json` (not jsonb) keeps its input text: `entry -> 'b'` is the body exactly
-// as the producer serialized it.
-constexpr const char* send_sql =
-    "WITH batch AS MATERIALIZED ("
-    "  SELECT p.position, e.position AS entry_position, (e.entry ->> 's')::bigint AS sequence,"
-    "         ARRAY(SELECT json_array_elements_text(e.entry -> 'k')) AS key,"
-    "         COALESCE((e.entry -> 'b')::text,"
-    "                  (SELECT b.body FROM livestate_mq_bodies b WHERE b.id = (e.entry ->> 'r')::bigint)) AS body"
-    "  FROM unnest($3::text[]) WITH ORDINALITY AS p(payload, position),"
-    "       json_array_elements(p.payload::json -> 'm') WITH ORDINALITY AS e(entry, position)"
-    "  WHERE EXISTS (SELECT 1 FROM livestate_mq_queues))," LIVESTATE_SEND_BATCH_TAIL;
-
-// The batch statement for payloads PostgreSQL's json functions can't read:
-// they refuse the escape \u0000 (a NUL character in a string; text has no
-// form for it). The messages then also travel as text, one array each of
-// sequences, keys (JSON arrays) and bodies ($4, $5, $6), for the durable
-// queues' copies.
-constexpr const char* send_as_text_sql =
-    "WITH batch AS ("
-    "  SELECT u.position, 1 AS entry_position, u.sequence,"
-    "         ARRAY(SELECT json_array_elements_text(u.key::json)) AS key, u.body"
-    "  FROM unnest($4::bigint[], $5::text[], $6::text[]) WITH ORDINALITY AS u(sequence, key, body, position)"
-    "  WHERE EXISTS (SELECT 1 FROM livestate_mq_queues))," LIVESTATE_SEND_BATCH_TAIL;
-
-#undef LIVESTATE_SEND_BATCH_TAIL
-
-// The same for one message (every produce() outside a transaction): no
-// arrays to unpack, the key given as text[]; the server runs it in about
-// four fifths of the time of the batch statement with one message.
-constexpr const char* send_one_sql =
-    "WITH queued AS ("
-    "  INSERT INTO livestate_mq_queued (queue, origin, sequence, key, body)"
-    "  SELECT q.name, $1, $2, $3::text[], $4 FROM livestate_mq_queues q"
-    "  WHERE (cardinality(q.filter) = cardinality($3::text[])"
-    "         OR (q.any_suffix AND cardinality($3::text[]) >= cardinality(q.filter)))"
-    "  AND NOT EXISTS (SELECT 1 FROM unnest(q.filter) WITH ORDINALITY AS f(element, i)"
-    "                  WHERE f.element IS NOT NULL AND f.element IS DISTINCT FROM ($3::text[])[f.i])"
-    "  ORDER BY q.name)"
-    " SELECT pg_notify($5, $6)";
-
-// Sends messages: each becomes an entry of a payload; a body too large for a
-// notification is stored in livestate_mq_bodies and sent by reference.
-class Sender {
- public:
-  Sender(std::string_view origin, std::string_view channel, std::uint64_t& sequence)
-      : m_origin(origin), m_channel(channel), m_sequence(sequence) {}
-
-  template <class Run>
-  void send(std::span<const SentMessage> messages, Run&& run) {
-    std::vector<wire::Outgoing> outgoing;
-    std::vector<std::string> bodies;
-    outgoing.reserve(messages.size());
-    bodies.reserve(messages.size());  // entries point into it: no reallocation
-    std::vector<std::size_t> body_of;  // each message's body, in `bodies`
-    body_of.reserve(messages.size());
-    const Json* last_body = nullptr;
-    std::int64_t last_reference = 0;  // the row of last_body, when it is stored
-    for (const auto& message : messages) {
-      // Each body is serialized once, for the payload (and a single message's
-      // durable queues), and stored once when too large: the messages of one
-      // change share theirs.
-      if (message.body != last_body) {
-        bodies.emplace_back(message.body->dump(-1, ' ', false, Json::error_handler_t::replace));
-        last_body = message.body;
-        last_reference = 0;
-      }
-      const std::string& body = bodies.back();
-      body_of.push_back(bodies.size() - 1);
-      wire::Outgoing entry{message.key, message.body, 0, ++m_sequence, &body};
-      if (last_reference == 0 && wire::encoded_size(m_origin, entry) > wire::max_payload_bytes) {
-        const auto id = run("INSERT INTO livestate_mq_bodies (body) VALUES ($1) RETURNING id",
-                            std::vector<std::optional<std::string>>{body});
-        last_reference = std::stoll(id.value());
-      }
-      if (last_reference != 0) {
-        entry.body = nullptr;
-        entry.body_text = nullptr;
-        entry.reference = last_reference;
-      }
-      outgoing.push_back(entry);
-    }
-    if (messages.size() == 1 && outgoing.front().reference == 0) {
-      const auto& key = *messages.front().key;
-      auto payload = std::move(wire::encode(m_origin, outgoing).front());  // reads bodies: before they move
-      run(send_one_sql, std::vector<std::optional<std::string>>{
-                            std::string(m_origin), std::to_string(outgoing.front().sequence),
-                            text_array(std::vector<std::string>(key.begin(), key.end())), std::move(bodies.front()),
-                            std::string(m_channel), std::move(payload)});
-      return;
-    }
-    auto payloads = wire::encode(m_origin, outgoing);
-    const bool readable = std::none_of(payloads.begin(), payloads.end(), [](const std::string& payload) {
-      return payload.find("\\u0000") != std::string::npos;
-    });
-    if (readable) {
-      run(send_sql, std::vector<std::optional<std::string>>{std::string(m_origin), std::string(m_channel),
-                                                            text_array(payloads)});
-      return;
-    }
-    std::vector<std::string> sequences, keys, texts;
-    for (std::size_t i = 0; i < messages.size(); ++i) {
-      sequences.push_back(std::to_string(outgoing[i].sequence));
-      keys.push_back(Json(std::vector<std::string>(messages[i].key->begin(), messages[i].key->end())).dump());
-      texts.push_back(bodies[body_of[i]]);
-    }
-    run(send_as_text_sql, std::vector<std::optional<std::string>>{
-                              std::string(m_origin), std::string(m_channel), text_array(payloads),
-                              text_array(sequences), text_array(keys), text_array(texts)});
-  }
-
- private:
-  std::string_view m_origin;
-  std::string_view m_channel;
-  std::uint64_t& m_sequence;
-};
-
-// A statement the server refused, with its SQLSTATE.
-class StatementError : public TransportError {
- public:
-  StatementError(const std::string& what, std::string sqlstate) : TransportError(what), m_sqlstate(std::move(sqlstate)) {}
-  const std::string& sqlstate() const noexcept { return m_sqlstate; }
-
- private:
-  std::string m_sqlstate;
-};
-
-constexpr const char* undefined_table = "42P01";
-constexpr const char* send_statement = "livestate_send";
-constexpr const char* send_one_statement = "livestate_send_one";
-
-// Runs `sql`, or the statement prepared as `prepared` when that is given.
-std::optional<std::string> run_blocking(PGconn* connection, const std::string& sql,
-                                        const std::vector<std::optional<std::string>>& params, bool& in_doubt,
-                                        const char* prepared) {
-  std::vector<const char*> values;
-  for (const auto& param : params) values.push_back(param ? param->c_str() : nullptr);
-  Result result(prepared != nullptr
-                    ? PQexecPrepared(connection, prepared, static_cast<int>(values.size()), values.data(), nullptr,
-                                     nullptr, 0)
-                    : PQexecParams(connection, sql.c_str(), static_cast<int>(values.size()), nullptr, values.data(),
-                                   nullptr, nullptr, 0));
-  const auto status = PQresultStatus(result.get());
-  if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) {
-    in_doubt = PQstatus(connection) != CONNECTION_OK;
-    const char* sqlstate = PQresultErrorField(result.get(), PG_DIAG_SQLSTATE);
-    throw StatementError(one_line(PQerrorMessage(connection)), sqlstate != nullptr ? sqlstate : "");
-  }
-  if (status == PGRES_TUPLES_OK && PQntuples(result.get()) > 0 && !PQgetisnull(result.get(), 0, 0)) {
-    return std::string(PQgetvalue(result.get(), 0, 0));
-  }
-  return std::nullopt;
-}
-
-void Core::ensure_tables(PGconn* connection) {
-  if (m_tables_ready) return;
-  bool in_doubt = false;
-  run_blocking(connection, "BEGIN", {}, in_doubt);
-  try {
-    for (const char* sql : tables_sql) run_blocking(connection, sql, {}, in_doubt);
-    run_blocking(connection, "COMMIT", {}, in_doubt);
-  } catch (...) {
-    bool ignored = false;
-    try {
-      run_blocking(connection, "ROLLBACK", {}, ignored);
-    } catch (...) {
-    }
-    throw;
-  }
-  m_tables_ready = true;
-}
-
-// Old bodies and messages of queues whose consumer never came back go; a
-// queue remembers how many it lost, to tell its consumer.
-void Core::prune(PGconn* connection) {
-  bool in_doubt = false;
-  run_blocking(connection, "DELETE FROM livestate_mq_bodies WHERE created_at < now() - make_interval(secs => $1)",
-               {std::to_string(m_options.body_retention.count())}, in_doubt);
-  run_blocking(connection,
-               "WITH gone AS (DELETE FROM livestate_mq_queued WHERE created_at < now() - make_interval(secs => $1) "
-               "RETURNING queue) UPDATE livestate_mq_queues q SET expired = q.expired + c.n "
-               "FROM (SELECT queue, count(*) AS n FROM gone GROUP BY queue) c WHERE q.name = c.queue",
-               {std::to_string(m_options.queue_retention.count())}, in_doubt);
-}
-
-void Core::produce(const RoutingKey& key, const Json& body) {
-  wire::check_depth(body, key.str());  // before anything serializes it, and before anything is sent
-  std::lock_guard lock(m_producer_mutex);
-  const SentMessage message{&key, &body};
-  for (int attempt = 1;; ++attempt) {
-    PGconn* connection = producer();
-    const std::uint64_t sequence_before = m_sequence;
-    bool in_doubt = false;
-    bool in_transaction = false;
-    try {
-      ensure_tables(connection);
-      prepare_send(connection);
-      Sender sender(m_origin, m_options.channel, m_sequence);
-      // One statement, atomic on its own; a body stored by reference joins it
-      // in a transaction.
-      sender.send(std::span<const SentMessage>(&message, 1), [&](const char* sql, const auto& params) {
-        if (sql == send_one_sql) return run_blocking(connection, {}, params, in_doubt, send_one_statement);
-        if (sql == send_sql) return run_blocking(connection, {}, params, in_doubt, send_statement);
-        if (!in_transaction) {
-          run_blocking(connection, "BEGIN", {}, in_doubt);
-          in_transaction = true;
-        }
-        return run_blocking(connection, sql, params, in_doubt);
-      });
-      if (in_transaction) run_blocking(connection, "COMMIT", {}, in_doubt);
-      break;
-    } catch (const TransportError& error) {
-      if (in_transaction && !in_doubt) {
-        bool ignored = false;
-        try {
-          run_blocking(connection, "ROLLBACK", {}, ignored);
-        } catch (...) {
-        }
-      }
-      if (in_doubt) {
-        m_producer.reset();
-        throw MaybeSent("produce(" + key.str() + ") on " + m_name +
-                             ": the connection was lost while sending: "
-                             "the message may or may not have been sent: " + error.what());
-      }
-      m_sequence = sequence_before;
-      // The connector's tables are gone (a database restored from a dump
-      // taken before they existed, or dropped by hand): make them again, once.
-      const auto* statement = dynamic_cast<const StatementError*>(&error);
-      if (attempt == 1 && statement != nullptr && statement->sqlstate() == undefined_table) {
-        log(LogLevel::warning, component, "the connector's tables on " + m_name + " are gone; creating them again");
-        forget_tables(connection);
-        continue;
-      }
-      throw NotSent("produce(" + key.str() + ") on " + m_name + " failed (the message was not sent): " +
-                           error.what());
-    }
-  }
-  if (++m_produced % 1000 == 0) {
-    try {
-      prune(m_producer.get());
-    } catch (const std::exception& error) {
-      log(LogLevel::warning, component, std::string("pruning old bodies and queued messages failed: ") + error.what());
-    }
-  }
-}
-
-void Core::prepare_send(PGconn* connection) {
-  if (m_send_prepared) return;
-  for (const auto& [name, sql] : {std::pair{send_statement, send_sql}, std::pair{send_one_statement, send_one_sql}}) {
-    Result result(PQprepare(connection, name, sql, 0, nullptr));
-    if (PQresultStatus(result.get()) != PGRES_COMMAND_OK) {
-      const char* sqlstate = PQresultErrorField(result.get(), PG_DIAG_SQLSTATE);
-      throw StatementError(one_line(PQerrorMessage(connection)), sqlstate != nullptr ? sqlstate : "");
-    }
-  }
-  m_send_prepared = true;
-}
-
-void Core::forget_tables(PGconn* connection) noexcept {
-  m_tables_ready = false;
-  if (m_send_prepared && connection != nullptr) {
-    Result ignored(PQexec(connection, "DEALLOCATE ALL"));
-  }
-  m_send_prepared = false;
-}
-
-void Core::send_in_transaction(std::span<const SentMessage> messages, SqlRunner& sql) {
-  for (const auto& message : messages) wire::check_depth(*message.body, message.key->str());
-  if (!m_tables_ready) {
-    std::lock_guard lock(m_producer_mutex);
-    ensure_tables(producer());
-  }
-  TransportStream& stream = sql.stream();
-  if (stream.origin.empty()) {
-    static std::atomic<std::uint64_t> sessions{0};
-    stream.origin = m_origin + "." + std::to_string(++sessions);
-  }
-  Sender sender(stream.origin, m_options.channel, stream.sequence);
-  try {
-    sender.send(messages, [&](const char* statement, const std::vector<std::optional<std::string>>& params) {
-      return sql.run(statement, params);
-    });
-  } catch (...) {
-    // Perhaps the connector's tables are gone: the next send makes sure
-    // (CREATE TABLE IF NOT EXISTS) rather than failing forever.
-    m_tables_ready = false;
-    throw;
-  }
-  m_produced += messages.size();
-}
-
-// ---------------------------------------------------------------------------
 
 class PostgresConnectorImpl final : public PostgresConnector, public TransactionalTransport {
  public:
   PostgresConnectorImpl(std::string_view url, asio::any_io_executor executor, PostgresOptions options)
-      : m_core(std::make_shared<Core>(std::string(url), std::move(executor), std::move(options))) {
-    m_core->start();
+      : m_config(std::make_shared<const ConnectorConfig>(
+            ConnectorConfig{std::string(url), livestate::detail::redact_postgres_url(url), std::move(options),
+                            random_origin()})),
+        m_executor(std::move(executor)),
+        m_producer(*m_config, m_tables),
+        m_dispatcher(std::make_shared<Dispatcher>(m_executor, m_config->options.max_buffered,
+                                                  std::make_shared<DispatchCounters>())),
+        m_listener(std::make_shared<Listener>(m_executor, m_config->url, m_config->connection("livestate-listener"),
+                                              ListenerSettings::from(m_config->name, m_config->options), m_status,
+                                              m_dispatcher)) {
+    m_listener->start();
   }
+
+  // Afterwards no consumer is called; waits for callbacks running in other
+  // threads.
   ~PostgresConnectorImpl() override {
-    m_core->stop();
+    m_status->stop();
+    m_dispatcher->stop();
+    m_listener->stop();
+    m_pruner->stop();
     abort_waits();
   }
 
-  void produce(const RoutingKey& key, const Json& body) override { m_core->produce(key, body); }
+  void produce(const RoutingKey& key, const Json& body) override {
+    m_producer.produce(key, body);
+    m_pruner->sent(1);
+  }
 
   std::unique_ptr<Consumer> start_consuming(Callback callback, Filter filter,
                                             std::optional<std::string> persistent_name) override {
-    return m_core->start_consuming(std::move(callback), std::move(filter), ConsumeOptions{std::move(persistent_name), {}});
+    return start_consuming_with(std::move(callback), std::move(filter), ConsumeOptions{std::move(persistent_name), {}});
   }
-
-
   using Connector::start_consuming;
 
-  ConnectorStats stats() const override { return m_core->connector_stats(); }
-  PostgresStats postgres_stats() const override { return m_core->stats(); }
-  const std::string& origin() const noexcept override { return m_core->origin(); }
-  bool wait_listening(std::chrono::milliseconds timeout) const override { return m_core->wait_listening(timeout); }
+  [[nodiscard]] ConnectorStats stats() const override {
+    const auto& counters = *m_dispatcher->counters();
+    ConnectorStats stats;
+    stats.consumers = m_dispatcher->consumers();
+    stats.produced = m_producer.produced();
+    stats.delivered = counters.delivered;
+    stats.callback_errors = counters.callback_errors;
+    return stats;
+  }
+
+  [[nodiscard]] PostgresStats postgres_stats() const override {
+    const auto& counters = *m_dispatcher->counters();
+    PostgresStats stats;
+    m_status->fill(stats);
+    stats.delivered = counters.delivered;
+    stats.callback_errors = counters.callback_errors;
+    stats.dropped_overflow = counters.dropped;
+    stats.backlog_peak = counters.backlog_peak;
+    stats.queue_rows_read = counters.queue_rows_read;
+    stats.queue_page_peak = counters.queue_page_peak;
+    return stats;
+  }
+
+  [[nodiscard]] const std::string& origin() const noexcept override { return m_config->origin; }
+  [[nodiscard]] bool wait_listening(std::chrono::milliseconds timeout) const override {
+    return m_status->wait_listening(timeout);
+  }
 
   void send_in_transaction(std::span<const SentMessage> messages, SqlRunner& sql) override {
-    m_core->send_in_transaction(messages, sql);
+    m_producer.send_in_transaction(messages, sql);
+    m_pruner->sent(messages.size());
   }
 
  protected:
   std::unique_ptr<Consumer> start_consuming_with(Callback callback, Filter filter, ConsumeOptions options) override {
-    return m_core->start_consuming(std::move(callback), std::move(filter), options);
+    if (options.persistent_name) {
+      return start_durable_consumer({m_config, m_tables, m_dispatcher, m_status, m_executor},
+                                    std::move(*options.persistent_name), std::move(filter), std::move(callback),
+                                    std::move(options.on_control));
+    }
+    if (!callback) throw std::invalid_argument("livestate::mq::PostgresConnector::start_consuming: empty callback");
+    return std::make_unique<PostgresConsumer>(m_dispatcher->subscribe(
+        filter, "consumer of " + filter.str(),
+        [callback = std::move(callback)](const Delivery& delivery) { callback(delivery.key, delivery.body); },
+        std::move(options.on_control)));
   }
 
  private:
-  std::shared_ptr<Core> m_core;
+  const std::shared_ptr<const ConnectorConfig> m_config;
+  const asio::any_io_executor m_executor;
+  const std::shared_ptr<Tables> m_tables = std::make_shared<Tables>();
+  Producer m_producer;
+  const std::shared_ptr<ListenerStatus> m_status = std::make_shared<ListenerStatus>();
+  const std::shared_ptr<Dispatcher> m_dispatcher;
+  const std::shared_ptr<Listener> m_listener;
+  const std::shared_ptr<Pruner> m_pruner = std::make_shared<Pruner>(m_executor, m_config);
 };
 
 std::unique_ptr<Connector> connect_postgres(std::string_view url, asio::any_io_executor executor) {
@@ -1661,6 +190,7 @@ int register_connector() noexcept {
 
 std::unique_ptr<PostgresConnector> make_postgres_connector(std::string_view url, asio::any_io_executor executor,
                                                            PostgresOptions options) {
+  check_channel(options.channel);
   // A URL libpq can't read is refused now, in words without its passwords
   // (libpq's own quote the token they refuse), rather than by every
   // connection attempt, later, in the log.
@@ -1670,7 +200,7 @@ std::unique_ptr<PostgresConnector> make_postgres_connector(std::string_view url,
   } else {
     const std::string reason = error != nullptr ? one_line(error) : "out of memory";
     if (error != nullptr) PQfreemem(error);
-    throw UnsupportedUrl("cannot listen or produce on " + redact(url) +
+    throw UnsupportedUrl("cannot listen or produce on " + livestate::detail::redact_postgres_url(url) +
                          ": libpq cannot read it: " + livestate::detail::scrub_postgres_secrets(reason, url));
   }
   return std::make_unique<PostgresConnectorImpl>(url, std::move(executor), std::move(options));

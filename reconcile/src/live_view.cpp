@@ -93,11 +93,15 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
           if (auto self = weak.lock()) self->receive(detail::Incoming{key, body});
         },
         Filter{m_rules.type(), std::nullopt, std::nullopt}, std::move(consume));
+    // schema.<version>.migrated, and another migration set's
+    // schema.<set>.<version>.migrated: the rows a source reads through it
+    // (Buildbot's) may have changed too. One consumer for both.
     auto schema = m_connector.start_consuming(
-        [weak](const RoutingKey&, const Json&) {
+        [weak](const RoutingKey& key, const Json&) {
+          if ((key.size() != 3 && key.size() != 4) || key[key.size() - 1] != "migrated") return;
           if (auto self = weak.lock()) self->receive(detail::SchemaMigrated{});
         },
-        Filter::parse("schema.*.migrated"));
+        Filter::parse("schema.#"));
     {
       std::lock_guard lock(m_mutex);
       if (m_stopped) return;  // by another thread meanwhile: the consumers stop here

@@ -63,6 +63,7 @@ ViewRules::ViewRules(const ViewOptions& options, bool reload_may_lag, Clock::tim
       m_forget_deleted_after(options.forget_deleted_after),
       m_max_queued(options.max_queued),
       m_reloads_may_lag(reload_may_lag),
+      m_revisionless_hints(options.revisionless_messages_are_hints),
       m_verified_at(now),
       m_reloads({options.type, reload_may_lag, options.lag_retry_initial, options.lag_deadline,
                  options.reload_batch}) {}
@@ -225,7 +226,11 @@ void ViewRules::apply(Incoming message, bool replaying, Clock::time_point now) {
   const std::string& event = message.key[2];
   const auto revision = revision_of(message.body);
   if (!revision) {
-    count(Anomaly::no_revision);
+    if (m_revisionless_hints) {
+      ++m_stats.hints;  // Buildbot's messages: a reason to reload, not a fault
+    } else {
+      count(Anomaly::no_revision);
+    }
     m_reloads.due(id);
     return;
   }

@@ -161,6 +161,7 @@ class ViewRules {
   std::chrono::milliseconds m_forget_deleted_after;
   std::size_t m_max_queued;
   bool m_reloads_may_lag;
+  bool m_revisionless_hints;  // ViewOptions::revisionless_messages_are_hints
 
   EntryTable m_entries;
   bool m_announce = true;

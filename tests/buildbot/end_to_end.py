@@ -117,8 +117,9 @@ def wait_for_log(path, text, since, timeout, process=None):
 
 
 class Cluster:
-    def __init__(self, work, pg_url, cli):
+    def __init__(self, work, pg_url, cli, template='master.cfg.in'):
         self.work = work
+        self.template = template
         self.cli = cli
         self.db_name = f'livestate_buildbot_{os.getpid()}'
         self.admin_url = pg_url
@@ -145,7 +146,7 @@ class Cluster:
             text = tac.read()
         with open(os.path.join(self.dir('b'), 'buildbot.tac'), 'w') as tac:
             tac.write(text.replace(repr(self.dir('a')), repr(self.dir('b'))))
-        with open(os.path.join(HERE, 'master.cfg.in')) as template:
+        with open(os.path.join(HERE, self.template)) as template:
             config = template.read()
         for role in 'ab':
             filled = (config.replace('@PLUGIN_DIR@', repr(PLUGIN_DIR)).replace('@ROLE@', repr(role))
@@ -182,6 +183,20 @@ class Cluster:
 
     def log(self, role):
         return os.path.join(self.dir(role), 'twistd.log')
+
+    def print_logs(self, lines=40):
+        """The last lines of every daemon's log, after a failure."""
+        for role in 'abw':
+            path = self.log(role)
+            if os.path.exists(path):
+                with open(path, encoding='utf-8', errors='replace') as f:
+                    print(f'--- {path} (last lines)\n' + ''.join(f.readlines()[-lines:]))
+
+    def drop(self):
+        try:
+            self.sql(f'DROP DATABASE IF EXISTS {self.db_name} WITH (FORCE)', url=self.admin_url)
+        except psycopg2.Error as error:
+            say(f'could not drop {self.db_name}: {error}')
 
     def send_change(self, comment):
         subprocess.run(['buildbot', 'sendchange', '--master', f'127.0.0.1:{self.ports["a"]}', '--auth',
@@ -321,21 +336,14 @@ def run(work, cli, trace_out):
         return 0
     except Failed as failure:
         say(f'FAILED: {failure}')
-        for role in 'abw':
-            path = cluster.log(role)
-            if os.path.exists(path):
-                with open(path, encoding='utf-8', errors='replace') as f:
-                    print(f'--- {path} (last lines)\n' + ''.join(f.readlines()[-40:]))
+        cluster.print_logs()
         return 1
     finally:
         if watch is not None and watch.poll() is None:
             watch.kill()
             watch.wait()
         cluster.stop()
-        try:
-            cluster.sql(f'DROP DATABASE IF EXISTS {cluster.db_name} WITH (FORCE)', url=cluster.admin_url)
-        except psycopg2.Error as error:
-            say(f'could not drop {cluster.db_name}: {error}')
+        cluster.drop()
 
 
 def main():

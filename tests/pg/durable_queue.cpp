@@ -17,8 +17,10 @@
 
 #include "livestate/livestate.hpp"
 #include "livestate/mq/postgres.hpp"
+#include "../unit/eventually.hpp"
 #include "connector_fixtures.hpp"
 #include "pg_test_server.hpp"
+#include "stalled_backend.hpp"
 
 namespace {
 
@@ -206,4 +208,134 @@ TEST_CASE("a store transaction's messages reach a stopped durable consumer exact
     CHECK(messages[i].key == RoutingKey{"builds", std::to_string(i), "update"});
     CHECK(messages[i].body == bodies[i]);
   }
+}
+
+TEST_CASE("a durable consumer whose server connection stalls delays nobody: another consumer of the same connector "
+          "gets what is produced meanwhile at once, and the queue catches up when the server answers again") {
+  Setup setup;
+  // The schema's search_path without its application_name: the queue's
+  // connection keeps the connector's own ("livestate-queue").
+  const std::string url = livestate::test::with_connection_parameters(
+      livestate::test::test_server_url(), "options=-csearch_path%3D" + setup.schema.name(),
+      "options='-csearch_path=" + setup.schema.name() + "'");
+  auto producer = mq::make_postgres_connector(url, setup.executor.get(), setup.options);
+  auto consumer_side = mq::make_postgres_connector(url, setup.executor.get(), setup.options);
+  REQUIRE(consumer_side->wait_listening(10s));
+  Inbox durable, other;
+  auto stalled = consumer_side->start_consuming(durable.callback(), Filter::parse("work.#"), "stalled");
+  auto prompt = consumer_side->start_consuming(other.callback(), Filter::parse("work.#"));
+  producer->produce(RoutingKey{"work", "0"}, {{"n", 0}});
+  REQUIRE(durable.wait_for(1));
+  REQUIRE(other.wait_for(1));
+
+  const auto backends = livestate::test::own_backends("livestate-queue");
+  REQUIRE(backends.size() == 1);
+  livestate::test::StoppedBackend stall(backends.front());
+  REQUIRE(stall.stopped());
+  // The durable consumer acknowledges what it got (200 ms after it, or at
+  // once past 256) to a server that answers nothing now; on an executor of
+  // one thread, the other consumer's callbacks still run at once.
+  constexpr int count = 20;
+  auto slowest = std::chrono::steady_clock::duration::zero();
+  for (int n = 1; n <= count; ++n) {
+    const auto sent = std::chrono::steady_clock::now();
+    producer->produce(RoutingKey{"work", std::to_string(n)}, {{"n", n}});
+    REQUIRE(other.wait_for(static_cast<std::size_t>(n) + 1, 5s));
+    slowest = std::max(slowest, std::chrono::steady_clock::now() - sent);
+    std::this_thread::sleep_for(150ms);
+  }
+  MESSAGE("slowest delivery to the other consumer while the queue's server stalled: ",
+          std::chrono::duration_cast<std::chrono::milliseconds>(slowest).count(), " ms");
+  CHECK(slowest < 1s);
+  // Live messages need nothing from the queue's connection: it gets them too.
+  CHECK(durable.wait_for(count + 1, 5s));
+  stall.resume();
+
+  // Once the server answers, its acknowledgements go through and the queue
+  // empties; nothing was lost, nothing came out of order.
+  const auto queued = [&] {
+    pqxx::connection connection(setup.schema.url());
+    pqxx::nontransaction work(connection);
+    return work.exec("SELECT count(*) FROM livestate_mq_queued WHERE queue = 'stalled'")[0][0].as<int>();
+  };
+  CHECK(livestate::test::eventually([&] { return queued() == 0; }, 40s, 100ms));
+  std::vector<int> firsts;
+  for (const int n : numbers_of(durable.messages())) {
+    if (std::find(firsts.begin(), firsts.end(), n) == firsts.end()) firsts.push_back(n);
+  }
+  CHECK(firsts == range(0, count + 1));
+}
+
+TEST_CASE("a durable consumer resuming with a backlog of 50,000 messages gets them all, in order, before what comes "
+          "live, reading its table a page of 1,000 rows at a time") {
+  Setup setup;
+  auto consumer_side = setup.connector();
+  {
+    Inbox ignored;
+    auto consumer = consumer_side->start_consuming(ignored.callback(), Filter::parse("backlog.#"), "long");
+  }  // created, then stopped: from now on its messages are kept
+
+  auto producer = setup.connector();
+  auto store = db::Store::open(setup.schema.url(), *producer);
+  constexpr int total = 50'000;
+  for (int start = 0; start < total; start += 1000) {
+    auto tx = store->begin();
+    for (int n = start; n < start + 1000; ++n) tx.produce(RoutingKey{"backlog", "item"}, {{"n", n}});
+    tx.commit();
+  }
+
+  Inbox inbox;
+  auto consumer = consumer_side->start_consuming(inbox.callback(), Filter::parse("backlog.#"), "long");
+  producer->produce(RoutingKey{"backlog", "live"}, {{"n", total}});
+  REQUIRE(inbox.wait_for(total + 1, 60s));
+  std::this_thread::sleep_for(300ms);  // nothing more, nothing twice
+  CHECK(numbers_of(inbox.messages()) == range(0, total + 1));
+  const auto stats = consumer_side->postgres_stats();
+  CHECK(stats.queue_rows_read >= static_cast<std::uint64_t>(total));
+  // Never the whole backlog in memory: a page at most.
+  CHECK(stats.queue_page_peak == 1000);
+}
+
+TEST_CASE("what is kept past its retention is pruned also when every message travels in store transactions, and "
+          "the durable consumer that comes back is told how many it lost") {
+  Setup setup;
+  setup.options.queue_retention = 1s;
+  setup.options.body_retention = 1s;
+  auto connector = setup.connector();
+  {
+    Inbox gone;
+    auto consumer = connector->start_consuming(gone.callback(), Filter::parse("audit.#"), "away");
+    consumer->stop_consuming();
+  }
+  auto store = db::Store::open(setup.schema.url(), *connector);
+  {
+    auto transaction = store->begin();
+    for (int n = 0; n < 5; ++n) transaction.produce(RoutingKey{"audit", std::to_string(n)}, {{"n", n}});
+    // Too large for a notification: its body is kept by reference.
+    transaction.produce(RoutingKey{"big", "1"}, {{"text", std::string(10000, 'x')}});
+    transaction.commit();
+  }
+  const auto count = [&](const std::string& table) {
+    pqxx::connection connection(setup.schema.url());
+    pqxx::nontransaction query(connection);
+    return query.exec1("SELECT count(*) FROM " + table)[0].as<int>();
+  };
+  REQUIRE(count("livestate_mq_queued") == 5);
+  REQUIRE(count("livestate_mq_bodies") == 1);
+  std::this_thread::sleep_for(1500ms);  // past both retentions
+
+  {  // A thousand more messages, all in one store transaction: a pruning round.
+    auto transaction = store->begin();
+    for (int n = 0; n < 1000; ++n) transaction.produce(RoutingKey{"other", std::to_string(n)}, {{"n", n}});
+    transaction.commit();
+  }
+  CHECK(livestate::test::eventually([&] { return count("livestate_mq_queued") == 0; }, 10s));
+  CHECK(livestate::test::eventually([&] { return count("livestate_mq_bodies") == 0; }, 10s));
+
+  Inbox back;
+  mq::ConsumeOptions resume{"away", back.control()};
+  auto consumer = connector->start_consuming(back.callback(), Filter::parse("audit.#"), std::move(resume));
+  REQUIRE(back.wait_for_event(mq::ControlKind::expired));
+  CHECK(back.events().front().missed == 5);
+  CHECK(back.messages().empty());
 }

@@ -50,9 +50,12 @@ class TestDatabase {
   std::string m_name;
 };
 
+inline std::string before_sets_dump() { return LIVESTATE_SOURCE_DIR "/tests/data/livestate-before-sets.postgres.sql"; }
+
 }  // namespace migrator_suite
 
 #include "../unit/migrator_suite.hpp"
+#include "../unit/migration_sets_suite.hpp"
 
 TEST_CASE("migrating holds the advisory lock, so a second migrator waits for the first") {
   Fixture f;

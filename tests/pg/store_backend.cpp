@@ -24,6 +24,7 @@
 
 #include "livestate/livestate.hpp"
 #include "pg_test_server.hpp"
+#include "stalled_backend.hpp"
 #include "session.hpp"
 
 namespace {
@@ -674,4 +675,42 @@ TEST_CASE("a string with a NUL character is refused, not cut short") {
   // Nothing was sent: the transaction goes on.
   CHECK(session->query("SELECT 1").size() == 1);
   session->commit();
+}
+
+TEST_CASE("a store whose server stops answering gives up on that connection after statement_timeout: a statement "
+          "is retried on a new one, a COMMIT is reported in doubt") {
+  Fixture f;
+  db::StoreOptions options;
+  options.statement_timeout = std::chrono::milliseconds(1000);
+  options.clock = [&f] { return f.clock; };
+  auto store = db::Store::open(f.schema.url(), *f.mq, options);
+  CHECK(store->upsert_resource("widgets", "1", {{"size", 1}}) == 1);
+
+  {  // A statement: its connection is given up, the store retries on a new one.
+    std::vector<std::unique_ptr<livestate::test::StoppedBackend>> stopped;
+    for (const int pid : livestate::test::own_backends(f.schema.name())) {
+      stopped.push_back(std::make_unique<livestate::test::StoppedBackend>(pid));
+    }
+    REQUIRE_FALSE(stopped.empty());
+    const auto started = std::chrono::steady_clock::now();
+    CHECK(store->upsert_resource("widgets", "2", {{"size", 2}}) == 1);
+    const auto took = std::chrono::steady_clock::now() - started;
+    CHECK(took >= std::chrono::milliseconds(900));
+    CHECK(took < std::chrono::seconds(20));
+  }
+  {  // A COMMIT sent to a backend that stopped: nobody can tell whether it committed.
+    auto transaction = store->begin();
+    transaction.upsert_resource("widgets", "3", {{"size", 3}});
+    std::vector<std::unique_ptr<livestate::test::StoppedBackend>> stopped;
+    for (const int pid : livestate::test::own_backends(f.schema.name())) {
+      stopped.push_back(std::make_unique<livestate::test::StoppedBackend>(pid));
+    }
+    try {
+      transaction.commit();
+      FAIL("a COMMIT to a stopped backend succeeded");
+    } catch (const db::CommitInDoubt& error) {
+      CHECK(std::string(error.what()).find("statement timeout") != std::string::npos);
+    }
+  }
+  CHECK(store->upsert_resource("widgets", "4", {{"size", 4}}) == 1);  // and the store goes on
 }

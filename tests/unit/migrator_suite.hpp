@@ -122,8 +122,10 @@ struct Fixture {
 
 // Starts `processes` processes that open a store on `url` and migrate it, all
 // released at the same moment; returns their exit statuses (0: migrated), as
-// "0 0 0 0". A process that fails says why on stderr.
-inline std::string migrate_concurrently(const std::string& url, int processes) {
+// "0 0 0 0". A process that fails says why on stderr. With `set_directory`,
+// they migrate the set "app" read from there instead of livestate's own.
+inline std::string migrate_concurrently(const std::string& url, int processes,
+                                        const std::optional<std::string>& set_directory = std::nullopt) {
   std::array<int, 2> gate{};
   REQUIRE(pipe(gate.data()) == 0);
   std::vector<pid_t> children;
@@ -141,7 +143,11 @@ inline std::string migrate_concurrently(const std::string& url, int processes) {
         StoreOptions options;
         options.migrate = false;
         auto store = Store::open(url, *connector, options);
-        migrate(*store);
+        if (set_directory) {
+          migrate(*store, MigrationSet::from_directory("app", *set_directory, store->backend()));
+        } else {
+          migrate(*store);
+        }
       } catch (const std::exception& error) {
         std::fprintf(stderr, "migrating process %d: %s\n", static_cast<int>(getpid()), error.what());
         status = 1;

@@ -61,6 +61,14 @@ struct StoreOptions {
   /// PostgreSQL, every transaction is READ ONLY). `livestate view` and
   /// `livestate migrate --status` open this way.
   bool read_only = false;
+  /// PostgreSQL: how long one statement (or BEGIN, COMMIT) may wait for the
+  /// server's answer. Past it the connection is closed and the call fails
+  /// with ConnectionFailed (CommitInDoubt for a COMMIT), so that a server
+  /// that stops answering — a stopped backend, a host gone quiet whose kernel
+  /// still answers TCP keepalives — can't hold a thread for ever. Enforced by
+  /// one watchdog thread per process, running while a store with a statement
+  /// timeout is open (0: none, and no thread). Long migrations count too.
+  std::chrono::milliseconds statement_timeout{std::chrono::seconds(60)};
 };
 
 /// What add_buildset creates: a buildset and one build request per builder.

@@ -16,6 +16,9 @@ namespace livestate::mq {
 
 struct PostgresOptions {
   /// The NOTIFY channel (quoted as an identifier; any text).
+  /// At most 63 bytes, PostgreSQL's limit for identifiers (it would listen on
+  /// the name cut short while every notification is refused), not empty,
+  /// without a NUL byte: make_postgres_connector refuses another.
   std::string channel = "livestate";
   /// Reconnection of the listening connection: exponential backoff from
   /// `reconnect_initial` to `reconnect_max`, with jitter, never giving up.
@@ -28,9 +31,20 @@ struct PostgresOptions {
   std::chrono::milliseconds probe_timeout{3000};
   /// produce() waits at most this long for a connection; then TransportError.
   std::chrono::seconds connect_timeout{5};
+  /// Every statement the connector runs on a connection of its own (produce,
+  /// making its tables, pruning, a durable consumer's reads and
+  /// acknowledgements) gets this long from sending it to its result. Past
+  /// it the connection is closed and the statement fails: produce() throws
+  /// MaybeSent once the statement was sent (NotSent before), start_consuming
+  /// a TransportError, and a durable consumer tries again later. So a server
+  /// that stops answering (a hung disk, a paused machine) holds a producing
+  /// thread this long at most, and the threads waiting behind it no longer
+  /// than that each. It is also the connections' tcp_user_timeout (TCP
+  /// keepalives are on as well), so that a peer gone away is noticed without
+  /// waiting for an answer.
+  std::chrono::milliseconds statement_timeout{5000};
   /// Messages received but not yet delivered, per consumer (each has a queue
-  /// of its own) and in the connector's queue before filters are matched:
-  /// past this, a consumer that fell behind loses messages, counted, and gets
+  /// of its own): past this, a consumer that fell behind loses messages, counted, and gets
   /// an overflow event in their place; the others get theirs. A durable
   /// consumer then reads what it lost from its queue's table.
   std::size_t max_buffered = 100000;
@@ -66,10 +80,14 @@ struct PostgresStats {
   std::uint64_t reconnects = 0;         ///< times the listening connection was made again
   std::string last_reconnect_reason;    ///< why it was lost last
   bool listening = false;               ///< LISTEN is active now
+  std::uint64_t queue_rows_read = 0;    ///< messages durable consumers read from their queues' tables
+  /// The most rows one read of a queue's table returned: a durable consumer
+  /// resuming with a long backlog reads it a page (1,000 rows) at a time.
+  std::uint64_t queue_page_peak = 0;
 };
 
-/// The PostgreSQL LISTEN/NOTIFY connector; see the README for the wire format
-/// and the guarantees.
+/// The PostgreSQL LISTEN/NOTIFY connector; docs/WIRE.md has the wire format,
+/// docs/CONNECTORS.md the guarantees.
 ///
 /// Thread safety: every function may be called from any thread. produce()
 /// runs in the calling thread, on a connection of its own. Each consumer's
@@ -99,6 +117,8 @@ class PostgresConnector : public Connector {
 /// Makes a PostgreSQL connector and starts listening (asynchronously: the
 /// first messages are received once the executor has run the connection).
 /// Needs livestate::mq_postgres linked (livestate::livestate links it).
+/// Throws std::invalid_argument, before connecting, when options.channel is
+/// not a channel PostgreSQL takes as it is (see PostgresOptions::channel).
 std::unique_ptr<PostgresConnector> make_postgres_connector(std::string_view url,
                                                            boost::asio::any_io_executor executor,
                                                            PostgresOptions options = {});

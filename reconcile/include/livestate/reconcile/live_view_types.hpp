@@ -82,6 +82,12 @@ struct ViewOptions {
   /// those messages arrived holds everything they announced, and a view that
   /// falls behind holds bounded memory. At least 1.
   std::size_t max_queued = 10'000;
+  /// Messages without "_rev" are hints, not anomalies: for a producer whose
+  /// messages carry no revision (Buildbot's own, through its plug-in), each
+  /// such message says only that its entry changed; the entry is reloaded,
+  /// batched with the other reloads due (counted in ViewStats::hints, not as
+  /// Anomaly::no_revision). Messages that carry "_rev" are applied as usual.
+  bool revisionless_messages_are_hints = false;
 };
 
 enum class ChangeKind { added, changed, removed };
@@ -135,6 +141,8 @@ struct ViewStats {
   /// Time since the view was last equal to a snapshot of the database (the
   /// last resync, or a verify() that found no difference).
   std::chrono::milliseconds since_verified{0};
+  /// Messages without "_rev" taken as hints (revisionless_messages_are_hints).
+  std::uint64_t hints = 0;
   /// Resyncs that read the whole type: the start-up load, after a schema
   /// migration, the periodic ones (resync_every), and those whose source
   /// could not tell what changed since the view's watermark (no history, or
