@@ -22,5 +22,7 @@
 #include "livestate/mq/postgres.hpp"
 #include "livestate/mq/simple_mq.hpp"
 #include "livestate/mq/transactional.hpp"
+#include "livestate/reconcile/buildbot_source.hpp"
 #include "livestate/reconcile/live_view.hpp"
+#include "livestate/reconcile/live_view_types.hpp"
 #include "livestate/reconcile/source.hpp"
