@@ -261,11 +261,15 @@ class Master {
   // One step of the lifecycle; false when there was nothing left to do.
   bool step(const ChaosOptions& options, Work& work) {
     bool did = false;
+    // As a Buildbot master's request distributor does with a long backlog:
+    // it counts the waiting requests only up to the bound, and looks at the
+    // oldest few, so that a step costs the same however many wait.
     db::BuildRequestFilter unclaimed;
     unclaimed.claimed = false;
     unclaimed.complete = false;
-    const bool room = options.backlog == 0 ||
-                      retrying([&] { return m_store->list_buildrequests(unclaimed); }).size() < options.backlog;
+    if (options.backlog != 0) unclaimed.limit = options.backlog;
+    const bool room =
+        options.backlog == 0 || retrying([&] { return m_store->count_buildrequests(unclaimed); }) < options.backlog;
     if (!room || !work.adding) {
       // The others have enough to do, or the work is winding down.
     } else if (work.buildsets.fetch_add(1) < options.buildsets) {
@@ -279,9 +283,10 @@ class Master {
     } else {
       work.buildsets.fetch_sub(1);
     }
+    unclaimed.limit = candidates_looked_at;
     const auto candidates = retrying([&] { return m_store->list_buildrequests(unclaimed); });
     if (candidates.empty()) return did;
-    const auto& request = candidates[pick(std::min<std::size_t>(candidates.size(), 4))];
+    const auto& request = candidates[pick(candidates.size())];
     const auto id = request.at("buildrequestid").get<std::int64_t>();
     try {
       retrying([&] { m_store->claim_buildrequests(std::vector<std::int64_t>{id}, m_id); });
@@ -344,6 +349,9 @@ class Master {
   bool chance(double p) { return uniform() < p; }
 
   static constexpr int retry_results = 4;  // Buildbot's RETRY
+  // A master claims one of the oldest few waiting requests: masters racing
+  // for the very oldest would lose most races.
+  static constexpr std::size_t candidates_looked_at = 4;
 
   int m_index;
   std::mt19937_64 m_random;

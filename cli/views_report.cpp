@@ -193,6 +193,8 @@ ViewSet::Totals ViewSet::totals() const {
     total.views.reload_queries += stats.reload_queries;
     total.views.entries_reloaded += stats.entries_reloaded;
     total.views.resyncs += stats.resyncs;
+    total.views.full_resyncs += stats.full_resyncs;
+    total.views.resync_rows += stats.resync_rows;
     total.views.resync_repairs += stats.resync_repairs;
     total.views.stale_entries += stats.stale_entries;
     total.views.remembered_ids += stats.remembered_ids;
@@ -260,7 +262,8 @@ void ViewSet::report(std::ostream& out, bool json, const std::string& title,
       {"partitions", total.faults.partitions}, {"lost_to_partitions", total.faults.lost_to_partitions}};
   const std::vector<std::pair<std::string, std::uint64_t>> repairs = {
       {"reload_queries", total.views.reload_queries},   {"entries_reloaded", total.views.entries_reloaded},
-      {"resyncs", total.views.resyncs},                 {"resync_repairs", total.views.resync_repairs},
+      {"resyncs", total.views.resyncs},                 {"full_resyncs", total.views.full_resyncs},
+      {"resync_rows", total.views.resync_rows},         {"resync_repairs", total.views.resync_repairs},
       {"stale_entries", total.views.stale_entries},     {"queued_peak", total.views.queued_peak},
       {"queue_overflows", total.views.queue_overflows}, {"messages_discarded", total.views.messages_discarded}};
   if (json) {

@@ -6,7 +6,9 @@
 #include <algorithm>
 #include <array>
 #include <charconv>
+#include <limits>
 #include <map>
+#include <optional>
 #include <set>
 #include <stdexcept>
 
@@ -70,6 +72,13 @@ Json optional_text(const Row& row, std::size_t column) {
 }
 
 std::string key_element(std::int64_t id) { return std::to_string(id); }
+
+// What every change of a row of `table` sets besides its own columns: its
+// revision, and its change position (0007), by which readers find what
+// changed since they last looked.
+std::string bump(Context& context, std::string_view table, std::string_view revision = "revision") {
+  return std::string(revision) + " + 1, position = " + context.change_position(table);
+}
 
 // A JSON object built field by field, each field's node made once (the
 // initializer-list form builds every field as a two-element array first). In
@@ -412,7 +421,7 @@ void complete_finished_buildsets(Context& context, const std::set<std::int64_t>&
   const std::vector<std::int64_t> ids(bsids.begin(), bsids.end());
   const auto rows = change_returning(
       context,
-      "UPDATE buildsets SET complete = ?, complete_at = ?, revision = revision + 1, results = "
+      "UPDATE buildsets SET complete = ?, complete_at = ?, revision = " + bump(context, "buildsets") + ", results = "
       "(SELECT results FROM buildrequests WHERE buildsetid = buildsets.id ORDER BY CASE results "
       "WHEN 3 THEN 0 WHEN 0 THEN 1 WHEN 1 THEN 2 WHEN 2 THEN 3 WHEN 4 THEN 4 WHEN 5 THEN 5 WHEN 6 THEN 6 "
       "ELSE -1 END DESC LIMIT 1) "
@@ -433,7 +442,7 @@ std::vector<AnnouncedRequest> announce_buildrequests(Context& context, const Row
 }
 
 Rows bump_buildrequests(Context& context, const std::vector<std::int64_t>& ids) {
-  return context.query("UPDATE buildrequests SET revision = revision + 1 WHERE id IN " +
+  return context.query("UPDATE buildrequests SET revision = " + bump(context, "buildrequests") + " WHERE id IN " +
                            placeholders(ids.size()) + " RETURNING " + std::string(buildrequest_columns),
                        values_of(ids));
 }
@@ -482,7 +491,7 @@ Row update_one(Context& context, std::string_view table, std::string_view assign
                std::string_view what) {
   params.push_back(id);
   auto rows = context.query("UPDATE " + std::string(table) + " SET " + std::string(assignments) +
-                                ", revision = revision + 1 WHERE id = ? RETURNING " + std::string(columns),
+                                ", revision = " + bump(context, table) + " WHERE id = ? RETURNING " + std::string(columns),
                             params);
   if (rows.empty()) throw NotFound("no " + std::string(what) + " with id " + std::to_string(id));
   return std::move(rows.front());
@@ -503,7 +512,8 @@ void check_resource_type(std::string_view type, std::string_view id) {
 std::int64_t Operations::master_active(std::string_view name) {
   std::int64_t masterid = 0;
   run(true, [&](Context& context) {
-    context.execute("INSERT INTO masters (name) VALUES (?) ON CONFLICT (name) DO NOTHING",
+    context.execute("INSERT INTO masters (name, position) VALUES (?, " + context.change_position("masters") +
+                        ") ON CONFLICT (name) DO NOTHING",
                     {std::string(name)});
     const auto found = context.query("SELECT id, active FROM masters WHERE name = ?", {std::string(name)});
     masterid = found.front().as_int(0);
@@ -532,7 +542,8 @@ void Operations::master_stopped(std::int64_t masterid) {
 std::int64_t Operations::builder_started(std::string_view name, std::int64_t masterid) {
   std::int64_t builderid = 0;
   run(true, [&](Context& context) {
-    context.execute("INSERT INTO builders (name) VALUES (?) ON CONFLICT (name) DO NOTHING",
+    context.execute("INSERT INTO builders (name, position) VALUES (?, " + context.change_position("builders") +
+                        ") ON CONFLICT (name) DO NOTHING",
                     {std::string(name)});
     builderid = context.query("SELECT id FROM builders WHERE name = ?", {std::string(name)}).front().as_int(0);
     if (context.query("SELECT id FROM masters WHERE id = ?", {masterid}).empty()) {
@@ -553,7 +564,8 @@ std::int64_t Operations::builder_started(std::string_view name, std::int64_t mas
 std::int64_t Operations::find_worker_id(std::string_view name) {
   std::int64_t workerid = 0;
   run(true, [&](Context& context) {
-    context.execute("INSERT INTO workers (name) VALUES (?) ON CONFLICT (name) DO NOTHING",
+    context.execute("INSERT INTO workers (name, position) VALUES (?, " + context.change_position("workers") +
+                        ") ON CONFLICT (name) DO NOTHING",
                     {std::string(name)});
     workerid = context.query("SELECT id FROM workers WHERE name = ?", {std::string(name)}).front().as_int(0);
   });
@@ -578,8 +590,9 @@ AddedBuildset Operations::add_buildset(const NewBuildset& buildset) {
     }
     const double now = context.now();
     const auto set_row = context.query(
-        "INSERT INTO buildsets (external_idstring, reason, scheduler, submitted_at, sourcestamps) "
-        "VALUES (?, ?, ?, ?, ?) RETURNING " + std::string(buildset_columns),
+        "INSERT INTO buildsets (external_idstring, reason, scheduler, submitted_at, sourcestamps, position) "
+        "VALUES (?, ?, ?, ?, ?, " + context.change_position("buildsets") + ") RETURNING " +
+            std::string(buildset_columns),
         {optional_text(buildset.external_idstring), optional_text(buildset.reason),
          optional_text(buildset.scheduler), now, buildset.sourcestamps.dump()});
     added.bsid = set_row.front().as_int(0);
@@ -588,8 +601,9 @@ AddedBuildset Operations::add_buildset(const NewBuildset& buildset) {
         buildset.properties.is_null() ? Value(std::monostate{}) : Value(buildset.properties.dump());
     for (const auto builderid : builderids) {
       const auto rows = context.query(
-          "INSERT INTO buildrequests (buildsetid, builderid, priority, submitted_at, waited_for, properties) "
-          "VALUES (?, ?, ?, ?, ?, ?) RETURNING " + std::string(buildrequest_columns),
+          "INSERT INTO buildrequests (buildsetid, builderid, priority, submitted_at, waited_for, properties, "
+          "position) VALUES (?, ?, ?, ?, ?, ?, " + context.change_position("buildrequests") + ") RETURNING " +
+              buildrequest_columns,
           {added.bsid, builderid, std::int64_t{buildset.priority}, now, buildset.waited_for, properties});
       added.buildrequestids[builderid] = announce_buildrequest(context, rows.front(), "new").id;
     }
@@ -630,7 +644,7 @@ void Operations::claim_buildrequests(std::span<const std::int64_t> buildrequesti
         std::string(buildrequest_own_columns) + ", CAST(? AS BIGINT), CAST(? AS DOUBLE PRECISION)";
     announce_buildrequests(
         context,
-        change_returning(context, "UPDATE buildrequests SET revision = revision + 1 WHERE id IN " + placeholders(ids.size()),
+        change_returning(context, "UPDATE buildrequests SET revision = " + bump(context, "buildrequests") + " WHERE id IN " + placeholders(ids.size()),
                          values_of(ids), claimed_columns, "buildrequests", ids, {masterid, params[1]}),
         "claimed");
   });
@@ -652,7 +666,8 @@ void Operations::complete_buildrequests(std::span<const std::int64_t> buildreque
     params.emplace_back(false);
     params.emplace_back(masterid);
     std::string update =
-        "UPDATE buildrequests SET complete = ?, results = ?, complete_at = ?, revision = revision + 1 "
+        "UPDATE buildrequests SET complete = ?, results = ?, complete_at = ?, revision = " + bump(context, "buildrequests") +
+        " "
         "WHERE id IN " + placeholders(ids.size()) + " AND complete = ? AND EXISTS "
         "(SELECT 1 FROM buildrequest_claims WHERE brid = buildrequests.id AND masterid = ?)";
     // On PostgreSQL the same statement then locks the requests' buildsets
@@ -689,7 +704,8 @@ void Operations::cancel_buildrequests(std::span<const std::int64_t> buildrequest
     params.insert(params.end(), ids.begin(), ids.end());
     params.emplace_back(false);
     const auto rows = context.query(
-        "UPDATE buildrequests SET complete = ?, results = ?, complete_at = ?, revision = revision + 1 "
+        "UPDATE buildrequests SET complete = ?, results = ?, complete_at = ?, revision = " + bump(context, "buildrequests") +
+        " "
         "WHERE id IN " + placeholders(ids.size()) + " AND complete = ? RETURNING " +
             std::string(buildrequest_columns),
         params);
@@ -722,9 +738,9 @@ AddedBuild Operations::add_build(std::int64_t builderid, std::int64_t buildreque
     Rows rows;
     try {
       rows = context.query(
-          "INSERT INTO builds (number, builderid, buildrequestid, workerid, masterid, started_at, state_string) "
-          "VALUES ((SELECT COALESCE(MAX(number), 0) + 1 FROM builds WHERE builderid = ?), ?, ?, ?, ?, ?, ?) "
-          "RETURNING " + std::string(build_columns),
+          "INSERT INTO builds (number, builderid, buildrequestid, workerid, masterid, started_at, state_string, "
+          "position) VALUES ((SELECT COALESCE(MAX(number), 0) + 1 FROM builds WHERE builderid = ?), ?, ?, ?, ?, ?, ?, " +
+              context.change_position("builds") + ") RETURNING " + std::string(build_columns),
           {builderid, builderid, buildrequestid, workerid ? Value(*workerid) : Value(std::monostate{}),
            masterid, context.now(), std::string(state_string)});
     } catch (const detail::SessionFailure& failure) {
@@ -774,8 +790,8 @@ AddedStep Operations::add_step(std::int64_t buildid, std::string_view name) {
       unique_name = std::string(name) + "_" + std::to_string(suffix);
     }
     const auto rows = context.query(
-        "INSERT INTO steps (number, name, buildid, state_string) VALUES (?, ?, ?, ?) RETURNING " +
-            std::string(step_columns),
+        "INSERT INTO steps (number, name, buildid, state_string, position) VALUES (?, ?, ?, ?, " +
+            context.change_position("steps") + ") RETURNING " + std::string(step_columns),
         {number, unique_name, buildid, std::string("pending")});
     Json body = step_body(rows.front());
     added = {body["stepid"].get<std::int64_t>(), static_cast<int>(number), unique_name};
@@ -820,8 +836,10 @@ std::int64_t Operations::upsert_resource(std::string_view type, std::string_view
                                       {std::string(type), std::string(id)});
     const bool created = before.empty() || before.front().as_bool(0);
     const auto rows = context.query(
-        "INSERT INTO resources (type, id, state) VALUES (?, ?, ?) ON CONFLICT (type, id) DO UPDATE "
-        "SET state = excluded.state, deleted = ?, deleted_at = NULL, revision = resources.revision + 1 RETURNING " +
+        "INSERT INTO resources (type, id, state, position) VALUES (?, ?, ?, " +
+            context.change_position("resources") +
+            ") ON CONFLICT (type, id) DO UPDATE SET state = excluded.state, deleted = ?, deleted_at = NULL, "
+            "revision = " + bump(context, "resources", "resources.revision") + " RETURNING " +
             std::string(resource_columns),
         {std::string(type), std::string(id), text, false});
     const Json body = resource_body(rows.front());
@@ -836,8 +854,8 @@ bool Operations::delete_resource(std::string_view type, std::string_view id) {
   bool deleted = false;
   run(true, [&](Context& context) {
     const auto rows = context.query(
-        "UPDATE resources SET deleted = ?, deleted_at = ?, revision = revision + 1 "
-        "WHERE type = ? AND id = ? AND deleted = ? RETURNING revision",
+        "UPDATE resources SET deleted = ?, deleted_at = ?, revision = " + bump(context, "resources") +
+            " WHERE type = ? AND id = ? AND deleted = ? RETURNING revision",
         {true, context.now(), std::string(type), std::string(id), false});
     deleted = !rows.empty();
     if (deleted) {
@@ -902,26 +920,34 @@ std::optional<Json> Operations::get_resource(std::string_view type, std::string_
   return body;
 }
 
-std::vector<Json> Operations::list_buildrequests(const BuildRequestFilter& filter) {
+namespace {
+
+Json where_of(const BuildRequestFilter& filter) {
   Json where = Json::object();
   if (filter.builderid) where["builderid"] = *filter.builderid;
   if (filter.buildsetid) where["buildsetid"] = *filter.buildsetid;
   if (filter.complete) where["complete"] = *filter.complete;
   if (filter.claimed) where["claimed"] = *filter.claimed;
   if (filter.claimed_by_masterid) where["claimed_by_masterid"] = *filter.claimed_by_masterid;
-  return list("buildrequests", where);
+  return where;
 }
 
-std::vector<Json> Operations::list(std::string_view type, const Json& where,
-                                   std::optional<std::vector<std::string>> ids) {
-  if (!where.is_object()) throw std::invalid_argument("list(): `where` must be a JSON object");
-  std::vector<Json> bodies;
-  if (ids && ids->empty()) return bodies;
-  const TypeInfo* info = find_builtin(type);
-  std::string sql;
+// The rows of a type that list(type, where, ids) reads: " FROM … WHERE …"
+// and its parameters, for a SELECT of the type's columns or of a count.
+struct Selection {
+  const TypeInfo* info = nullptr;  // none: an application type, in `resources`
+  std::string from;
   std::vector<Value> params;
-  if (info != nullptr) {
-    sql = "SELECT " + std::string(info->columns) + " FROM " + std::string(info->table) + " WHERE 1 = 1";
+};
+
+Selection select_rows(std::string_view type, const Json& where, const std::optional<std::vector<std::string>>& ids) {
+  if (!where.is_object()) throw std::invalid_argument("list(): `where` must be a JSON object");
+  Selection selection;
+  selection.info = find_builtin(type);
+  std::string& sql = selection.from;
+  std::vector<Value>& params = selection.params;
+  if (const TypeInfo* info = selection.info) {
+    sql = " FROM " + std::string(info->table) + " WHERE 1 = 1";
     for (const auto& [field, value] : where.items()) {
       const auto column = info->fields.find(field);
       if (column == info->fields.end()) {
@@ -930,8 +956,8 @@ std::vector<Json> Operations::list(std::string_view type, const Json& where,
       if (value.is_null()) {
         sql += " AND " + column->second + " IS NULL";
       } else if (value.is_boolean() && (field == "complete" || field == "claimed")) {
-        // The boolean fields, spelled as the partial index of pending
-        // requests is (0004) so that both databases use it.
+        // The boolean fields, spelled as the partial indexes of pending
+        // requests are (0004, 0006) so that both databases use them.
         sql += std::string(value.get<bool>() ? " AND " : " AND NOT ") + column->second;
       } else {
         sql += " AND " + column->second + " = ?";
@@ -942,25 +968,82 @@ std::vector<Json> Operations::list(std::string_view type, const Json& where,
       sql += " AND id IN " + placeholders(ids->size());
       for (const auto& id : *ids) params.emplace_back(parse_id(id, type));
     }
-    sql += " ORDER BY id";
   } else {
     (void)RoutingKey({type});  // an application type must be a routing-key element
     if (!where.empty()) {
       throw std::invalid_argument("resources of type '" + std::string(type) + "' can only be listed by id");
     }
-    sql = "SELECT " + std::string(resource_columns) + " FROM resources WHERE type = ? AND deleted = ?";
+    sql = " FROM resources WHERE type = ? AND deleted = ?";
     params = {std::string(type), false};
     if (ids) {
       sql += " AND id IN " + placeholders(ids->size());
       params.insert(params.end(), ids->begin(), ids->end());
     }
-    sql += " ORDER BY id";
   }
+  return selection;
+}
+
+// A LIMIT's parameter (a limit past what SQL counts is no limit).
+std::int64_t sql_limit(std::size_t limit) {
+  return static_cast<std::int64_t>(std::min<std::size_t>(limit, std::numeric_limits<std::int64_t>::max()));
+}
+
+std::string_view columns_of(const Selection& selection) {
+  return selection.info != nullptr ? selection.info->columns : resource_columns;
+}
+
+Json body_of(const Selection& selection, Context& context, const Row& row) {
+  return selection.info != nullptr ? selection.info->read(context, row) : resource_body(row);
+}
+
+}  // namespace
+
+std::vector<Json> Operations::list_buildrequests(const BuildRequestFilter& filter) {
+  auto selection = select_rows("buildrequests", where_of(filter), std::nullopt);
+  std::string sql = "SELECT " + std::string(columns_of(selection)) + selection.from + " ORDER BY id";
+  if (filter.limit) {
+    if (*filter.limit == 0) return {};
+    sql += " LIMIT ?";
+    selection.params.emplace_back(sql_limit(*filter.limit));
+  }
+  std::vector<Json> bodies;
   run(false, [&](Context& context) {
     bodies.clear();
-    for (const auto& row : context.query(sql, params)) {
-      bodies.push_back(info != nullptr ? info->read(context, row) : resource_body(row));
-    }
+    for (const auto& row : context.query(sql, selection.params)) bodies.push_back(body_of(selection, context, row));
+  });
+  return bodies;
+}
+
+std::size_t Operations::count_buildrequests(const BuildRequestFilter& filter) {
+  auto selection = select_rows("buildrequests", where_of(filter), std::nullopt);
+  std::string sql;
+  if (filter.limit) {
+    if (*filter.limit == 0) return 0;
+    // The count stops at the limit: it reads at most that many rows.
+    sql = "SELECT COUNT(*) FROM (SELECT 1" + selection.from + " LIMIT ?) AS bounded";
+    selection.params.emplace_back(sql_limit(*filter.limit));
+  } else {
+    sql = "SELECT COUNT(*)" + selection.from;
+  }
+  std::size_t count = 0;
+  run(false, [&](Context& context) {
+    count = static_cast<std::size_t>(context.query(sql, selection.params).front().as_int(0));
+  });
+  return count;
+}
+
+std::vector<Json> Operations::list(std::string_view type, const Json& where,
+                                   std::optional<std::vector<std::string>> ids) {
+  if (ids && ids->empty()) {
+    if (!where.is_object()) throw std::invalid_argument("list(): `where` must be a JSON object");
+    return {};
+  }
+  const auto selection = select_rows(type, where, ids);
+  const std::string sql = "SELECT " + std::string(columns_of(selection)) + selection.from + " ORDER BY id";
+  std::vector<Json> bodies;
+  run(false, [&](Context& context) {
+    bodies.clear();
+    for (const auto& row : context.query(sql, selection.params)) bodies.push_back(body_of(selection, context, row));
   });
   return bodies;
 }
@@ -988,6 +1071,159 @@ std::map<std::string, std::int64_t> Operations::deletions(std::string_view type,
     for (const auto& row : context.query(sql, bound)) deleted.emplace(row.as_text(0), row.as_int(1));
   });
   return deleted;
+}
+
+// --- what changed since a watermark ---------------------------------------------
+
+namespace {
+
+// A watermark is "BACKEND:DATABASE_ID:TABLE:MARK", for the rows of TABLE. On
+// PostgreSQL MARK is a pg_snapshot's text ("xmin:xmax:xip,…"); on SQLite the
+// table's highest position.
+struct Watermark {
+  std::string database_id;
+  std::string table;
+  std::string mark;
+};
+
+std::string_view backend_prefix(Backend backend) { return backend == Backend::postgresql ? "postgresql" : "sqlite"; }
+
+bool all_digits(std::string_view text) {
+  return !text.empty() && std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+// A pg_snapshot's text form, checked before the server parses it, so that a
+// bad watermark is "can't answer" rather than a failed statement.
+bool snapshot_text(std::string_view mark) {
+  const auto first = mark.find(':');
+  const auto second = first == std::string_view::npos ? first : mark.find(':', first + 1);
+  if (second == std::string_view::npos || mark.size() > 100'000) return false;
+  if (!all_digits(mark.substr(0, first)) || !all_digits(mark.substr(first + 1, second - first - 1))) return false;
+  const auto xip = mark.substr(second + 1);
+  return std::all_of(xip.begin(), xip.end(), [](char c) { return (c >= '0' && c <= '9') || c == ','; });
+}
+
+// SQLite: a mark's position.
+std::optional<std::int64_t> position_of(std::string_view mark) {
+  if (!all_digits(mark) || mark.size() > 18) return std::nullopt;
+  return std::stoll(std::string(mark));
+}
+
+std::optional<Watermark> parse_watermark(std::string_view text, Backend backend) {
+  const auto prefix = backend_prefix(backend);
+  if (!text.starts_with(prefix) || text.size() <= prefix.size() || text[prefix.size()] != ':') return std::nullopt;
+  text.remove_prefix(prefix.size() + 1);
+  const auto first = text.find(':');
+  const auto second = first == std::string_view::npos ? first : text.find(':', first + 1);
+  if (second == std::string_view::npos || first == 0 || second == first + 1) return std::nullopt;
+  return Watermark{std::string(text.substr(0, first)), std::string(text.substr(first + 1, second - first - 1)),
+                   std::string(text.substr(second + 1))};
+}
+
+std::string watermark_text(Backend backend, const Watermark& watermark) {
+  return std::string(backend_prefix(backend)) + ":" + watermark.database_id + ":" + watermark.table + ":" +
+         watermark.mark;
+}
+
+// The table that holds `type`'s rows.
+std::string_view table_of(std::string_view type) {
+  const TypeInfo* info = find_builtin(type);
+  return info != nullptr ? info->table : "resources";
+}
+
+// Where `table`'s history stands in `context`'s transaction: the database's
+// id and its mark (none without change positions).
+std::optional<Watermark> current_watermark(Context& context, std::string_view table) {
+  if (!context.core().has_change_positions(context)) return std::nullopt;
+  if (context.backend() == Backend::postgresql) {
+    const auto rows = context.query("SELECT database_id, CAST(pg_current_snapshot() AS TEXT) FROM livestate_changes");
+    if (rows.empty()) return std::nullopt;
+    return Watermark{rows.front().as_text(0), std::string(table), rows.front().as_text(1)};
+  }
+  const auto rows = context.query("SELECT database_id, (SELECT IFNULL(MAX(position), 0) FROM " + std::string(table) +
+                                  ") FROM livestate_changes");
+  if (rows.empty()) return std::nullopt;
+  return Watermark{rows.front().as_text(0), std::string(table), std::to_string(rows.front().as_int(1))};
+}
+
+// The rows changed after `since` (a watermark of this database and table),
+// as SQL over the table's `position` and its parameters; none when the mark
+// can't be answered: malformed, or ahead of the database (a restored
+// backup's, whose positions may be given again).
+std::optional<std::pair<std::string, std::vector<Value>>> changed_after(Context& context, const Watermark& since,
+                                                                          const Watermark& now) {
+  if (context.backend() == Backend::postgresql) {
+    if (!snapshot_text(since.mark)) return std::nullopt;
+    const bool behind =
+        context.query("SELECT pg_snapshot_xmax(CAST(? AS pg_snapshot)) <= pg_snapshot_xmax(CAST(? AS pg_snapshot))",
+                      {since.mark, now.mark})
+            .front()
+            .as_bool(0);
+    if (!behind) return std::nullopt;
+    return std::pair{std::string("position >= pg_snapshot_xmin(CAST(? AS pg_snapshot)) AND "
+                                 "NOT pg_visible_in_snapshot(position, CAST(? AS pg_snapshot))"),
+                     std::vector<Value>{since.mark, since.mark}};
+  }
+  const auto then = position_of(since.mark);
+  const auto current = position_of(now.mark);
+  if (!then || !current || *then > *current) return std::nullopt;
+  return std::pair{std::string("position > ?"), std::vector<Value>{*then}};
+}
+
+}  // namespace
+
+std::optional<std::string> Operations::change_watermark(std::string_view type) {
+  const auto table = table_of(type);
+  if (table == "resources") (void)RoutingKey({type});
+  std::optional<std::string> text;
+  run(false, [&](Context& context) {
+    const auto now = current_watermark(context, table);
+    text = now ? std::optional(watermark_text(context.backend(), *now)) : std::nullopt;
+  });
+  return text;
+}
+
+std::optional<ChangesSince> Operations::changes_since(std::string_view type, std::string_view watermark) {
+  const TypeInfo* info = find_builtin(type);
+  if (info == nullptr) (void)RoutingKey({type});
+  const auto table = table_of(type);
+  std::optional<ChangesSince> changes;
+  run(false, [&](Context& context) {
+    changes.reset();
+    const auto since = parse_watermark(watermark, context.backend());
+    if (!since) return;
+    // Read first, in the same transaction: the next changes_since() starts here.
+    const auto now = current_watermark(context, table);
+    if (!now || now->database_id != since->database_id || now->table != since->table) return;
+    auto after = changed_after(context, *since, *now);
+    if (!after) return;
+    auto& [condition, params] = *after;
+    changes.emplace();
+    changes->watermark = watermark_text(context.backend(), *now);
+    // Through the index of positions, never in id order (which SQLite would
+    // rather read the whole table in): what changed is sorted afterwards.
+    const std::string from = context.backend() == Backend::sqlite
+                                 ? " FROM " + std::string(table) + " INDEXED BY " + std::string(table) + "_position"
+                                 : " FROM " + std::string(table);
+    if (info != nullptr) {
+      const auto rows = context.query("SELECT " + std::string(info->columns) + from + " WHERE " + condition, params);
+      for (const Row* row : in_id_order(rows)) changes->rows.push_back(info->read(context, *row));
+      return;
+    }
+    params.insert(params.begin(), std::string(type));
+    for (const auto& row :
+         context.query("SELECT " + std::string(resource_columns) + ", deleted" + from + " WHERE type = ? AND " + condition,
+                       params)) {
+      if (row.as_bool(4)) {
+        changes->deletions.emplace(row.as_text(1), row.as_int(3));
+      } else {
+        changes->rows.push_back(resource_body(row));
+      }
+    }
+    std::sort(changes->rows.begin(), changes->rows.end(),
+              [](const Json& a, const Json& b) { return a.at("id").get_ref<const std::string&>() < b.at("id").get_ref<const std::string&>(); });
+  });
+  return changes;
 }
 
 std::string Operations::id_of(std::string_view type, const Json& body) {

@@ -64,6 +64,8 @@ class StatementWatchdog final {
   std::map<std::uint64_t, Entry> m_entries;
   std::uint64_t m_next_id = 0;
   bool m_stopping = false;
+  // When run() wakes next on its own (max: not before it is notified).
+  std::chrono::steady_clock::time_point m_wakes_at = std::chrono::steady_clock::time_point::max();
   std::thread m_thread;  // last: started once the rest is ready
 };
 

@@ -31,6 +31,11 @@ void Context::rollback() noexcept {
   m_outbox.clear();
 }
 
+std::string Context::change_position(std::string_view table) const {
+  if (backend() == Backend::postgresql) return "pg_current_xact_id()";
+  return "(SELECT IFNULL(MAX(position), 0) + 1 FROM " + std::string(table) + ")";
+}
+
 double Context::now() const { return m_core.now(); }
 
 StoreCore::StoreCore(std::unique_ptr<SessionFactory> factory, mq::Connector& connector,
@@ -201,6 +206,18 @@ void StoreCore::produce_all(const Outbox& outbox) noexcept {
       log(LogLevel::error, "db", "committed change not announced: produce(" + message.key.str() + ") failed");
     }
   }
+}
+
+bool StoreCore::has_change_positions(Context& context) {
+  if (m_change_positions.load(std::memory_order_relaxed)) return true;
+  const auto found = context.query(backend() == Backend::postgresql
+                                       ? "SELECT COUNT(*) FROM (SELECT to_regclass('livestate_changes') AS t) AS c "
+                                         "WHERE t IS NOT NULL"
+                                       : "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = "
+                                         "'livestate_changes'");
+  const bool present = found.front().as_int(0) > 0;
+  if (present) m_change_positions.store(true, std::memory_order_relaxed);
+  return present;
 }
 
 void StoreCore::rethrow(const SessionFailure& failure) {

@@ -4,6 +4,7 @@
 // the connection pool, the paired connector, and the per-transaction context
 // that collects messages until commit.
 
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <memory>
@@ -109,6 +110,16 @@ class Context {
   /// Queues a message for after commit.
   void announce(RoutingKey key, Json body) { announce_kept(std::move(key), keep(std::move(body))); }
   [[nodiscard]] Outbox& outbox() noexcept { return m_outbox; }
+  [[nodiscard]] StoreCore& core() const noexcept { return m_core; }
+
+  /// The SQL expression of the change position (0007) that a row of `table`
+  /// inserted or updated by this transaction takes, so that a reader finds
+  /// the rows changed since a watermark (Operations::changes_since). On
+  /// PostgreSQL the transaction's id, which a reader's snapshot tells
+  /// committed or not; on SQLite, where one transaction writes at a time, one
+  /// more than the table's highest position (found in its index of
+  /// positions, written nowhere else).
+  [[nodiscard]] std::string change_position(std::string_view table) const;
 
  private:
   friend class StoreCore;
@@ -149,6 +160,10 @@ class StoreCore : public std::enable_shared_from_this<StoreCore> {
   /// Translates a backend failure into the public error hierarchy.
   [[noreturn]] static void rethrow(const SessionFailure& failure);
 
+  /// Does the database keep change positions (migration 0007)? Asked of the
+  /// catalog until it says yes (a schema is never migrated down).
+  [[nodiscard]] bool has_change_positions(Context& context);
+
  private:
   friend class SessionLease;
   void release(std::unique_ptr<Session> session) noexcept;
@@ -161,6 +176,7 @@ class StoreCore : public std::enable_shared_from_this<StoreCore> {
   std::condition_variable m_released;
   std::vector<std::unique_ptr<Session>> m_idle;
   std::size_t m_open = 0;
+  std::atomic<bool> m_change_positions{false};
 };
 
 }  // namespace livestate::db::detail

@@ -16,6 +16,10 @@ bool present(const Json& body, const char* field) {
   return found != body.end() && !found->is_null();
 }
 
+constexpr Lifecycle::State complete_bit = 1;
+constexpr Lifecycle::State claimed_bit = 2;
+constexpr Lifecycle::State started_bit = 4;
+
 }  // namespace
 
 Lifecycle Lifecycle::of(std::string_view type) {
@@ -36,13 +40,19 @@ bool Lifecycle::deletes(std::string_view event) const noexcept {
   return m_kind == Kind::resources && event == "deleted";
 }
 
-EventVerdict Lifecycle::check(const Json& current, std::string_view event) const {
+Lifecycle::State Lifecycle::state_of(const Json& body) const {
+  if (m_kind == Kind::free || m_kind == Kind::resources || !body.is_object()) return 0;
+  return static_cast<State>((flag(body, "complete") ? complete_bit : 0) | (flag(body, "claimed") ? claimed_bit : 0) |
+                            (present(body, "started_at") ? started_bit : 0));
+}
+
+EventVerdict Lifecycle::check(State current, std::string_view event) const {
   const auto allowed = [](bool yes) { return yes ? EventVerdict::allowed : EventVerdict::violation; };
+  const bool complete = (current & complete_bit) != 0;
   switch (m_kind) {
     case Kind::buildrequests: {
       // new -> claimed -> complete (-> cancel), claimed -> unclaimed -> claimed.
-      const bool complete = flag(current, "complete");
-      const bool claimed = flag(current, "claimed");
+      const bool claimed = (current & claimed_bit) != 0;
       if (event == "claimed") return allowed(!complete && !claimed);
       if (event == "unclaimed") return allowed(!complete && claimed);
       if (event == "complete") return allowed(!complete && claimed);
@@ -52,23 +62,21 @@ EventVerdict Lifecycle::check(const Json& current, std::string_view event) const
     }
     case Kind::builds: {
       // new -> update* -> finished
-      const bool finished = flag(current, "complete");
-      if (event == "update" || event == "finished") return allowed(!finished);
+      if (event == "update" || event == "finished") return allowed(!complete);
       if (event == "new") return EventVerdict::violation;
       return EventVerdict::unknown;
     }
     case Kind::steps: {
       // new -> started -> updated* -> finished
-      const bool finished = flag(current, "complete");
-      const bool started = present(current, "started_at");
-      if (event == "started") return allowed(!started && !finished);
-      if (event == "updated" || event == "finished") return allowed(started && !finished);
+      const bool started = (current & started_bit) != 0;
+      if (event == "started") return allowed(!started && !complete);
+      if (event == "updated" || event == "finished") return allowed(started && !complete);
       if (event == "new") return EventVerdict::violation;
       return EventVerdict::unknown;
     }
     case Kind::buildsets: {
       // new -> complete
-      if (event == "complete") return allowed(!flag(current, "complete"));
+      if (event == "complete") return allowed(!complete);
       if (event == "new") return EventVerdict::violation;
       return EventVerdict::unknown;
     }

@@ -4,6 +4,7 @@
 // has, which of them create an entry, and which are allowed from the state an
 // entry's body shows.
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -29,8 +30,12 @@ class Lifecycle {
   [[nodiscard]] bool creates(std::string_view event) const noexcept;
   /// Does `event` delete the entry?
   [[nodiscard]] bool deletes(std::string_view event) const noexcept;
-  /// May `event` follow the state that `current` (the entry's body) shows?
-  [[nodiscard]] EventVerdict check(const Json& current, std::string_view event) const;
+  /// What of an entry's body its lifecycle looks at (complete, claimed,
+  /// started), in a byte: a view keeps it beside the entry's compact body.
+  using State = std::uint8_t;
+  [[nodiscard]] State state_of(const Json& body) const;
+  /// May `event` follow `current` (state_of() the entry's body; 0 for none)?
+  [[nodiscard]] EventVerdict check(State current, std::string_view event) const;
 
  private:
   enum class Kind { buildrequests, builds, steps, buildsets, resources, free };

@@ -44,6 +44,10 @@ constexpr const char* component = "reconcile";
 // the executor's other work until the next batch.
 constexpr std::size_t inbox_batch = 256;
 
+// Room for this many changes is kept between steps; a larger step's (a load)
+// is given back.
+constexpr std::size_t retained_changes = 1024;
+
 }  // namespace
 
 class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
@@ -70,11 +74,13 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
   }
 
   void start() {
+    bool announce = false;
     {
       std::lock_guard lock(m_mutex);
       if (m_started) throw std::logic_error("LiveView::start() called twice");
       if (m_stopped) throw std::logic_error("LiveView::start() after stop()");
       m_started = true;
+      announce = static_cast<bool>(m_callback);
     }
     std::weak_ptr<Impl> weak = weak_from_this();
     mq::ConsumeOptions consume;
@@ -102,7 +108,11 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
       m_messages = std::move(messages);
       m_schema = std::move(schema);
     }
-    on_strand([](detail::ViewRules& rules, Clock::time_point now) { rules.start(now); });
+    // Without a callback (set before start()), the rules make no changes.
+    on_strand([announce](detail::ViewRules& rules, Clock::time_point now) {
+      rules.announce_changes(announce);
+      rules.start(now);
+    });
   }
 
   // Returns at once, also while a read runs on the strand: its result is
@@ -139,15 +149,17 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
 
   std::optional<Json> get(const std::string& id) const {
     std::lock_guard lock(m_mutex);
-    const auto found = m_rules.entries().find(id);
-    if (found == m_rules.entries().end()) return std::nullopt;
-    return found->second.body;
+    const auto& entries = m_rules.entries();
+    const auto found = entries.find(id);
+    if (found == entries.end()) return std::nullopt;
+    return entries.body(found->second);
   }
 
   std::map<std::string, Json> entries() const {
     std::lock_guard lock(m_mutex);
+    const auto& entries = m_rules.entries();
     std::map<std::string, Json> copy;
-    for (const auto& [id, entry] : m_rules.entries()) copy.emplace_hint(copy.end(), id, entry.body);
+    for (const auto* entry : entries.sorted()) copy.emplace_hint(copy.end(), entry->first, entries.body(entry->second));
     return copy;
   }
 
@@ -227,6 +239,10 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
         ++errors;
       }
     }
+    // The bodies go now, not at the next step: after a load, they would be
+    // every entry's body again, as Json.
+    m_actions.changes.clear();
+    if (m_actions.changes.capacity() > retained_changes) m_actions.changes.shrink_to_fit();
     std::lock_guard lock(m_mutex);
     m_callback_errors += errors;
     m_announcing = std::thread::id();
@@ -305,6 +321,20 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
 
   detail::ReadResult run(const detail::Read& read) {
     detail::ReadResult result;
+    if (read.kind == detail::Read::Kind::snapshot) {
+      if (read.since) {
+        if (auto changes = m_reload_source.changes_since(m_rules.type(), *read.since)) {
+          result.full = false;
+          result.rows = std::move(changes->rows);
+          result.deletions = std::move(changes->deletions);
+          result.watermark = std::move(changes->watermark);
+          return result;
+        }
+      }
+      // Before the rows: a change made meanwhile is found by the next
+      // resync, if not by this one.
+      result.watermark = m_reload_source.watermark(m_rules.type());
+    }
     result.rows = m_reload_source.read(m_rules.type(), read.where, read.ids);
     if (!read.ids) {
       result.deletions = m_reload_source.deletions(m_rules.type(), std::nullopt, read.deletions_within);

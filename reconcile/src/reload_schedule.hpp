@@ -47,6 +47,8 @@ class ReloadSchedule {
   void put_back(const std::vector<std::string>& ids) { m_due.insert(ids.begin(), ids.end()); }
   /// A resync covers every due id.
   void clear_due() noexcept { m_due.clear(); }
+  /// A resync by what changed covers the ids it read.
+  void not_due(const std::string& id) { m_due.erase(id); }
 
   /// The revision a read of `id` must reach to be trusted: what a message
   /// announced and, when reads go to a copy that may lag, also what the view

@@ -6,6 +6,10 @@ namespace livestate::reconcile {
 
 Source::~Source() = default;
 
+std::optional<std::string> Source::watermark(std::string_view) { return std::nullopt; }
+
+std::optional<Source::Changes> Source::changes_since(std::string_view, const std::string&) { return std::nullopt; }
+
 namespace {
 
 class StoreSource final : public Source {
@@ -29,6 +33,21 @@ class StoreSource final : public Source {
                                                 std::optional<std::chrono::milliseconds> within) override {
     if (db::Store::is_builtin_type(type)) return {};
     return m_store->deletions(type, ids, within);
+  }
+
+  std::optional<std::string> watermark(std::string_view type) override { return m_store->change_watermark(type); }
+
+  std::optional<Changes> changes_since(std::string_view type, const std::string& watermark) override {
+    auto changed = m_store->changes_since(type, watermark);
+    if (!changed) return std::nullopt;
+    Changes changes;
+    for (auto& row : changed->rows) {
+      auto id = db::Store::id_of(type, row);
+      changes.rows.emplace(std::move(id), std::move(row));
+    }
+    changes.deletions = std::move(changed->deletions);
+    changes.watermark = std::move(changed->watermark);
+    return changes;
   }
 
  private:

@@ -62,6 +62,7 @@ ViewRules::ViewRules(const ViewOptions& options, bool reload_may_lag, Clock::tim
       m_forget_departed_after(options.forget_departed_after),
       m_forget_deleted_after(options.forget_deleted_after),
       m_max_queued(options.max_queued),
+      m_reloads_may_lag(reload_may_lag),
       m_revisionless_hints(options.revisionless_messages_are_hints),
       m_verified_at(now),
       m_reloads({options.type, reload_may_lag, options.lag_retry_initial, options.lag_deadline,
@@ -80,6 +81,8 @@ void ViewRules::receive(Inbound inbound, Clock::time_point now) {
   } else if (const auto* event = std::get_if<mq::ControlEvent>(&inbound)) {
     distrust_everything(event->kind == mq::ControlKind::gap ? Anomaly::stream_gap : Anomaly::transport_reset);
   } else {
+    // The rows may read differently now, changed or not.
+    m_full_due = true;
     distrust_everything(Anomaly::schema_migrated);
   }
 }
@@ -95,6 +98,9 @@ void ViewRules::timer_fired(const Timer& timer, Clock::time_point now) {
       request_resync();
       return;
     case Timer::Kind::periodic_resync:
+      // It repairs what no detector sees, also changes that no watermark
+      // finds (made around the store): it reads everything.
+      m_full_due = true;
       request_resync();
       m_actions.timers.push_back({Timer::Kind::periodic_resync, now + m_resync_every});
       return;
@@ -122,6 +128,7 @@ std::optional<Read> ViewRules::next_read(Clock::time_point now) {
     // Only the recent deletions matter (those whose late messages may still
     // come); twice the window allows for the clocks of other hosts.
     read.deletions_within = 2 * m_forget_deleted_after;
+    if (!std::exchange(m_full_due, false)) read.since = m_watermark;
     return read;
   }
   if (!m_reloads.any_due()) return std::nullopt;
@@ -137,7 +144,13 @@ std::optional<Read> ViewRules::next_read(Clock::time_point now) {
 
 void ViewRules::read_done(const Read& read, ReadResult result, Clock::time_point now) {
   if (read.kind == Read::Kind::snapshot) {
-    resynced(result, now);
+    if (result.full) {
+      resynced(result, now);
+    } else {
+      repaired(result, now);
+    }
+    m_touched.clear();
+    m_watermark = std::move(result.watermark);
   } else {
     reloaded(*read.ids, result, now);
   }
@@ -145,8 +158,10 @@ void ViewRules::read_done(const Read& read, ReadResult result, Clock::time_point
 }
 
 void ViewRules::read_failed(const Read& read, bool retry, Clock::time_point now) {
-  // Nothing is lost: the resync retried later covers the ids.
+  // Nothing is lost: the resync retried later covers the ids (and reads
+  // everything, when this one was to).
   if (read.ids) m_reloads.put_back(*read.ids);
+  if (read.kind == Read::Kind::snapshot && !read.since) m_full_due = true;
   if (retry) retry_resync_later(now);
 }
 
@@ -234,7 +249,7 @@ void ViewRules::apply(Incoming message, bool replaying, Clock::time_point now) {
       if (!replaying) count(Anomaly::stale_or_duplicate);
       return;
     }
-    const auto verdict = m_lifecycle.check(found->second.body, event);
+    const auto verdict = m_lifecycle.check(found->second.state, event);
     if (verdict != EventVerdict::allowed) {
       count(verdict == EventVerdict::unknown ? Anomaly::unknown_event : Anomaly::lifecycle_violation);
       m_reloads.due(id, *revision);
@@ -247,12 +262,13 @@ void ViewRules::apply(Incoming message, bool replaying, Clock::time_point now) {
     return;
   } else if (!m_lifecycle.creates(event)) {
     // Is it an event this type has at all?
-    const auto verdict = m_lifecycle.check(Json::object(), event);
+    const auto verdict = m_lifecycle.check(Lifecycle::State{}, event);
     count(verdict == EventVerdict::unknown ? Anomaly::unknown_event : Anomaly::unknown_entry);
     m_reloads.due(id, *revision);
     return;
   }
   set(id, std::move(message.body), *revision, now);
+  touched(id);
   m_reloads.confirmed(id, *revision);
 }
 
@@ -264,10 +280,26 @@ void ViewRules::apply_deletion(const std::string& id, std::int64_t revision, boo
   if (found != m_entries.end() && found->second.revision < revision) {
     remove(found);
     ++m_stats.applied;
+    touched(id);
     m_reloads.confirmed(id, revision);
     return;
   }
   if ((known || found != m_entries.end()) && !replaying) count(Anomaly::stale_or_duplicate);
+}
+
+// A message changed `id` since the last resync. Through a copy that may lag,
+// a resync by what changed must name it (the copy has the change since): if
+// it doesn't, the copy lags, and the entry is retried as a reload would be.
+// At most max_queued are remembered: past that, the next resync reads
+// everything.
+void ViewRules::touched(const std::string& id) {
+  if (!m_reloads_may_lag || m_full_due) return;
+  if (m_touched.size() >= m_max_queued) {
+    m_full_due = true;
+    m_touched.clear();
+    return;
+  }
+  m_touched.insert(id);
 }
 
 bool ViewRules::matches(const Json& body) const {
@@ -292,20 +324,20 @@ void ViewRules::set(const std::string& id, Json body, std::int64_t revision, Clo
   // Back in the view: its departure no longer counts (the record expires on
   // its own).
   m_departed.clear(id);
-  if (found == m_entries.end()) {
-    const auto added = m_entries.emplace(id, Entry{std::move(body), revision}).first;
-    m_actions.changes.push_back({ChangeKind::added, id, nullptr, added->second.body});
-  } else {
-    Json before = std::exchange(found->second.body, std::move(body));
-    found->second.revision = revision;
-    m_actions.changes.push_back({ChangeKind::changed, id, std::move(before), found->second.body});
+  Json before;
+  const bool added = m_entries.set(id, body, revision, m_lifecycle.state_of(body), m_announce ? &before : nullptr);
+  if (m_announce) {
+    m_actions.changes.push_back({added ? ChangeKind::added : ChangeKind::changed, id, std::move(before), std::move(body)});
   }
   ++m_stats.applied;
 }
 
-void ViewRules::remove(std::map<std::string, Entry>::iterator entry) {
-  m_actions.changes.push_back({ChangeKind::removed, entry->first, std::move(entry->second.body), nullptr});
-  m_entries.erase(entry);
+EntryTable::iterator ViewRules::remove(EntryTable::iterator entry) {
+  if (!m_announce) return m_entries.erase(entry, nullptr);
+  Change change{ChangeKind::removed, entry->first, nullptr, nullptr};
+  const auto next = m_entries.erase(entry, &change.before);
+  m_actions.changes.push_back(std::move(change));
+  return next;
 }
 
 // --- what the view knows of entries it doesn't hold --------------------------
@@ -357,17 +389,20 @@ ViewStats ViewRules::stats(Clock::time_point now) const {
 
 std::vector<Difference> ViewRules::compare(const std::map<std::string, Json>& rows, Clock::time_point now) {
   std::vector<Difference> differences;
-  auto view = m_entries.begin();
+  const auto entries = m_entries.sorted();
+  auto view = entries.begin();
   auto table = rows.begin();
-  while (view != m_entries.end() || table != rows.end()) {
-    if (table == rows.end() || (view != m_entries.end() && view->first < table->first)) {
-      differences.push_back({view->first, view->second.body, std::nullopt});
+  while (view != entries.end() || table != rows.end()) {
+    if (table == rows.end() || (view != entries.end() && (*view)->first < table->first)) {
+      differences.push_back({(*view)->first, m_entries.body((*view)->second), std::nullopt});
       ++view;
-    } else if (view == m_entries.end() || table->first < view->first) {
+    } else if (view == entries.end() || table->first < (*view)->first) {
       differences.push_back({table->first, std::nullopt, table->second});
       ++table;
     } else {
-      if (view->second.body != table->second) differences.push_back({view->first, view->second.body, table->second});
+      if (!m_entries.holds((*view)->second, table->second)) {
+        differences.push_back({(*view)->first, m_entries.body((*view)->second), table->second});
+      }
       ++view;
       ++table;
     }

@@ -16,10 +16,12 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "livestate/core/json.hpp"
 #include "livestate/reconcile/live_view_types.hpp"
+#include "entry_table.hpp"
 #include "expiring_revisions.hpp"
 #include "lifecycle.hpp"
 #include "reload_schedule.hpp"
@@ -46,12 +48,21 @@ struct Read {
   /// snapshot: Source::deletions's `within`, the deletions that matter.
   /// (A reload reads the deletions of the ids the rows lack.)
   std::optional<std::chrono::milliseconds> deletions_within;
+  /// snapshot: read what changed since this watermark (Source::changes_since)
+  /// when the source can tell, else everything; none: everything.
+  std::optional<std::string> since;
 };
 
 /// What a Read found.
 struct ReadResult {
   std::map<std::string, Json> rows;
   std::map<std::string, std::int64_t> deletions;
+  /// snapshot: the rows are all of them (matching `where`); false: those
+  /// changed since Read::since, whatever their fields.
+  bool full = true;
+  /// snapshot: where the source's history stood before the rows were read
+  /// (none: the source keeps none).
+  std::optional<std::string> watermark;
 };
 
 /// A moment the rules want to be told of (ViewRules::timer_fired).
@@ -72,11 +83,6 @@ struct Actions {
 
 class ViewRules {
  public:
-  struct Entry {
-    Json body;
-    std::int64_t revision = 0;
-  };
-
   /// std::invalid_argument (InvalidRoutingKey for the type) for options that
   /// can't make a view. `reload_may_lag`: reads go to a copy that may lag
   /// behind the messages (a replica).
@@ -103,12 +109,16 @@ class ViewRules {
   /// Moves what the rules ask for into `into` (cleared first; its buffers are
   /// reused).
   void take_actions(Actions& into);
+  /// Whether anyone listens to the changes (Actions::changes): when nobody
+  /// does, the rules don't make them (nor decode the bodies they replace).
+  /// On by default.
+  void announce_changes(bool announce) noexcept { m_announce = announce; }
 
   // --- what the view holds ---------------------------------------------------
 
   /// Has the first snapshot been loaded?
   [[nodiscard]] bool ready() const noexcept { return m_loaded; }
-  [[nodiscard]] const std::map<std::string, Entry>& entries() const noexcept { return m_entries; }
+  [[nodiscard]] const EntryTable& entries() const noexcept { return m_entries; }
   [[nodiscard]] ViewStats stats(Clock::time_point now) const;
   /// The differences between the view and `rows` (the database's, by id);
   /// none resets since_verified.
@@ -121,7 +131,7 @@ class ViewRules {
   void apply(Incoming message, bool replaying, Clock::time_point now);
   void apply_deletion(const std::string& id, std::int64_t revision, bool replaying, Clock::time_point now);
   void set(const std::string& id, Json body, std::int64_t revision, Clock::time_point now);
-  void remove(std::map<std::string, Entry>::iterator entry);
+  EntryTable::iterator remove(EntryTable::iterator entry);
   [[nodiscard]] bool matches(const Json& body) const;
   void count(Anomaly anomaly) noexcept { ++m_stats.anomalies[static_cast<std::size_t>(anomaly)]; }
   void distrust_everything(Anomaly why);
@@ -135,8 +145,11 @@ class ViewRules {
   void learn_deletions(const std::map<std::string, std::int64_t>& deletions, Clock::time_point now);
   void forget_old_records(Clock::time_point now);
   void lagging(const std::string& id, Clock::time_point now);
+  void touched(const std::string& id);
 
   void resynced(ReadResult& result, Clock::time_point now);
+  void repaired(ReadResult& result, Clock::time_point now);
+  [[nodiscard]] bool caught_up_with(const std::string& id, std::int64_t read_revision, Clock::time_point now);
   void reloaded(const std::vector<std::string>& ids, ReadResult& result, Clock::time_point now);
   void take_reloaded(const std::string& id, Json* row, Clock::time_point now);
 
@@ -147,14 +160,21 @@ class ViewRules {
   std::chrono::milliseconds m_forget_departed_after;
   std::chrono::milliseconds m_forget_deleted_after;
   std::size_t m_max_queued;
+  bool m_reloads_may_lag;
   bool m_revisionless_hints;  // ViewOptions::revisionless_messages_are_hints
 
-  std::map<std::string, Entry> m_entries;
+  EntryTable m_entries;
+  bool m_announce = true;
   ViewStats m_stats;  // the counters the rules keep (not the inbox's)
   Clock::time_point m_verified_at;
   bool m_loaded = false;
   std::vector<Incoming> m_buffer;  // messages before the first load
   bool m_resync_due = false;
+  // Where the source's history stood at the view's last resync (none: it
+  // keeps none), and whether the next resync must read everything anyway.
+  std::optional<std::string> m_watermark;
+  bool m_full_due = true;
+  std::unordered_set<std::string> m_touched;  // changed by messages since the last resync (see touched())
   bool m_read_asked = false;     // the driver was asked for a read and hasn't asked next_read()
   bool m_resync_retry_armed = false;
   std::chrono::milliseconds m_retry_backoff{50};

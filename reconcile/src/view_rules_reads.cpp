@@ -4,6 +4,7 @@
 // deletions) are not one snapshot: neither may roll the view back.
 
 #include <algorithm>
+#include <map>
 #include <set>
 
 #include "view_rules.hpp"
@@ -18,6 +19,8 @@ void ViewRules::resynced(ReadResult& result, Clock::time_point now) {
   m_retry_backoff = std::chrono::milliseconds(50);
   auto& database = result.rows;
   ++m_stats.resyncs;
+  ++m_stats.full_resyncs;
+  m_stats.resync_rows += database.size() + result.deletions.size();
   // A row at or below a known deletion's revision was read before the
   // deletion committed (the two reads are not one snapshot): it is gone.
   std::erase_if(database, [&](const auto& row) { return revision_of(row.second).value_or(0) <= gone_at(row.first); });
@@ -35,33 +38,30 @@ void ViewRules::resynced(ReadResult& result, Clock::time_point now) {
       ++entry;
     } else if (database.count(id) == 0) {
       departed(id, entry->second.revision, now);
-      remove(entry++);
+      entry = remove(entry);
       ++m_stats.resync_repairs;
     } else {
       ++entry;
     }
   }
-  for (const auto& [id, row] : database) {
+  // What waits for a read to catch up, and what the snapshot holds of it
+  // (read now: the rows are moved into the view below).
+  m_reloads.waiting(behind);
+  std::map<std::string, std::int64_t> read_revisions;
+  for (const auto& id : behind) read_revisions.emplace(id, snapshot_revision(id));
+  for (auto& [id, row] : database) {
     const std::int64_t revision = revision_of(row).value_or(0);
     const auto entry = m_entries.find(id);
     if (entry != m_entries.end() && entry->second.revision >= revision) continue;
     if (!first) ++m_stats.resync_repairs;
-    set(id, row, revision, now);
+    set(id, std::move(row), revision, now);
   }
   // What was due is covered, except where the snapshot lags behind what was
   // announced or what the view holds: those are retried (and stay stale, or
   // become so past the deadline); the others have caught up.
   m_reloads.clear_due();
-  m_reloads.waiting(behind);
   bool lags = false;
-  for (const auto& id : behind) {
-    if (m_reloads.required(id, held(id)) > std::max(snapshot_revision(id), gone_at(id))) {
-      lagging(id, now);
-      lags = true;
-    } else {
-      m_reloads.caught_up(id);
-    }
-  }
+  for (const auto& id : behind) lags = !caught_up_with(id, read_revisions[id], now) || lags;
   if (!lags) m_verified_at = now;
   if (first) {
     m_loaded = true;
@@ -70,6 +70,68 @@ void ViewRules::resynced(ReadResult& result, Clock::time_point now) {
     m_stats.messages += buffered.size();
     for (auto& message : buffered) apply(std::move(message), true, now);
   }
+}
+
+// What changed since the view's watermark, read after the view missed
+// messages: the changed rows are taken as a resync takes them, the deleted
+// entries go. An entry the read doesn't name has not changed since the view
+// last read it, so it is as that read found it or newer (from messages).
+// Reloads due for ids the read doesn't name stay due.
+void ViewRules::repaired(ReadResult& result, Clock::time_point now) {
+  learn_deletions(result.deletions, now);
+  m_retry_backoff = std::chrono::milliseconds(50);
+  ++m_stats.resyncs;
+  m_stats.resync_rows += result.rows.size() + result.deletions.size();
+  std::set<std::string> waiting;
+  m_reloads.waiting(waiting);
+  bool lags = false;
+  const auto read = [&](const std::string& id, std::int64_t read_revision) {
+    m_reloads.not_due(id);
+    if (waiting.count(id) != 0) lags = !caught_up_with(id, read_revision, now) || lags;
+  };
+  for (const auto& [id, revision] : result.deletions) {
+    const auto entry = m_entries.find(id);
+    // Held newer, it was made again since the deletion was read.
+    if (entry != m_entries.end() && entry->second.revision < revision) {
+      remove(entry);
+      ++m_stats.resync_repairs;
+    }
+    read(id, revision);
+  }
+  for (auto& [id, row] : result.rows) {
+    const std::int64_t revision = revision_of(row).value_or(0);
+    // At or below a known deletion, read before it committed: gone.
+    if (revision <= gone_at(id)) continue;
+    const auto entry = m_entries.find(id);
+    // A lagging read, or a message the view applied since.
+    const bool newer = entry == m_entries.end() || entry->second.revision < revision;
+    if (newer) {
+      // (A row of another narrowing that the view doesn't hold changes nothing.)
+      if (entry != m_entries.end() || matches(row)) ++m_stats.resync_repairs;
+      set(id, std::move(row), revision, now);
+    }
+    read(id, revision);
+  }
+  // Changed by messages since the last resync, through a copy that may lag,
+  // and not named by this read: the copy hasn't got the change yet.
+  for (const auto& id : m_touched) {
+    if (result.rows.count(id) == 0 && result.deletions.count(id) == 0) {
+      lags = !caught_up_with(id, 0, now) || lags;
+    }
+  }
+  if (!lags && !m_reloads.any_due()) m_verified_at = now;
+}
+
+// `id` waited for a read to reach a revision (announced by a message, or
+// held, through a copy that may lag): did this one, at `read_revision`? Else
+// the read is retried (and the entry flagged stale past the deadline).
+bool ViewRules::caught_up_with(const std::string& id, std::int64_t read_revision, Clock::time_point now) {
+  if (m_reloads.required(id, held(id)) > std::max(read_revision, gone_at(id))) {
+    lagging(id, now);
+    return false;
+  }
+  m_reloads.caught_up(id);
+  return true;
 }
 
 void ViewRules::reloaded(const std::vector<std::string>& ids, ReadResult& result, Clock::time_point now) {

@@ -46,7 +46,8 @@ TEST_CASE("the PostgreSQL migrations apply in order to an empty schema") {
       "SELECT string_agg(table_name, ',' ORDER BY table_name) FROM information_schema.tables "
       "WHERE table_schema = 'livestate_schema_empty'");
   CHECK(tables[0][0].as<std::string>() ==
-        "builder_masters,builders,buildrequest_claims,buildrequests,builds,buildsets,masters,resources,steps,workers");
+        "builder_masters,builders,buildrequest_claims,buildrequests,builds,buildsets,livestate_changes,masters,"
+        "resources,steps,workers");
 }
 
 TEST_CASE("migrating PostgreSQL from the first migration keeps the data and moves claims to their own table") {

@@ -561,6 +561,117 @@ TEST_CASE("list reads a type with field equalities and ids, and refuses unknown 
   CHECK(f.store->list("nothing_of_this_type").empty());
 }
 
+TEST_CASE("a distributor lists the oldest waiting requests, and counts them no further than its bound") {
+  Fixture f;
+  const auto s = f.scene();
+  std::vector<std::int64_t> ids{s.brid};
+  for (int i = 0; i < 6; ++i) {
+    db::NewBuildset more;
+    more.builderids = {s.builderid};
+    ids.push_back(f.store->add_buildset(more).buildrequestids.at(s.builderid));
+  }
+  // The oldest is done, the next claimed: the waiting ones are ids[2..6].
+  f.store->claim_buildrequests(std::vector<std::int64_t>{ids[0]}, s.masterid);
+  f.store->complete_buildrequests(std::vector<std::int64_t>{ids[0]}, db::results::success, s.masterid);
+  f.store->claim_buildrequests(std::vector<std::int64_t>{ids[1]}, s.masterid);
+
+  const db::BuildRequestFilter waiting{.complete = false, .claimed = false};
+  auto oldest_two = waiting;
+  oldest_two.limit = 2;
+  const auto listed = f.store->list_buildrequests(oldest_two);
+  REQUIRE(listed.size() == 2);
+  CHECK(listed[0]["buildrequestid"] == ids[2]);
+  CHECK(listed[1]["buildrequestid"] == ids[3]);
+  CHECK(listed[0] == f.store->get_buildrequest(ids[2]).value());
+
+  CHECK(f.store->count_buildrequests(waiting) == 5);
+  CHECK(f.store->count_buildrequests(oldest_two) == 2);
+  auto generous = waiting;
+  generous.limit = 100;
+  CHECK(f.store->count_buildrequests(generous) == 5);
+  CHECK(f.store->list_buildrequests(generous).size() == 5);
+  auto none = waiting;
+  none.limit = 0;
+  CHECK(f.store->list_buildrequests(none).empty());
+  CHECK(f.store->count_buildrequests(none) == 0);
+  CHECK(f.store->count_buildrequests({}) == 7);
+  CHECK(f.store->count_buildrequests({.complete = true}) == 1);
+}
+
+TEST_CASE("changes since a watermark are the rows changed after it, deletions included, and nothing before") {
+  Fixture f;
+  const auto s = f.scene();
+  f.store->upsert_resource("widgets", "old", {{"n", 1}});
+  const auto start = f.store->change_watermark("buildrequests");
+  const auto buildsets_start = f.store->change_watermark("buildsets");
+  const auto widgets_start = f.store->change_watermark("widgets");
+  REQUIRE(start.has_value());
+  REQUIRE(buildsets_start.has_value());
+  REQUIRE(widgets_start.has_value());
+  const auto none = f.store->changes_since("buildrequests", *start);
+  REQUIRE(none.has_value());
+  CHECK(none->rows.empty());
+
+  f.store->claim_buildrequests(std::vector<std::int64_t>{s.brid}, s.masterid);
+  f.store->upsert_resource("widgets", "x", {{"n", 1}});
+  f.store->upsert_resource("widgets", "y", {{"n", 1}});
+  f.store->delete_resource("widgets", "y");
+  {  // An operation undone inside a transaction, then one that commits.
+    auto tx = f.store->begin();
+    CHECK_THROWS_AS(tx.claim_buildrequests(std::vector<std::int64_t>{s.brid}, s.masterid), db::AlreadyClaimed);
+    tx.upsert_resource("widgets", "z", {{"n", 1}});
+    tx.commit();
+  }
+
+  const auto requests = f.store->changes_since("buildrequests", *start);
+  REQUIRE(requests.has_value());
+  REQUIRE(requests->rows.size() == 1);
+  CHECK(requests->rows[0] == f.store->get_buildrequest(s.brid).value());
+  CHECK(f.store->changes_since("buildsets", *buildsets_start)->rows.empty());
+  const auto widgets = f.store->changes_since("widgets", *widgets_start);
+  REQUIRE(widgets.has_value());
+  REQUIRE(widgets->rows.size() == 2);
+  CHECK(widgets->rows[0] == f.store->get_resource("widgets", "x").value());
+  CHECK(widgets->rows[1]["id"] == "z");
+  CHECK(widgets->deletions == std::map<std::string, std::int64_t>{{"y", 2}});
+
+  // From where that read ended: only what changed since.
+  f.store->upsert_resource("widgets", "x", {{"n", 2}});
+  const auto next = f.store->changes_since("widgets", widgets->watermark);
+  REQUIRE(next.has_value());
+  REQUIRE(next->rows.size() == 1);
+  CHECK(next->rows[0]["state"] == Json{{"n", 2}});
+  CHECK(next->deletions.empty());
+}
+
+TEST_CASE("a watermark the database can't answer from is refused, never misread") {
+  Fixture f;
+  f.store->upsert_resource("widgets", "a", {{"n", 1}});
+  const auto watermark = f.store->change_watermark("widgets").value();
+  // Ahead of the database (a backup restored since): the mark's last number grown.
+  std::string ahead = watermark;
+  if (f.store->backend() == db::Backend::postgresql) {
+    // "postgresql:ID:TABLE:xmin:xmax:xip": xmax far ahead.
+    const auto xmax_end = ahead.rfind(':');
+    const auto xmax_start = ahead.rfind(':', xmax_end - 1) + 1;
+    ahead.replace(xmax_start, xmax_end - xmax_start, "999999999");
+  } else {
+    ahead = ahead.substr(0, ahead.rfind(':') + 1) + "999999999";
+  }
+  std::string other_database = watermark;
+  other_database[other_database.find(':') + 1] = other_database[other_database.find(':') + 1] == 'f' ? 'e' : 'f';
+  const auto of_requests = f.store->change_watermark("buildrequests").value();
+  for (const std::string& refused : {std::string("not a watermark"), std::string(""), ahead, other_database,
+                                     of_requests,
+                                     std::string(f.store->backend() == db::Backend::postgresql ? "sqlite:x:resources:1" : "postgresql:x:resources:1:2:"),
+                                     watermark + "'; DROP TABLE resources; --"}) {
+    CAPTURE(refused);
+    CHECK_FALSE(f.store->changes_since("widgets", refused).has_value());
+  }
+  CHECK(f.store->changes_since("widgets", watermark).has_value());
+  CHECK(f.store->get_resource("widgets", "a").has_value());
+}
+
 TEST_CASE("two threads racing to claim the same requests: exactly one winner per request") {
   Fixture f;
   const auto s = f.scene();

@@ -403,6 +403,39 @@ TEST_CASE("a gap in the stream resyncs the view, which then holds what the lost 
   CHECK(view.verify().empty());
 }
 
+TEST_CASE("after a gap a view reads the rows changed since it last read, not every row it holds") {
+  Fixture f;
+  {
+    auto tx = f.store->begin();
+    for (int i = 0; i < 200; ++i) tx.upsert_resource("widgets", "w" + std::to_string(i), {{"size", i}});
+    tx.commit();
+  }
+  mq::FaultOptions faults;
+  faults.drop = 1.0;
+  faults.report_drops = true;
+  mq::FaultyConnector lossy(*f.view_mq, faults);
+  lossy.set_enabled(false);
+  reconcile::LiveView view(lossy, *f.store, f.io.get_executor(), of_type("widgets"));
+  view.start();
+  f.settle();
+  f.store->upsert_resource("widgets", "w1", {{"size", 100}});  // delivered
+  f.settle();
+  lossy.set_enabled(true);
+  f.store->upsert_resource("widgets", "w2", {{"size", 100}});  // lost, told as gaps
+  f.store->delete_resource("widgets", "w3");
+  f.store->upsert_resource("widgets", "new", {{"size", 1}});
+  lossy.flush();
+  f.settle();
+  const auto stats = view.stats();
+  CHECK(stats.count(Anomaly::stream_gap) >= 1);
+  CHECK(stats.resyncs == 2);
+  CHECK(stats.full_resyncs == 1);  // the load
+  CHECK(stats.resync_rows == 200 + 4);  // w1 too: changed since the load
+  CHECK(stats.resync_repairs == 3);
+  CHECK(view.size() == 200);
+  CHECK(view.verify().empty());
+}
+
 TEST_CASE("a schema migrated message resyncs the view") {
   Fixture f;
   f.store->upsert_resource("widgets", "a", {{"size", 1}});

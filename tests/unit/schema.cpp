@@ -91,8 +91,8 @@ TEST_CASE("the SQLite migrations apply in order to an empty database") {
   for (const auto& migration : shipped_migrations(Backend::sqlite)) sqlite.exec(std::string(migration.sql));
   const auto tables = sqlite.text("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name");
   CHECK(tables ==
-        "builder_masters\nbuilders\nbuildrequest_claims\nbuildrequests\nbuilds\nbuildsets\nmasters\nresources\n"
-        "steps\nworkers\n");
+        "builder_masters\nbuilders\nbuildrequest_claims\nbuildrequests\nbuilds\nbuildsets\nlivestate_changes\n"
+        "masters\nresources\nsteps\nworkers\n");
 }
 
 TEST_CASE("migrating SQLite from the first migration keeps the data and moves claims to their own table") {

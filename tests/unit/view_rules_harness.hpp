@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -60,26 +61,54 @@ struct Rules {
     REQUIRE(actions.read);
   }
   /// Starts, and loads `rows` (by id) as the first snapshot.
-  void load(const std::map<std::string, Json>& rows, std::map<std::string, std::int64_t> deletions = {}) {
+  void load(const std::map<std::string, Json>& rows, std::map<std::string, std::int64_t> deletions = {},
+            std::optional<std::string> watermark = std::nullopt) {
     start();
-    snapshot(rows, std::move(deletions));
+    snapshot(rows, std::move(deletions), std::move(watermark));
   }
-  /// Runs the read that is due, a snapshot, finding `rows`.
-  void snapshot(const std::map<std::string, Json>& rows, std::map<std::string, std::int64_t> deletions = {}) {
+  /// Runs the read that is due, a snapshot of everything, finding `rows`
+  /// (and the source's `watermark`, when it keeps a history); returns it.
+  detail::Read snapshot(const std::map<std::string, Json>& rows, std::map<std::string, std::int64_t> deletions = {},
+                        std::optional<std::string> watermark = std::nullopt) {
     const auto read = rules.next_read(now);
     REQUIRE(read.has_value());
     REQUIRE(read->kind == detail::Read::Kind::snapshot);
-    rules.read_done(*read, {rows, std::move(deletions)}, now);
+    auto found = result(rows, std::move(deletions));
+    found.watermark = std::move(watermark);
+    rules.read_done(*read, std::move(found), now);
     take();
+    return *read;
   }
   /// Runs the read that is due, a reload, finding `rows`; returns it.
   detail::Read reload(std::map<std::string, Json> rows = {}, std::map<std::string, std::int64_t> deletions = {}) {
     const auto read = rules.next_read(now);
     REQUIRE(read.has_value());
     REQUIRE(read->kind == detail::Read::Kind::reload);
-    rules.read_done(*read, {std::move(rows), std::move(deletions)}, now);
+    rules.read_done(*read, result(std::move(rows), std::move(deletions)), now);
     take();
     return *read;
+  }
+  /// Runs the read that is due, a resync by what changed since the view's
+  /// watermark, finding `rows` and `deletions` changed since, and the
+  /// source's next watermark `next`; returns it.
+  detail::Read changes(std::map<std::string, Json> rows, std::map<std::string, std::int64_t> deletions,
+                       std::string next) {
+    const auto read = rules.next_read(now);
+    REQUIRE(read.has_value());
+    REQUIRE(read->kind == detail::Read::Kind::snapshot);
+    REQUIRE(read->since.has_value());
+    auto found = result(std::move(rows), std::move(deletions));
+    found.full = false;
+    found.watermark = std::move(next);
+    rules.read_done(*read, std::move(found), now);
+    take();
+    return *read;
+  }
+  static detail::ReadResult result(std::map<std::string, Json> rows, std::map<std::string, std::int64_t> deletions) {
+    detail::ReadResult found;
+    found.rows = std::move(rows);
+    found.deletions = std::move(deletions);
+    return found;
   }
   void message(const std::string& key, Json body) {
     rules.receive(detail::Incoming{RoutingKey::parse(key), std::move(body)}, now);

@@ -99,13 +99,32 @@ struct AddedStep {
   std::string name;  ///< the requested name, made unique in the build ("test_2")
 };
 
-/// Narrows list_buildrequests; every field set must match.
+/// Narrows list_buildrequests and count_buildrequests; every field set must
+/// match.
 struct BuildRequestFilter {
   std::optional<std::int64_t> builderid = std::nullopt;
   std::optional<std::int64_t> buildsetid = std::nullopt;
   std::optional<bool> complete = std::nullopt;
   std::optional<bool> claimed = std::nullopt;
   std::optional<std::int64_t> claimed_by_masterid = std::nullopt;
+  /// At most this many, the oldest first (requests are listed by id, which is
+  /// their order of submission): what a master's request distributor asks
+  /// for, so that a long backlog costs it no more than a short one. The
+  /// pending requests (complete = false) are found through an index of their
+  /// own, however long the history. None: every match.
+  std::optional<std::size_t> limit = std::nullopt;
+};
+
+/// What changed in a type after a watermark (Operations::changes_since).
+struct ChangesSince {
+  /// The rows changed since, each as it is now (once, however often it
+  /// changed), as list() reads them and whatever their fields; by id.
+  std::vector<Json> rows;
+  /// The application resources deleted since: id -> the revision of the
+  /// deletion.
+  std::map<std::string, std::int64_t> deletions;
+  /// Where the next changes_since() starts: taken before these were read.
+  std::string watermark;
 };
 
 /// The Buildbot-shaped data model: update methods and reads. Store runs each
@@ -190,7 +209,12 @@ class Operations {
   [[nodiscard]] std::optional<Json> get_build(std::int64_t buildid);
   [[nodiscard]] std::optional<Json> get_step(std::int64_t stepid);
   [[nodiscard]] std::optional<Json> get_resource(std::string_view type, std::string_view id);
+  /// The matching build requests by id (oldest first), at most filter.limit.
   [[nodiscard]] std::vector<Json> list_buildrequests(const BuildRequestFilter& filter = {});
+  /// How many build requests match, counting no further than filter.limit
+  /// when it is set (so "are there fewer than N waiting?" costs at most N
+  /// rows, however many wait).
+  [[nodiscard]] std::size_t count_buildrequests(const BuildRequestFilter& filter = {});
 
   /// Generic reads by resource type (masters, builders, workers, buildsets,
   /// buildrequests, builds, steps, or an application type in `resources`),
@@ -209,6 +233,27 @@ class Operations {
   [[nodiscard]] std::map<std::string, std::int64_t> deletions(
       std::string_view type, std::optional<std::vector<std::string>> ids = std::nullopt,
       std::optional<std::chrono::milliseconds> within = std::nullopt);
+
+  // --- what changed since a watermark (migration 0007) ----------------------
+  /// Where the history of changes of `type` stands now, as opaque text: a
+  /// read that starts after this call sees every change committed before
+  /// it, and changes_since(type, watermark) later finds every change
+  /// committed after it (on PostgreSQL, also those of transactions still
+  /// running now, whichever order they commit in). std::nullopt when the
+  /// database keeps no change positions (a schema older than migration 0007,
+  /// opened without migrating).
+  [[nodiscard]] std::optional<std::string> change_watermark(std::string_view type);
+  /// The rows of `type` changed after `watermark` (change_watermark(type)'s,
+  /// or an earlier changes_since(type)'s) and the resources deleted after it: as many
+  /// rows as changed, however many the type holds. std::nullopt when the
+  /// database can't answer from that watermark: another database's or
+  /// another type's, one ahead of the database (a backup restored since),
+  /// not a watermark, or a database without change positions; read the
+  /// whole type then. A row
+  /// changed by something other than the store without setting its position
+  /// (or deleted outright) is not found: only a full read finds it.
+  [[nodiscard]] std::optional<ChangesSince> changes_since(std::string_view type, std::string_view watermark);
+
   /// The id of an entry of `type` as its routing key says it ("17").
   [[nodiscard]] static std::string id_of(std::string_view type, const Json& body);
   /// Is `type` one of the built-in Buildbot types?

@@ -122,7 +122,10 @@ struct ViewStats {
   std::uint64_t anomalies[anomaly_kinds] = {};
   std::uint64_t reload_queries = 0;    ///< queries issued for entry reloads
   std::uint64_t entries_reloaded = 0;  ///< entries those queries asked for
-  std::uint64_t resyncs = 0;           ///< full reloads (start-up included)
+  /// Resyncs, the start-up load included: reads of what changed since the
+  /// view last read, when its source can tell (Source::changes_since), else
+  /// of the whole type (full_resyncs).
+  std::uint64_t resyncs = 0;
   std::uint64_t resync_repairs = 0;    ///< entries a resync found different from the view
   std::uint64_t stale_entries = 0;     ///< entries now flagged stale (a reload never caught up)
   std::uint64_t callback_errors = 0;   ///< change callbacks that threw (logged)
@@ -140,6 +143,13 @@ struct ViewStats {
   std::chrono::milliseconds since_verified{0};
   /// Messages without "_rev" taken as hints (revisionless_messages_are_hints).
   std::uint64_t hints = 0;
+  /// Resyncs that read the whole type: the start-up load, after a schema
+  /// migration, the periodic ones (resync_every), and those whose source
+  /// could not tell what changed since the view's watermark (no history, or
+  /// not as far back).
+  std::uint64_t full_resyncs = 0;
+  /// Rows (and deletions) the resyncs read: what they cost the database.
+  std::uint64_t resync_rows = 0;
   [[nodiscard]] std::uint64_t count(Anomaly anomaly) const noexcept {
     return anomalies[static_cast<std::size_t>(anomaly)];
   }

@@ -42,6 +42,35 @@ class Source {
   virtual std::map<std::string, std::int64_t> deletions(std::string_view type,
                                                         const std::optional<std::vector<std::string>>& ids,
                                                         std::optional<std::chrono::milliseconds> within) = 0;
+
+  // --- repairs by what was missed (optional) --------------------------------
+  // A source that keeps a history of its changes lets a view that missed
+  // messages (a gap, an overflow, a reconnect) read only what changed since
+  // it last read, instead of its whole type. The defaults keep no history:
+  // the view then reads everything, as before.
+
+  /// What changed in a type since a watermark.
+  struct Changes {
+    /// The entries changed since, by id, each as it is now and whatever its
+    /// fields (the view applies its narrowing itself).
+    std::map<std::string, Json> rows;
+    /// The entries deleted since, with the revision of the deletion.
+    std::map<std::string, std::int64_t> deletions;
+    /// Where the next changes_since() starts: taken before these were read.
+    std::string watermark;
+  };
+
+  /// Where the source's history stands now, as opaque text: a read() that
+  /// starts after this call sees every change made before it, and
+  /// changes_since() later finds every change made after it. std::nullopt
+  /// (the default): the source keeps no history.
+  virtual std::optional<std::string> watermark(std::string_view type);
+  /// The entries of `type` changed since `watermark` (a watermark() or a
+  /// changes_since() of this source), deletions included. std::nullopt (the
+  /// default) when the source can't tell (no history, a watermark older
+  /// than the history it keeps, or not its own): the view reads everything
+  /// (counted in ViewStats::full_resyncs).
+  virtual std::optional<Changes> changes_since(std::string_view type, const std::string& watermark);
 };
 
 /// The store as a source: Store::list and Store::deletions. Borrowed: the
