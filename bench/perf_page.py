@@ -85,6 +85,23 @@ SECTIONS = {
         "raw's.",
         "`bench/pg_compare.sh`",
     ),
+    "logical": (
+        "The store's writers on each PostgreSQL transport",
+        "`logical_bench`: 1, 4, 8 and 16 writer threads, each with a store and a connector of its own, "
+        "doing claim-and-complete cycles (two transactions) on build requests of their own, made "
+        "before timing; with the store's messages discarded (the ceiling: the store alone), sent with "
+        "NOTIFY, and written as logical messages (`transport=logical`); the cases interleaved in each "
+        "repetition. Transactions per second are counted by the writers; one consumer connector "
+        "follows every claim, and commit-to-callback latency runs from the moment the claim's "
+        "commit returned to its callback. Then 4 writers committing store transactions of 100 "
+        "messages, one consumer counting them where they arrive. Every message must arrive. On a "
+        "throwaway server with durable commits (fsync, synchronous_commit and full_page_writes on), "
+        "where NOTIFY's commits wait for each other; then the same on the test harness's settings "
+        "(all three off) for reference. Targets, with durable commits: the logical transport at "
+        "≥ 0.9 of the ceiling at 16 writers, where NOTIFY is expected near 0.3; at 1 writer, its "
+        "median latency within 1 ms of NOTIFY's.",
+        "`bench/logical_compare.sh`",
+    ),
     "view": (
         "Live views",
         "`view_bench`: applying an in-order message to a loaded live view of 1,000 resources on its "

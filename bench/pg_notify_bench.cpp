@@ -101,6 +101,7 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 
+#include "bench_common.hpp"
 #include "claim_body.hpp"
 #include "livestate/core/filter.hpp"
 #include "livestate/core/json.hpp"
@@ -150,12 +151,7 @@ constexpr const char* usage_text =
 }
 
 int positive_int(const std::string& option, const std::string& text) {
-  try {
-    std::size_t used = 0;
-    const int value = std::stoi(text, &used);
-    if (used == text.size() && value > 0) return value;
-  } catch (const std::exception&) {
-  }
+  if (const auto value = livestate::bench::positive_int(text)) return *value;
   usage_error(option + " wants a positive integer, not \"" + text + "\"");
 }
 
@@ -477,33 +473,11 @@ void fill_from(Sample& sample, Receipts& receipts) {
 // messages sent and the wall time from start to the last thread's end.
 template <class Body>
 std::pair<std::uint64_t, double> run_producers(int count, double seconds, Body body) {
-  std::atomic<bool> stop{false};
-  std::latch start(count + 1);
   std::vector<std::uint64_t> sent(static_cast<std::size_t>(count), 0);
-  std::vector<std::exception_ptr> errors(static_cast<std::size_t>(count));
-  std::vector<std::thread> threads;
-  for (int i = 0; i < count; ++i) {
-    threads.emplace_back([&, i] {
-      const auto index = static_cast<std::size_t>(i);
-      start.arrive_and_wait();
-      try {
-        sent[index] = body(index, stop);
-      } catch (...) {
-        errors[index] = std::current_exception();
-        stop = true;
-      }
-    });
-  }
-  start.arrive_and_wait();
-  const auto began = Clock::now();
-  const auto deadline = began + std::chrono::duration<double>(seconds);
-  while (!stop && Clock::now() < deadline) std::this_thread::sleep_for(1ms);
-  stop = true;
-  for (auto& thread : threads) thread.join();
-  const double elapsed = std::chrono::duration<double>(Clock::now() - began).count();
-  for (const auto& error : errors) {
-    if (error) std::rethrow_exception(error);
-  }
+  const double elapsed = livestate::bench::run_together(count, seconds, [&](int i, std::atomic<bool>& stop) {
+    const auto index = static_cast<std::size_t>(i);
+    sent[index] = body(index, stop);
+  });
   std::uint64_t total = 0;
   for (const auto n : sent) total += n;
   return {total, elapsed};
@@ -798,13 +772,8 @@ class Bench {
 
 // --- results -------------------------------------------------------------------------
 
-double median(std::vector<double> values) {
-  std::erase_if(values, [](double v) { return std::isnan(v); });
-  if (values.empty()) return NAN;
-  std::sort(values.begin(), values.end());
-  const std::size_t middle = values.size() / 2;
-  return values.size() % 2 == 1 ? values[middle] : (values[middle - 1] + values[middle]) / 2;
-}
+using livestate::bench::fixed;
+using livestate::bench::median;
 
 struct Summary {
   double sent_per_s, received_per_s, p50_ms, p99_ms, receiver_cpu;
@@ -835,13 +804,6 @@ std::string rate(double value) {
     grouped += digits[i];
   }
   return grouped;
-}
-
-std::string fixed(double value, int decimals) {
-  if (std::isnan(value)) return "n/a";
-  char text[64];
-  std::snprintf(text, sizeof text, "%.*f", decimals, value);
-  return text;
 }
 
 Json number_or_null(double value) { return std::isnan(value) ? Json(nullptr) : Json(value); }

@@ -3,10 +3,11 @@
 # the other, each writing its section of docs/PERFORMANCE.md: SimpleMQ against
 # Buildbot's (bench/compare.sh), the store against the raw database
 # (bench/store_compare.sh), the PostgreSQL connector against raw pg_notify
-# (bench/pg_compare.sh), live views and decoding (bench/run_bench.sh), live
-# views of up to a million entries (bench/view_scale.sh) and `livestate chaos`
-# as its work grows (bench/chaos_scale.sh). Takes about 10 minutes on 2 cores
-# once built; run it on a machine doing nothing else.
+# (bench/pg_compare.sh), the store's writers on each PostgreSQL transport
+# (bench/logical_compare.sh), live views and decoding (bench/run_bench.sh),
+# live views of up to a million entries (bench/view_scale.sh) and `livestate
+# chaos` as its work grows (bench/chaos_scale.sh). Takes about 20 minutes on 2
+# cores once built; run it on a machine doing nothing else.
 #
 # usage: bench/run_all.sh [--quick] [--no-page]
 #   --quick    smoke tests only: the numbers mean nothing (the page is left alone)
@@ -27,12 +28,14 @@ while (($# > 0)); do
 done
 
 # One build of them all first, so that no run shares the cores with a compiler.
-bench_build livestate_bench store_bench pg_notify_bench view_bench wire_bench view_scale_bench livestate_cli
+bench_build livestate_bench store_bench pg_notify_bench logical_bench view_bench wire_bench view_scale_bench \
+  livestate_cli
 
 bench=$bench_build_dir/bench
 "$bench_root/bench/compare.sh" ${options[@]+"${options[@]}"} "$bench/livestate_bench"
 "$bench_root/bench/store_compare.sh" ${options[@]+"${options[@]}"} "$bench/store_bench"
 "$bench_root/bench/pg_compare.sh" ${options[@]+"${options[@]}"} "$bench/pg_notify_bench"
+"$bench_root/bench/logical_compare.sh" ${options[@]+"${options[@]}"} "$bench/logical_bench"
 "$bench_root/bench/run_bench.sh" view ${options[@]+"${options[@]}"} "$bench/view_bench"
 "$bench_root/bench/run_bench.sh" wire ${options[@]+"${options[@]}"} "$bench/wire_bench"
 "$bench_root/bench/view_scale.sh" ${options[@]+"${options[@]}"} "$bench/view_scale_bench"

@@ -72,6 +72,7 @@ int run_demo(const std::vector<std::string>& args, std::ostream& out);
 int run_migrate(const std::vector<std::string>& args, std::ostream& out);
 int run_view(const std::vector<std::string>& args, std::ostream& out);
 int run_replay(const std::vector<std::string>& args, std::ostream& out);
+int run_slots(const std::vector<std::string>& args, std::ostream& out);
 int run_produce(const std::vector<std::string>& args, std::ostream& out);
 int run_watch(const std::vector<std::string>& args, std::ostream& out);
 

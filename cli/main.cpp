@@ -21,6 +21,8 @@ constexpr const char* usage =
     "  produce  produce one message (KEY JSON) on the database's connector\n"
     "  replay   replay a Buildbot message trace into the store and, through\n"
     "           faulty connectors, to live views of every type in it\n"
+    "  slots    list the logical transport's replication slots and the WAL each\n"
+    "           keeps, or drop a durable consumer's (slots drop NAME)\n"
     "  view     print a database's entries of a resource type\n"
     "  watch    print the messages matching a filter as they arrive, one JSON\n"
     "           line each, and the connector's control events\n"
@@ -47,6 +49,7 @@ int main(int argc, char** argv) {
     if (command == "migrate") return livestate::cli::run_migrate(args, std::cout);
     if (command == "produce") return livestate::cli::run_produce(args, std::cout);
     if (command == "replay") return livestate::cli::run_replay(args, std::cout);
+    if (command == "slots") return livestate::cli::run_slots(args, std::cout);
     if (command == "view") return livestate::cli::run_view(args, std::cout);
     if (command == "watch") return livestate::cli::run_watch(args, std::cout);
     std::cerr << "livestate: unknown command '" << command << "'; run 'livestate --help'\n";

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "commands.hpp"
+#include "table.hpp"
 #include "livestate/core/error.hpp"
 #include "livestate/core/json.hpp"
 #include "livestate/db/errors.hpp"
@@ -73,18 +74,7 @@ void print_table(const std::string& type, const std::vector<Json>& rows, std::os
     for (const auto& column : columns) line.push_back(row.contains(column) ? cell(row[column]) : "");
     cells.push_back(std::move(line));
   }
-  std::vector<std::size_t> widths(columns.size(), 0);
-  for (const auto& line : cells) {
-    for (std::size_t i = 0; i < line.size(); ++i) widths[i] = std::max(widths[i], line[i].size());
-  }
-  for (const auto& line : cells) {
-    std::string text;
-    for (std::size_t i = 0; i < line.size(); ++i) {
-      text += line[i];
-      if (i + 1 < line.size()) text += std::string(widths[i] - line[i].size() + 2, ' ');
-    }
-    out << text << "\n";
-  }
+  print_aligned(cells, out);
 }
 
 // The rows of a Buildbot database, by id as a number.

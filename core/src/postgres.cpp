@@ -81,19 +81,44 @@ std::string unescaped_value(std::string_view raw) {
 
 std::vector<Span> secret_spans(std::string_view url);
 
-// A URI's query ("name=value&…", starting at `from`): the values of secret
-// parameters. A name that can't be decoded hides its value too.
-void query_secrets(std::string_view url, std::size_t from, std::vector<Span>& spans) {
+// A URI's query ("name=value&…", starting at `from`): each parameter that
+// has an '=', its name and value as written.
+struct QueryParameter {
+  Span whole;  // the parameter, without the '&' around it
+  Span name;
+  Span value;
+};
+
+std::vector<QueryParameter> query_parameters(std::string_view url, std::size_t from) {
+  std::vector<QueryParameter> parameters;
   while (from < url.size()) {
     std::size_t end = url.find('&', from);
     if (end == std::string_view::npos) end = url.size();
     const std::string_view parameter = url.substr(from, end - from);
     if (const auto equals = parameter.find('='); equals != std::string_view::npos) {
-      const auto name = percent_decoded(parameter.substr(0, equals));
-      if (!name || is_secret_name(*name)) spans.push_back({from + equals + 1, end});
+      parameters.push_back({{from, end}, {from, from + equals}, {from + equals + 1, end}});
     }
     from = end + 1;
   }
+  return parameters;
+}
+
+std::string_view text_of(std::string_view url, Span span) { return url.substr(span.begin, span.end - span.begin); }
+
+// The values of secret parameters. A name that can't be decoded hides its
+// value too.
+void query_secrets(std::string_view url, std::size_t from, std::vector<Span>& spans) {
+  for (const auto& parameter : query_parameters(url, from)) {
+    const auto name = percent_decoded(text_of(url, parameter.name));
+    if (!name || is_secret_name(*name)) spans.push_back(parameter.value);
+  }
+}
+
+// Where libpq ends a URI's credentials: the first '@' before any '/'
+// (npos without credentials).
+std::size_t credentials_end(std::string_view url, std::size_t start) {
+  const auto slash = std::min(url.find('/', start), url.size());
+  return url.substr(0, slash).find('@', start);
 }
 
 // postgresql://[user[:password]@][hosts][/dbname][?query]. libpq ends the
@@ -105,8 +130,7 @@ void uri_secrets(std::string_view url, std::size_t start, std::vector<Span>& spa
     const auto colon = url.find(':', start);
     if (colon != std::string_view::npos && colon < at && colon + 1 < at) spans.push_back({colon + 1, at});
   };
-  const auto slash = std::min(url.find('/', start), url.size());
-  const auto first_at = url.substr(0, slash).find('@', start);
+  const auto first_at = credentials_end(url, start);
   if (first_at != std::string_view::npos) add_credentials(first_at);
   const auto question = std::min(url.find('?', start), url.size());
   const auto last_at = url.substr(0, question).rfind('@');
@@ -118,9 +142,17 @@ void uri_secrets(std::string_view url, std::size_t start, std::vector<Span>& spa
   }
 }
 
-// "key = value key='quoted \' value'": libpq's conninfo grammar. Where it
-// stops making sense, everything to the end is hidden.
-void keyword_secrets(std::string_view url, std::vector<Span>& spans) {
+// One "name = value" of a conninfo string, as libpq's grammar reads it
+// ("key = value key='quoted \' value'"). `malformed`: parsing stopped here
+// (no '=', an unterminated quote); the token then runs to the end.
+struct KeywordToken {
+  Span name;
+  Span value;
+  bool malformed = false;
+};
+
+std::vector<KeywordToken> keyword_tokens(std::string_view url) {
+  std::vector<KeywordToken> tokens;
   std::size_t at = 0;
   while (at < url.size()) {
     if (is_space(url[at])) {
@@ -129,11 +161,11 @@ void keyword_secrets(std::string_view url, std::vector<Span>& spans) {
     }
     const std::size_t name_begin = at;
     while (at < url.size() && url[at] != '=' && !is_space(url[at])) ++at;
-    const std::string_view name = url.substr(name_begin, at - name_begin);
+    const Span name{name_begin, at};
     while (at < url.size() && is_space(url[at])) ++at;
     if (at >= url.size() || url[at] != '=') {
-      spans.push_back({name_begin, url.size()});
-      return;
+      tokens.push_back({name, {name_begin, url.size()}, true});
+      return tokens;
     }
     ++at;
     while (at < url.size() && is_space(url[at])) ++at;
@@ -142,20 +174,31 @@ void keyword_secrets(std::string_view url, std::vector<Span>& spans) {
       ++at;
       while (at < url.size() && url[at] != '\'') at += url[at] == '\\' ? 2 : 1;
       if (at >= url.size()) {
-        spans.push_back({name_begin, url.size()});  // unterminated quote
-        return;
+        tokens.push_back({name, {name_begin, url.size()}, true});  // unterminated quote
+        return tokens;
       }
       ++at;
     } else {
       while (at < url.size() && !is_space(url[at])) at += url[at] == '\\' ? 2 : 1;
       at = std::min(at, url.size());
     }
-    const Span value{value_begin, at};
-    if (is_secret_name(name)) {
+    tokens.push_back({name, {value_begin, at}, false});
+  }
+  return tokens;
+}
+
+// Where parsing stops making sense, everything to the end is hidden.
+void keyword_secrets(std::string_view url, std::vector<Span>& spans) {
+  for (const auto& token : keyword_tokens(url)) {
+    const std::string_view name = text_of(url, token.name);
+    const Span& value = token.value;
+    if (token.malformed) {
+      spans.push_back(value);
+    } else if (is_secret_name(name)) {
       if (value.end > value.begin) spans.push_back(value);
     } else if (name == "dbname") {
       // libpq reads a URL or conninfo given as dbname as a whole connection string.
-      const std::string nested = unescaped_value(url.substr(value.begin, value.end - value.begin));
+      const std::string nested = unescaped_value(text_of(url, value));
       if (is_postgres_url(nested) && !secret_spans(nested).empty()) spans.push_back(value);
     }
   }
@@ -248,6 +291,51 @@ std::string scrub_postgres_secrets(std::string_view message, std::string_view ur
   }
   std::sort(secrets.begin(), secrets.end(), [](const auto& a, const auto& b) { return a.size() > b.size(); });
   for (const auto& secret : secrets) replace_all(result, secret, "***");
+  return result;
+}
+
+PostgresTransportParameter take_transport_parameter(std::string_view url) {
+  PostgresTransportParameter result{std::string(url), std::nullopt};
+  std::vector<Span> cut;  // what goes, in order
+  switch (postgres_url_kind(url)) {
+    case PostgresUrlKind::uri: {
+      const auto start = uri_prefix_length(url);
+      const auto at = credentials_end(url, start);
+      const auto question = url.find('?', at != std::string_view::npos ? at + 1 : start);
+      if (question == std::string_view::npos) break;
+      for (const auto& parameter : query_parameters(url, question + 1)) {
+        if (percent_decoded(text_of(url, parameter.name)) != "transport") continue;
+        result.transport = percent_decoded(text_of(url, parameter.value)).value_or(std::string(text_of(url, parameter.value)));
+        // With the '&' before it, or the '?' when it is the first one (the
+        // '&' after it goes instead, or the '?' alone when it was the only one).
+        Span gone = parameter.whole;
+        if (gone.begin > question + 1) {
+          --gone.begin;
+        } else if (gone.end < url.size()) {
+          ++gone.end;
+        } else {
+          gone.begin = question;
+        }
+        cut.push_back(gone);
+      }
+      break;
+    }
+    case PostgresUrlKind::keywords:
+      for (const auto& token : keyword_tokens(url)) {
+        if (token.malformed || text_of(url, token.name) != "transport") continue;
+        result.transport = unescaped_value(text_of(url, token.value));
+        Span gone{token.name.begin, token.value.end};
+        while (gone.end < url.size() && is_space(url[gone.end])) ++gone.end;
+        cut.push_back(gone);
+      }
+      break;
+    case PostgresUrlKind::not_postgres:
+      break;
+  }
+  for (auto span = cut.rbegin(); span != cut.rend(); ++span) {
+    result.url.erase(span->begin, span->end - span->begin);
+  }
+  if (!cut.empty() && result.url.ends_with('?')) result.url.pop_back();  // nothing left of the query
   return result;
 }
 

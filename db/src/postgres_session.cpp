@@ -469,7 +469,10 @@ class PostgresSession final : public Session {
 // UnsupportedUrl, with libpq's reason and without the URL's passwords.
 std::string conninfo_with_defaults(std::string_view url, const std::string& name, const SessionOptions& options) {
   char* error = nullptr;
-  std::unique_ptr<PQconninfoOption, decltype(&PQconninfoFree)> parsed(PQconninfoParse(std::string(url).c_str(), &error),
+  // The connector's `transport` parameter is not libpq's: the same URL opens
+  // the store and its connector.
+  const std::string for_libpq = ::livestate::detail::take_transport_parameter(url).url;
+  std::unique_ptr<PQconninfoOption, decltype(&PQconninfoFree)> parsed(PQconninfoParse(for_libpq.c_str(), &error),
                                                                       &PQconninfoFree);
   if (!parsed) {
     const std::string reason = error != nullptr ? one_line(error) : "out of memory";

@@ -12,6 +12,7 @@ Consumer::~Consumer() = default;
 TransportError::~TransportError() = default;
 NotSent::~NotSent() = default;
 MaybeSent::~MaybeSent() = default;
+UnsupportedServer::~UnsupportedServer() = default;
 
 struct Connector::WaitState {
   std::mutex mutex;
@@ -61,20 +62,22 @@ void Connector::start_wait(Filter filter, std::function<bool()> check, WaitCompl
   }
   // The consumer's callback owns the state until the wait finishes, which
   // destroys the consumer and so the callback: no cycle outlives the wait.
+  // The Message form, so that the message carries its position where the
+  // transport knows it.
   auto consumer = start_consuming(
-      [state](const RoutingKey& key, const Json& body) {
+      MessageCallback([state](const Message& message) {
         {
           std::lock_guard lock(state->mutex);
           if (state->done) return;
           if (state->checking) {
             // Held until check() has said no: a check that throws or says yes
             // must not have completed the handler already.
-            if (!state->early) state->early.emplace(Message{key, body});
+            if (!state->early) state->early.emplace(message);
             return;
           }
         }
-        finish_wait(state, {}, Message{key, body});
-      },
+        finish_wait(state, {}, message);
+      }),
       std::move(filter));
   {
     std::lock_guard lock(state->mutex);

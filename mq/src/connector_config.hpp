@@ -9,11 +9,16 @@
 
 namespace livestate::mq::detail {
 
+/// How a connector's messages travel: NOTIFY, or logical messages in the WAL
+/// read through logical decoding (the URL's `transport` parameter).
+enum class Transport { notify, logical };
+
 struct ConnectorConfig {
-  std::string url;   ///< as given: may hold a password
+  std::string url;   ///< for libpq (without livestate's `transport`): may hold a password
   std::string name;  ///< the URL without its password, for messages and logs
   PostgresOptions options;
   std::string origin;  ///< this connector's origin in the wire format
+  Transport transport = Transport::notify;
 
   /// How its connections named `application` are made.
   [[nodiscard]] ConnectionSettings connection(const char* application) const {

@@ -22,6 +22,17 @@ std::unique_ptr<Consumer> Connector::start_consuming_with(Callback callback, Fil
   return start_consuming(std::move(callback), std::move(filter), std::move(options.persistent_name));
 }
 
+std::unique_ptr<Consumer> Connector::start_consuming_messages(MessageCallback callback, Filter filter,
+                                                              ConsumeOptions options) {
+  Callback plain;
+  if (callback) {
+    plain = [callback = std::move(callback)](const RoutingKey& key, const Json& body) {
+      callback(Message{key, body});
+    };
+  }
+  return start_consuming_with(std::move(plain), std::move(filter), std::move(options));
+}
+
 SqlRunner::~SqlRunner() = default;
 TransactionalTransport::~TransactionalTransport() = default;
 

@@ -14,12 +14,14 @@
 
 namespace livestate::mq::detail {
 
-/// A message received, ready for consumers.
-struct Delivery {
-  RoutingKey key;
-  Json body;
+/// A message received, ready for consumers: the message itself (a consumer
+/// of whole messages is handed it as it is), and who sent it.
+struct Delivery : Message {
   std::optional<std::string> origin;
   std::uint64_t sequence = 0;  ///< 0: none
+  /// The logical transport's durable consumers: once this message is
+  /// delivered, its transaction is, up to this position (0: not the last).
+  std::uint64_t acknowledges = 0;
 };
 
 /// What the listener hands to consumers: messages, and control events in

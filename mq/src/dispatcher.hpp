@@ -16,6 +16,7 @@
 #include <boost/asio/any_io_executor.hpp>
 
 #include "filter_index.hpp"
+#include "livestate/mq/consumer.hpp"
 #include "subscriber.hpp"
 
 namespace livestate::mq::detail {
@@ -45,6 +46,17 @@ class Subscription {
  private:
   std::shared_ptr<Dispatcher> m_dispatcher;
   std::shared_ptr<Subscriber> m_subscriber;
+};
+
+/// A consumer without a persistent name: its queue, stopped with it.
+class SubscriptionConsumer final : public Consumer {
+ public:
+  explicit SubscriptionConsumer(Subscription subscription) : m_subscription(std::move(subscription)) {}
+  ~SubscriptionConsumer() override { stop_consuming(); }
+  void stop_consuming() override { m_subscription.stop(); }
+
+ private:
+  Subscription m_subscription;
 };
 
 /// Thread safety: every function may be called from any thread; deliver()

@@ -3,9 +3,9 @@
 // The listening connection's I/O: a thin Asio driver for ListenerMachine
 // (listener_machine.hpp). It runs libpq without blocking (non-blocking
 // connect and input), waits on its socket and its timers on a strand of the
-// user's executor, feeds what happened to the machine and does what the
-// machine says; what it received goes to the dispatcher, what it counted to
-// the ListenerStatus.
+// user's executor (pq_driver.hpp), feeds what happened to the machine and
+// does what the machine says; what it received goes to the dispatcher, what
+// it counted to the ListenerStatus.
 
 #include <array>
 #include <chrono>
@@ -23,6 +23,7 @@
 #include "dispatcher.hpp"
 #include "listener_machine.hpp"
 #include "pq_connection.hpp"
+#include "pq_driver.hpp"
 
 namespace livestate::mq::detail {
 
@@ -47,7 +48,8 @@ class ListenerStatus {
   bool m_stopped = false;
 };
 
-class Listener final : public std::enable_shared_from_this<Listener> {
+class Listener final
+    : public PqDriver<Listener, ListenerMachine, ListenerTimer, listener_timer_count> {
  public:
   Listener(const boost::asio::any_io_executor& executor, std::string url, ConnectionSettings connection,
            ListenerSettings settings, std::shared_ptr<ListenerStatus> status,
@@ -58,35 +60,20 @@ class Listener final : public std::enable_shared_from_this<Listener> {
   void stop();
 
  private:
-  void run(ListenerActions actions);
-  void connect();
-  void poll_connect();
-  void wait(boost::asio::posix::stream_descriptor::wait_type direction);
-  void read_input();
-  void flush();
-  void send_query(const listener_action::SendQuery& query);
-  void arm(const listener_action::ArmTimer& timer);
-  void close() noexcept;
-  [[nodiscard]] bool watch_socket();
-  [[nodiscard]] boost::asio::steady_timer& timer(ListenerTimer which) {
-    return m_timers[static_cast<std::size_t>(which)];
-  }
+  template <class, class, class, std::size_t>
+  friend class PqDriver;
 
-  boost::asio::strand<boost::asio::any_io_executor> m_strand;
-  const std::string m_url;
-  const ConnectionSettings m_connection_settings;
+  void run(ListenerActions actions);
+  void read_input();
+  void send_query(const listener_action::SendQuery& query);
+  void close() noexcept;
+
   const std::shared_ptr<ListenerStatus> m_status;
   const std::shared_ptr<Dispatcher> m_dispatcher;
-  ListenerMachine m_machine;
 
   // The strand's.
-  Connection m_connection;
-  std::uint64_t m_generation = 0;  // of m_connection: handlers of an older one return
-  std::optional<boost::asio::posix::stream_descriptor> m_socket;
-  int m_socket_fd = -1;
   bool m_query_in_flight = false;
   Result m_last_result;
-  std::array<boost::asio::steady_timer, listener_timer_count> m_timers;
 };
 
 }  // namespace livestate::mq::detail

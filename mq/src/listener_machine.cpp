@@ -43,7 +43,7 @@ ListenerSettings ListenerSettings::from(std::string name, const PostgresOptions&
 ListenerMachine::ListenerMachine(ListenerSettings settings, Random random)
     : m_settings(std::move(settings)),
       m_random(std::move(random)),
-      m_backoff(m_settings.reconnect_initial),
+      m_backoff(m_settings.reconnect_initial, m_settings.reconnect_max),
       m_sequences(m_settings.forget_origins_after) {}
 
 // --- events -------------------------------------------------------------------
@@ -54,46 +54,26 @@ ListenerActions ListenerMachine::start(Clock::time_point) {
 }
 
 ListenerActions ListenerMachine::connect_polled(Polled status, std::string_view error, Clock::time_point now) {
-  if (m_phase != Phase::connecting) return finish();
-  switch (status) {
-    case Polled::failed:
-      lost("cannot connect: " + std::string(error), now);
-      break;
-    case Polled::reading:
-      wait_readable();
-      break;
-    case Polled::writing:
-      if (!std::exchange(m_waiting_writable, true)) m_actions.emplace_back(action::WaitWritable{});
-      break;
-    case Polled::ok:
-      m_phase = Phase::connected;
-      cancel(ListenerTimer::connect_deadline);
-      m_last_traffic = now;
-      send_query(QueryKind::listen, "LISTEN " + quoted_channel(m_settings.channel), {});
-      wait_readable();
-      break;
+  if (m_phase != Phase::connecting || m_waits.connecting(status, m_actions)) return finish();
+  if (status == Polled::failed) {
+    lost("cannot connect: " + std::string(error), now);
+    return finish();
   }
+  m_phase = Phase::connected;
+  cancel(ListenerTimer::connect_deadline);
+  m_last_traffic = now;
+  send_query(QueryKind::listen, "LISTEN " + quoted_channel(m_settings.channel), {});
+  m_waits.wait_readable(m_actions);
   return finish();
 }
 
 ListenerActions ListenerMachine::socket_readable(Clock::time_point now) {
-  m_waiting_readable = false;
-  if (m_phase == Phase::connecting) {
-    m_actions.emplace_back(action::PollConnect{});
-  } else if (connection_open()) {
-    m_last_traffic = now;
-    m_actions.emplace_back(action::ReadInput{});
-  }
+  if (m_waits.ready(true, m_phase == Phase::connecting, connection_open(), m_actions)) m_last_traffic = now;
   return finish();
 }
 
 ListenerActions ListenerMachine::socket_writable(Clock::time_point) {
-  m_waiting_writable = false;
-  if (m_phase == Phase::connecting) {
-    m_actions.emplace_back(action::PollConnect{});
-  } else if (connection_open()) {
-    m_actions.emplace_back(action::Flush{});
-  }
+  m_waits.ready(false, m_phase == Phase::connecting, connection_open(), m_actions);
   return finish();
 }
 
@@ -137,7 +117,7 @@ ListenerActions ListenerMachine::notification(std::string_view channel, std::str
 ListenerActions ListenerMachine::input_read(bool connection_ok, Clock::time_point now) {
   if (connection_open()) {
     if (connection_ok) {
-      wait_readable();
+      m_waits.wait_readable(m_actions);
     } else {
       lost("the server closed the connection", now);
     }
@@ -146,9 +126,7 @@ ListenerActions ListenerMachine::input_read(bool connection_ok, Clock::time_poin
 }
 
 ListenerActions ListenerMachine::output_pending(Clock::time_point) {
-  if (connection_open() && !std::exchange(m_waiting_writable, true)) {
-    m_actions.emplace_back(action::WaitWritable{});
-  }
+  if (connection_open()) m_waits.wait_writable(m_actions);
   return finish();
 }
 
@@ -217,11 +195,10 @@ void ListenerMachine::lost(const std::string& reason, Clock::time_point) {
   if (was_listening || m_last_reconnect_reason.empty()) m_last_reconnect_reason = reason;
   log(was_listening ? LogLevel::warning : LogLevel::info,
       "listening connection to " + m_settings.name + " lost: " + reason + "; reconnecting in " +
-          std::to_string(m_backoff.count()) + " ms");
+          std::to_string(m_backoff.step().count()) + " ms");
   m_actions.emplace_back(action::Close{});
   m_phase = Phase::waiting;
-  m_waiting_readable = false;
-  m_waiting_writable = false;
+  m_waits.reset();
   m_queries.clear();
   m_query_sent = false;
   m_probing = false;
@@ -230,16 +207,12 @@ void ListenerMachine::lost(const std::string& reason, Clock::time_point) {
   cancel(ListenerTimer::connect_deadline);
   cancel(ListenerTimer::probe);
   cancel(ListenerTimer::probe_deadline);
-  // Backoff with jitter: between half and all of the current step.
-  const auto low = static_cast<std::uint64_t>(m_backoff.count() / 2);
-  const auto high = static_cast<std::uint64_t>(m_backoff.count());
-  arm(ListenerTimer::retry, milliseconds(static_cast<milliseconds::rep>(low + m_random() % (high - low + 1))));
-  m_backoff = std::min(m_backoff * 2, m_settings.reconnect_max);
+  arm(ListenerTimer::retry, m_backoff.next(m_random()));
   publish_status();
 }
 
 void ListenerMachine::on_listening(Clock::time_point now) {
-  m_backoff = m_settings.reconnect_initial;
+  m_backoff.reset();
   m_phase = Phase::listening;
   m_listening_since = now;
   const bool reconnected = std::exchange(m_ever_listened, true);
@@ -256,10 +229,6 @@ void ListenerMachine::on_listening(Clock::time_point now) {
   }
   publish_status();
   arm(ListenerTimer::probe, m_settings.probe_interval);
-}
-
-void ListenerMachine::wait_readable() {
-  if (!std::exchange(m_waiting_readable, true)) m_actions.emplace_back(action::WaitReadable{});
 }
 
 void ListenerMachine::send_query(QueryKind kind, std::string sql, std::vector<std::string> params) {
@@ -332,14 +301,8 @@ void ListenerMachine::decode(std::string_view payload, Clock::time_point now) {
   for (; next_refused != refused.end(); ++next_refused) check_sequence(*decoded.origin, *next_refused, true, now);
 }
 
-// One line per kind of problem per minute, not one per payload.
 void ListenerMachine::report_problem(const wire::Problem& problem, Clock::time_point now) {
-  auto& last = m_problem_logged[problem.kind];
-  if (last.time_since_epoch().count() != 0 && now - last < std::chrono::minutes(1)) return;
-  last = now;
-  log(LogLevel::warning, "dropped a malformed message on channel " + m_settings.channel + " (" +
-                             std::string(wire::to_string(problem.kind)) + "): " + problem.detail +
-                             " (further ones of this kind are counted, logged at most once a minute)");
+  if (auto line = m_malformed_log.line(problem, m_settings.channel, now)) log(LogLevel::warning, std::move(*line));
 }
 
 // A gap event goes where the missed messages would have been.
@@ -374,8 +337,9 @@ void ListenerMachine::release_ready() {
                    {std::to_string(*received->message.reference)});
         return;
       }
-      m_ready.emplace_back(Delivery{std::move(received->message.key), std::move(received->message.body),
-                                    std::move(received->origin), received->message.sequence.value_or(0)});
+      m_ready.emplace_back(Delivery{{std::move(received->message.key), std::move(received->message.body)},
+                                    std::move(received->origin),
+                                    received->message.sequence.value_or(0)});
     } else {
       m_ready.emplace_back(std::move(std::get<ControlEvent>(front)));
     }

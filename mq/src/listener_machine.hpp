@@ -37,14 +37,14 @@
 #include <vector>
 
 #include "delivery.hpp"
+#include "io_actions.hpp"
 #include "origin_sequences.hpp"
+#include "stream_rules.hpp"
 #include "livestate/core/log.hpp"
 #include "livestate/core/wire.hpp"
 #include "livestate/mq/postgres.hpp"
 
 namespace livestate::mq::detail {
-
-using Clock = std::chrono::steady_clock;
 
 struct ListenerSettings {
   std::string name;     ///< the server, for log lines (no password)
@@ -82,25 +82,20 @@ struct QueryResult {
 };
 
 namespace listener_action {
-struct Connect {};      ///< start a new connection; report connect_polled
-struct PollConnect {};  ///< PQconnectPoll; report connect_polled
-struct WaitReadable {};
-struct WaitWritable {};
-struct ReadInput {};  ///< consume input; report results, notifications, input_read
-struct Flush {};      ///< flush output; report output_pending if some is left
+using io_action::Close;
+using io_action::Connect;
+using io_action::Flush;
+using io_action::Log;
+using io_action::PollConnect;
+using io_action::ReadInput;
+using io_action::WaitReadable;
+using io_action::WaitWritable;
+using ArmTimer = io_action::ArmTimer<ListenerTimer>;
+using CancelTimer = io_action::CancelTimer<ListenerTimer>;
 struct SendQuery {
   std::string sql;
   std::vector<std::string> params;
 };
-struct ArmTimer {
-  ListenerTimer timer;
-  Clock::duration after;
-  std::uint64_t token;
-};
-struct CancelTimer {
-  ListenerTimer timer;
-};
-struct Close {};  ///< close the connection and stop waiting on its socket
 struct Deliver {
   std::vector<Item> items;
 };
@@ -110,10 +105,6 @@ struct PublishCounters {
 struct PublishStatus {
   bool listening;
   std::string last_reconnect_reason;
-};
-struct Log {
-  LogLevel level;
-  std::string text;
 };
 }  // namespace listener_action
 
@@ -129,7 +120,7 @@ class ListenerMachine {
  public:
   /// Uniform 64-bit numbers, for the reconnection jitter.
   using Random = std::function<std::uint64_t()>;
-  enum class Polled { reading, writing, ok, failed };
+  using Polled = detail::Polled;
 
   ListenerMachine(ListenerSettings settings, Random random);
 
@@ -151,7 +142,7 @@ class ListenerMachine {
   [[nodiscard]] bool listening() const noexcept { return m_phase == Phase::listening; }
   [[nodiscard]] const ListenerCounters& counters() const noexcept { return m_counters; }
   /// The next reconnection's backoff step (the delay is half of it to all of it).
-  [[nodiscard]] std::chrono::milliseconds backoff() const noexcept { return m_backoff; }
+  [[nodiscard]] std::chrono::milliseconds backoff() const noexcept { return m_backoff.step(); }
 
  private:
   enum class Phase { idle, connecting, connected, listening, waiting, stopped };
@@ -173,7 +164,6 @@ class ListenerMachine {
   void connect();
   void lost(const std::string& reason, Clock::time_point now);
   void on_listening(Clock::time_point now);
-  void wait_readable();
   void send_query(QueryKind kind, std::string sql, std::vector<std::string> params);
   void send_front();
   void arm(ListenerTimer timer, Clock::duration after);
@@ -192,7 +182,7 @@ class ListenerMachine {
   const ListenerSettings m_settings;
   Random m_random;
   Phase m_phase = Phase::idle;
-  std::chrono::milliseconds m_backoff;
+  Backoff m_backoff;
 
   ListenerActions m_actions;  // the current event's
   bool m_counters_changed = false;
@@ -202,8 +192,7 @@ class ListenerMachine {
 
   std::array<std::uint64_t, listener_timer_count> m_timer_tokens{};  // 0: not armed
   std::uint64_t m_next_token = 0;
-  bool m_waiting_readable = false;
-  bool m_waiting_writable = false;
+  SocketWaits m_waits;
 
   std::deque<Query> m_queries;
   bool m_query_sent = false;  // the front of m_queries is with the server
@@ -215,7 +204,7 @@ class ListenerMachine {
   std::vector<Item> m_ready;                                    // to deliver at the end of the event
   OriginSequences m_sequences;
   Clock::time_point m_listening_since{};
-  std::map<wire::ProblemKind, Clock::time_point> m_problem_logged;
+  MalformedLog m_malformed_log;
 };
 
 }  // namespace livestate::mq::detail

@@ -1,5 +1,6 @@
 // The PostgreSQL LISTEN/NOTIFY connector: the facade that puts its parts
-// together.
+// together; and make_postgres_connector, which reads the URL's transport and
+// makes this one or the logical one (logical_connector.hpp).
 //
 // - The listening connection (listener.hpp), driven without blocking on a
 //   strand of the user's executor; its logic (connecting, LISTEN,
@@ -24,9 +25,11 @@
 #include <string>
 
 #include "connector_config.hpp"
+#include "connector_stats.hpp"
 #include "dispatcher.hpp"
 #include "durable_queue.hpp"
 #include "listener.hpp"
+#include "logical_connector.hpp"
 #include "livestate/core/detail/postgres.hpp"
 #include "livestate/core/error.hpp"
 #include "livestate/mq/postgres.hpp"
@@ -71,23 +74,10 @@ std::string random_origin() {
   return text;
 }
 
-// A consumer without a persistent name: its queue, stopped with it.
-class PostgresConsumer final : public Consumer {
- public:
-  explicit PostgresConsumer(Subscription subscription) : m_subscription(std::move(subscription)) {}
-  ~PostgresConsumer() override { stop_consuming(); }
-  void stop_consuming() override { m_subscription.stop(); }
-
- private:
-  Subscription m_subscription;
-};
-
 class PostgresConnectorImpl final : public PostgresConnector, public TransactionalTransport {
  public:
-  PostgresConnectorImpl(std::string_view url, asio::any_io_executor executor, PostgresOptions options)
-      : m_config(std::make_shared<const ConnectorConfig>(
-            ConnectorConfig{std::string(url), livestate::detail::redact_postgres_url(url), std::move(options),
-                            random_origin()})),
+  PostgresConnectorImpl(std::shared_ptr<const ConnectorConfig> config, asio::any_io_executor executor)
+      : m_config(std::move(config)),
         m_executor(std::move(executor)),
         m_producer(*m_config, m_tables),
         m_dispatcher(std::make_shared<Dispatcher>(m_executor, m_config->options.max_buffered,
@@ -120,27 +110,9 @@ class PostgresConnectorImpl final : public PostgresConnector, public Transaction
   using Connector::start_consuming;
 
   [[nodiscard]] ConnectorStats stats() const override {
-    const auto& counters = *m_dispatcher->counters();
-    ConnectorStats stats;
-    stats.consumers = m_dispatcher->consumers();
-    stats.produced = m_producer.produced();
-    stats.delivered = counters.delivered;
-    stats.callback_errors = counters.callback_errors;
-    return stats;
+    return connector_stats(*m_dispatcher, m_producer.produced());
   }
-
-  [[nodiscard]] PostgresStats postgres_stats() const override {
-    const auto& counters = *m_dispatcher->counters();
-    PostgresStats stats;
-    m_status->fill(stats);
-    stats.delivered = counters.delivered;
-    stats.callback_errors = counters.callback_errors;
-    stats.dropped_overflow = counters.dropped;
-    stats.backlog_peak = counters.backlog_peak;
-    stats.queue_rows_read = counters.queue_rows_read;
-    stats.queue_page_peak = counters.queue_page_peak;
-    return stats;
-  }
+  [[nodiscard]] PostgresStats postgres_stats() const override { return detail::postgres_stats(*m_status, *m_dispatcher); }
 
   [[nodiscard]] const std::string& origin() const noexcept override { return m_config->origin; }
   [[nodiscard]] bool wait_listening(std::chrono::milliseconds timeout) const override {
@@ -160,7 +132,7 @@ class PostgresConnectorImpl final : public PostgresConnector, public Transaction
                                     std::move(options.on_control));
     }
     if (!callback) throw std::invalid_argument("livestate::mq::PostgresConnector::start_consuming: empty callback");
-    return std::make_unique<PostgresConsumer>(m_dispatcher->subscribe(
+    return std::make_unique<SubscriptionConsumer>(m_dispatcher->subscribe(
         filter, "consumer of " + filter.str(),
         [callback = std::move(callback)](const Delivery& delivery) { callback(delivery.key, delivery.body); },
         std::move(options.on_control)));
@@ -191,19 +163,32 @@ int register_connector() noexcept {
 std::unique_ptr<PostgresConnector> make_postgres_connector(std::string_view url, asio::any_io_executor executor,
                                                            PostgresOptions options) {
   check_channel(options.channel);
+  const std::string name = livestate::detail::redact_postgres_url(url);
+  // livestate's own parameter, which libpq would refuse.
+  auto [for_libpq, transport_name] = livestate::detail::take_transport_parameter(url);
+  Transport transport = Transport::notify;
+  if (transport_name && *transport_name == "logical") {
+    transport = Transport::logical;
+  } else if (transport_name && *transport_name != "notify") {
+    throw UnsupportedUrl("cannot listen or produce on " + name + ": unknown transport '" +
+                         transport_name->substr(0, 40) + "': use transport=notify (the default) or transport=logical");
+  }
   // A URL libpq can't read is refused now, in words without its passwords
   // (libpq's own quote the token they refuse), rather than by every
   // connection attempt, later, in the log.
   char* error = nullptr;
-  if (PQconninfoOption* parsed = PQconninfoParse(std::string(url).c_str(), &error)) {
+  if (PQconninfoOption* parsed = PQconninfoParse(for_libpq.c_str(), &error)) {
     PQconninfoFree(parsed);
   } else {
     const std::string reason = error != nullptr ? one_line(error) : "out of memory";
     if (error != nullptr) PQfreemem(error);
-    throw UnsupportedUrl("cannot listen or produce on " + livestate::detail::redact_postgres_url(url) +
-                         ": libpq cannot read it: " + livestate::detail::scrub_postgres_secrets(reason, url));
+    throw UnsupportedUrl("cannot listen or produce on " + name + ": libpq cannot read it: " +
+                         livestate::detail::scrub_postgres_secrets(reason, url));
   }
-  return std::make_unique<PostgresConnectorImpl>(url, std::move(executor), std::move(options));
+  auto config = std::make_shared<const ConnectorConfig>(
+      ConnectorConfig{std::move(for_libpq), name, std::move(options), random_origin(), transport});
+  if (transport == Transport::logical) return make_logical_connector(std::move(config), std::move(executor));
+  return std::make_unique<PostgresConnectorImpl>(std::move(config), std::move(executor));
 }
 
 }  // namespace livestate::mq

@@ -20,9 +20,10 @@ Connection start_connection(const std::string& url, const ConnectionSettings& se
   const std::string user_timeout = std::to_string(settings.tcp_user_timeout.count());
   const char* keywords[] = {"keepalives",       "keepalives_idle",  "keepalives_interval",
                             "keepalives_count", "tcp_user_timeout", "connect_timeout",
-                            "fallback_application_name", "dbname", nullptr};
+                            "fallback_application_name", "dbname", "replication", nullptr};
+  // After "dbname", so that it wins over the URL's own; nothing when null.
   const char* values[] = {"1", "5", "2", "3", user_timeout.c_str(), timeout.c_str(), settings.application, url.c_str(),
-                          nullptr};
+                          settings.replication ? "database" : nullptr, nullptr};
   PGconn* raw = blocking ? PQconnectdbParams(keywords, values, 1) : PQconnectStartParams(keywords, values, 1);
   if (raw == nullptr) throw std::bad_alloc();
   // Server notices ("relation already exists, skipping", "terminating

@@ -43,6 +43,9 @@ struct ConnectionSettings {
   /// How long sent data may stay unacknowledged before the kernel gives the
   /// connection up (tcp_user_timeout); TCP keepalives are on as well.
   std::chrono::milliseconds tcp_user_timeout;
+  /// A `replication=database` connection (a walsender that also takes SQL),
+  /// whatever the URL says.
+  bool replication = false;
 };
 
 /// A connection to `url` (a URL or conninfo). `blocking`: connected when

@@ -2,6 +2,7 @@
 
 #include "livestate/core/log.hpp"
 #include "livestate/core/wire.hpp"
+#include "logical_machine.hpp"
 #include "sender.hpp"
 
 namespace livestate::mq::detail {
@@ -43,11 +44,12 @@ void Producer::produce(const RoutingKey& key, const Json& body) {
     bool in_transaction = false;
     bool committing = false;
     try {
-      m_tables->ensure(connection, timeout);
+      ensure_ready(connection);
       prepare_send(connection);
       // One statement, atomic on its own; a body stored by reference joins it
       // in a transaction.
-      send(std::span<const SentMessage>(&message, 1), m_config.origin, m_config.options.channel, m_sequence,
+      const auto sender = m_config.transport == Transport::logical ? &send_logical : &send;
+      sender(std::span<const SentMessage>(&message, 1), m_config.origin, m_config.options.channel, m_sequence,
            [&](SendStatement statement, const Params& params) {
              if (const char* prepared = prepared_name(statement)) {
                committing = !in_transaction;
@@ -104,9 +106,25 @@ void Producer::rollback(PGconn* connection) noexcept {
   }
 }
 
+void Producer::ensure_ready(PGconn* connection) {
+  const auto timeout = m_config.options.statement_timeout;
+  if (m_config.transport == Transport::notify) return m_tables->ensure(connection, timeout);
+  if (m_server_checked) return;
+  const Result result = exec_blocking(
+      connection, "SELECT current_setting('server_version_num'), current_setting('wal_level')", {}, timeout);
+  if (const auto problem = logical_server_problem(PQgetvalue(result.get(), 0, 0), PQgetvalue(result.get(), 0, 1),
+                                                  m_config.name)) {
+    throw NotSent("cannot produce: " + *problem + " (the message was not sent)");
+  }
+  m_server_checked = true;
+}
+
 void Producer::prepare_send(PGconn* connection) {
   if (m_send_prepared) return;
-  for (const auto statement : {SendStatement::batch, SendStatement::one}) {
+  const auto statements = m_config.transport == Transport::logical
+                              ? std::vector<SendStatement>{SendStatement::emit}
+                              : std::vector<SendStatement>{SendStatement::batch, SendStatement::one};
+  for (const auto statement : statements) {
     exec_blocking(
         connection,
         [&](PGconn* target) {
@@ -131,13 +149,15 @@ void Producer::forget_tables() noexcept {
 
 void Producer::send_in_transaction(std::span<const SentMessage> messages, SqlRunner& sql) {
   for (const auto& message : messages) wire::check_depth(*message.body, message.key->str());
-  if (!m_tables->ready()) {
+  const bool logical = m_config.transport == Transport::logical;
+  if (logical ? !m_server_checked : !m_tables->ready()) {
     std::lock_guard lock(m_mutex);
     PGconn* connection = this->connection();  // NotSent
     try {
-      m_tables->ensure(connection, m_config.options.statement_timeout);
+      ensure_ready(connection);
     } catch (const StatementError& error) {
-      throw NotSent("cannot send in a transaction: making the connector's tables on " + m_config.name +
+      throw NotSent("cannot send in a transaction: " +
+                    std::string(logical ? "checking " : "making the connector's tables on ") + m_config.name +
                     " failed (the messages were not sent): " + error.what());
     }
   }
@@ -147,8 +167,9 @@ void Producer::send_in_transaction(std::span<const SentMessage> messages, SqlRun
     stream.origin = m_config.origin + "." + std::to_string(++sessions);
   }
   try {
-    send(messages, stream.origin, m_config.options.channel, stream.sequence,
-         [&](SendStatement statement, const Params& params) { return sql.run(sql_of(statement), params); });
+    (logical ? send_logical : send)(
+        messages, stream.origin, m_config.options.channel, stream.sequence,
+        [&](SendStatement statement, const Params& params) { return sql.run(sql_of(statement), params); });
   } catch (...) {
     // Perhaps the connector's tables are gone: the next send makes sure
     // (CREATE TABLE IF NOT EXISTS) rather than failing forever.

@@ -3,6 +3,8 @@
 // The producing connection: produce() runs in the calling thread, on one
 // connection of the connector's own, under a mutex; and sending through a
 // store's transaction (TransactionalTransport), on the store's connection.
+// Either transport: NOTIFY (sender.hpp's send, with the connector's tables)
+// or logical messages (send_logical, on a server checked for them once).
 
 #include <atomic>
 #include <cstdint>
@@ -34,6 +36,10 @@ class Producer {
   // With m_mutex held.
   PGconn* connection();
   void prepare_send(PGconn* connection);
+  // What sending needs on the server: the NOTIFY transport's tables, or a
+  // server that decodes logical messages. Throws StatementError, or NotSent
+  // naming the setting the server lacks.
+  void ensure_ready(PGconn* connection);
   void forget_tables() noexcept;
   void rollback(PGconn* connection) noexcept;
 
@@ -45,6 +51,7 @@ class Producer {
   Connection m_connection;
   std::uint64_t m_sequence = 0;
   bool m_send_prepared = false;  // on m_connection
+  std::atomic<bool> m_server_checked{false};  // the logical transport's check passed
 };
 
 }  // namespace livestate::mq::detail

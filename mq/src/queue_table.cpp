@@ -9,15 +9,18 @@
 
 namespace livestate::mq::detail {
 
-std::uint64_t register_queue(PGconn* connection, const std::string& name, const Filter& filter,
-                             std::chrono::milliseconds timeout) {
-  // The filter as text[], a wildcard as NULL.
+std::string filter_array(const Filter& filter) {
   std::string literal = "{";
   for (const auto& element : filter.elements()) {
     if (literal.size() > 1) literal += ',';
     literal += element ? text_array({*element}).substr(1, text_array({*element}).size() - 2) : "NULL";
   }
-  literal += "}";
+  return literal + "}";
+}
+
+std::uint64_t register_queue(PGconn* connection, const std::string& name, const Filter& filter,
+                             std::chrono::milliseconds timeout) {
+  const std::string literal = filter_array(filter);
   const auto same = run_blocking(connection,
                                  "INSERT INTO livestate_mq_queues (name, filter, any_suffix) VALUES ($1, $2::text[], $3) "
                                  "ON CONFLICT (name) DO UPDATE SET last_active = now() "

@@ -34,6 +34,10 @@ inline constexpr std::size_t queue_page_rows = 1000;
 /// read_queue_sql's parameters for the page after `after_id`.
 [[nodiscard]] std::vector<std::optional<std::string>> page_params(const std::string& queue, std::int64_t after_id);
 
+/// A filter as PostgreSQL's text[] literal, a wildcard as NULL (its any_suffix
+/// goes beside it).
+[[nodiscard]] std::string filter_array(const Filter& filter);
+
 /// Creates the queue, or finds it; in the caller's thread, on a connection
 /// that holds its lock. Returns how many of its messages were pruned (and
 /// counts them as told). Throws PersistentNameInUse when the queue was made

@@ -1,6 +1,7 @@
 #include "sender.hpp"
 
 #include <algorithm>
+#include <limits>
 
 #include "livestate/core/wire.hpp"
 #include "pq_connection.hpp"
@@ -78,6 +79,9 @@ constexpr const char* send_one_sql =
 
 constexpr const char* store_body_sql = "INSERT INTO livestate_mq_bodies (body) VALUES ($1) RETURNING id";
 
+// Transactional: written at its place in the transaction, decoded at commit.
+constexpr const char* emit_sql = "SELECT pg_logical_emit_message(true, $1, $2)";
+
 }  // namespace
 
 const std::string& sql_of(SendStatement statement) {
@@ -87,7 +91,10 @@ const std::string& sql_of(SendStatement statement) {
   static const std::string batch = batch_statement(payloads_batch);
   static const std::string batch_as_text = batch_statement(text_batch);
   static const std::string store_body = store_body_sql;
+  static const std::string emit = emit_sql;
   switch (statement) {
+    case SendStatement::emit:
+      return emit;
     case SendStatement::one:
       return one;
     case SendStatement::batch:
@@ -106,6 +113,8 @@ const char* prepared_name(SendStatement statement) noexcept {
       return "livestate_send_one";
     case SendStatement::batch:
       return "livestate_send";
+    case SendStatement::emit:
+      return "livestate_emit";
     case SendStatement::batch_as_text:
     case SendStatement::store_body:
       break;
@@ -169,6 +178,26 @@ void send(std::span<const SentMessage> messages, std::string_view origin, std::s
   }
   run(SendStatement::batch_as_text, Params{std::string(origin), std::string(channel), text_array(payloads),
                                            text_array(sequences), text_array(keys), text_array(texts)});
+}
+
+
+void send_logical(std::span<const SentMessage> messages, std::string_view origin, std::string_view channel,
+                  std::uint64_t& sequence, const RunStatement& run) {
+  if (messages.empty()) return;
+  std::vector<wire::Outgoing> outgoing;
+  std::vector<std::string> bodies;
+  outgoing.reserve(messages.size());
+  bodies.reserve(messages.size());  // entries point into it: no reallocation
+  const Json* last_body = nullptr;
+  for (const auto& message : messages) {
+    if (message.body != last_body) {
+      bodies.emplace_back(message.body->dump(-1, ' ', false, Json::error_handler_t::replace));
+      last_body = message.body;
+    }
+    outgoing.push_back(wire::Outgoing{message.key, message.body, 0, ++sequence, &bodies.back()});
+  }
+  auto payloads = wire::encode(origin, outgoing, std::numeric_limits<std::size_t>::max());
+  run(SendStatement::emit, Params{std::string(channel), std::move(payloads.front())});
 }
 
 }  // namespace livestate::mq::detail

@@ -23,6 +23,7 @@ enum class SendStatement {
   batch,          ///< $1 origin, $2 channel, $3 the payloads (text[])
   batch_as_text,  ///< the same, the messages also as text: $4 sequences, $5 keys, $6 bodies
   store_body,     ///< $1 a body; returns its row's id
+  emit,           ///< the logical transport: $1 the prefix (channel), $2 the payload
 };
 
 [[nodiscard]] const std::string& sql_of(SendStatement statement);
@@ -43,5 +44,13 @@ using RunStatement = std::function<std::optional<std::string>(
 /// decides what that means.
 void send(std::span<const SentMessage> messages, std::string_view origin, std::string_view channel,
           std::uint64_t& sequence, const RunStatement& run);
+
+/// The same on the logical transport: the messages, in order, in one payload
+/// (no size limit applies, so every body travels inline), written to the WAL
+/// with pg_logical_emit_message(true, channel, payload) in the caller's
+/// transaction: delivered if, and only if, it commits, in commit order. One
+/// statement; a body shared by messages is serialized once.
+void send_logical(std::span<const SentMessage> messages, std::string_view origin, std::string_view channel,
+                  std::uint64_t& sequence, const RunStatement& run);
 
 }  // namespace livestate::mq::detail

@@ -15,6 +15,7 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
+#include <pqxx/pqxx>
 
 #include "livestate/core/message.hpp"
 #include "livestate/mq/connector.hpp"
@@ -33,6 +34,30 @@ inline livestate::mq::PostgresOptions fresh_channel() {
   options.reconnect_initial = 50ms;
   options.reconnect_max = 500ms;
   return options;
+}
+
+// The call that sends message text `payload` on `channel` as a foreign
+// producer would, on the suite's transport (both SQL expressions): a
+// notification, or a transactional logical message.
+inline std::string raw_send(const std::string& channel, const std::string& payload) {
+  return (logical_transport() ? "pg_logical_emit_message(true, " : "pg_notify(") + channel + ", " + payload + ")";
+}
+
+// Sends `payload` on `channel`, in a transaction of its own.
+inline void send_raw(const std::string& channel, const std::string& payload) {
+  pqxx::connection connection(test_server_url());
+  pqxx::nontransaction work(connection);
+  work.exec_params("SELECT " + raw_send("$1", "$2"), channel, payload);
+}
+
+// The condition on pg_stat_activity that finds the listening connection of
+// `connector` on `channel`: its LISTEN, or its WAL sender streaming the
+// connector's temporary slot.
+inline std::string listening_backend(const livestate::mq::PostgresConnector& connector, const std::string& channel) {
+  if (logical_transport()) {
+    return "backend_type = 'walsender' AND query LIKE '%livestate_live_" + connector.origin() + "%'";
+  }
+  return "query LIKE 'LISTEN%' AND query LIKE '%" + channel + "%'";
 }
 
 // An executor running in a thread of its own, as in a program.

@@ -69,7 +69,8 @@ using livestate::test::fresh_channel;
 
 std::unique_ptr<mq::PostgresConnector> listening(boost::asio::any_io_executor executor,
                                                  const mq::PostgresOptions& options) {
-  auto connector = mq::make_postgres_connector(test_server_url(), std::move(executor), options);
+  auto connector =
+      mq::make_postgres_connector(livestate::test::connector_url(test_server_url()), std::move(executor), options);
   REQUIRE(connector->wait_listening(bound));
   return connector;
 }

@@ -33,7 +33,7 @@ TEST_CASE("connections killed mid-transaction: the transaction leaves no trace, 
   livestate::test::FreshSchema schema;
   livestate::test::Executor executor;
   const auto options = livestate::test::fresh_channel();
-  auto connector = mq::make_postgres_connector(schema.url(), executor.get(), options);
+  auto connector = mq::make_postgres_connector(livestate::test::connector_url(schema.url()), executor.get(), options);
   REQUIRE(connector->wait_listening(10s));
   auto store = db::Store::open(schema.url(), *connector);
   auto view_store = db::Store::open(schema.url(), *connector);

@@ -23,6 +23,14 @@ inline std::string test_server_url() {
   return url;
 }
 
+/// Whether the connector suites run on the logical transport:
+/// LIVESTATE_TEST_TRANSPORT=logical (CTest registers each of them twice,
+/// pg_NAME on NOTIFY and pg_logical_NAME on logical decoding).
+inline bool logical_transport() {
+  const char* transport = std::getenv("LIVESTATE_TEST_TRANSPORT");
+  return transport != nullptr && std::string(transport) == "logical";
+}
+
 /// A name for a throwaway schema or database: `prefix` and 16 hex digits.
 inline std::string random_name(const char* prefix) {
   std::random_device random;
@@ -46,6 +54,12 @@ inline std::string with_connection_parameters(std::string url, const std::string
                                               const std::string& conninfo_words) {
   if (url.find("://") == std::string::npos) return url + " " + conninfo_words;
   return url + (url.find('?') == std::string::npos ? "?" : "&") + url_query;
+}
+
+/// `url` as a connector of the suite's transport is given it: with
+/// transport=logical on the logical one (the store takes it too).
+inline std::string connector_url(const std::string& url) {
+  return logical_transport() ? with_connection_parameters(url, "transport=logical", "transport=logical") : url;
 }
 
 /// A PostgreSQL schema of its own on the test server, for one test case:

@@ -63,7 +63,7 @@ TEST_CASE("a server crash while masters write: committed writes and their messag
   livestate::test::Executor executor;
   const auto options = livestate::test::fresh_channel();
 
-  auto view_connector = mq::make_postgres_connector(url, executor.get(), options);
+  auto view_connector = mq::make_postgres_connector(livestate::test::connector_url(url), executor.get(), options);
   REQUIRE(view_connector->wait_listening(20s));
   auto view_store = db::Store::open(url, *view_connector);
   // The durable consumer's queue exists before anything is written.
@@ -97,7 +97,7 @@ TEST_CASE("a server crash while masters write: committed writes and their messag
   std::atomic<bool> stop{false};
   std::atomic<int> failures{0};
   const auto master = [&](int index) {
-    auto connector = mq::make_postgres_connector(url, executor.get(), options);
+    auto connector = mq::make_postgres_connector(livestate::test::connector_url(url), executor.get(), options);
     auto store = db::Store::open(url, *connector);
     for (int n = 1; !stop; ++n) {
       const std::string id = "m" + std::to_string(index) + "-" + std::to_string(n % 40);

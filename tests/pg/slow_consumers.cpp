@@ -83,8 +83,9 @@ int n_of(const Json& body) { return body.at("state").at("n").get<int>(); }
 struct Setup {
   explicit Setup(std::size_t max_buffered) : options(fresh_channel()) {
     options.max_buffered = max_buffered;  // before the connectors: declared after
-    connector = mq::make_postgres_connector(schema.url(), pool.get_executor(), options);
-    producer_connector = mq::make_postgres_connector(schema.url(), pool.get_executor(), options);
+    connector = mq::make_postgres_connector(livestate::test::connector_url(schema.url()), pool.get_executor(), options);
+    producer_connector =
+        mq::make_postgres_connector(livestate::test::connector_url(schema.url()), pool.get_executor(), options);
     producer = db::Store::open(schema.url(), *producer_connector);
     REQUIRE(connector->wait_listening(10s));
   }
@@ -202,8 +203,8 @@ TEST_CASE("a consumer that blocks for seconds delays nobody: the others get ever
   CHECK(stats.reconnects == 0);
 }
 
-TEST_CASE("a durable consumer that falls behind past the bound loses nothing: what it missed comes from its table, "
-          "in order") {
+TEST_CASE("a durable consumer that falls behind past the bound loses nothing: what it missed comes from its table "
+          "(NOTIFY) or its slot (logical decoding), in order") {
   Setup setup(100);
   auto& [schema, pool, options, connector, producer_connector, producer] = setup;
 
@@ -227,7 +228,13 @@ TEST_CASE("a durable consumer that falls behind past the bound loses nothing: wh
   write_jobs(*producer, 0, total);
   // (and the schema.N.migrated of the producer's store, opened after it)
   REQUIRE(eventually([&] { return connector->postgres_stats().received >= total; }));
-  CHECK(connector->postgres_stats().dropped_overflow > 0);
+  if (livestate::test::logical_transport()) {
+    // Its own stream stops reading past the bound instead: the server keeps
+    // the rest in the slot's WAL.
+    CHECK(connector->postgres_stats().dropped_overflow == 0);
+  } else {
+    CHECK(connector->postgres_stats().dropped_overflow > 0);
+  }
   gate.open();
 
   // Every message at least once, in order: after the first copy of n comes

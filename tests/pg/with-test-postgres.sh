@@ -7,7 +7,10 @@
 # nothing is started. Otherwise a throwaway server is created for the duration
 # of CMD: a fresh data directory from mktemp -d, trust authentication, UTF8,
 # TCP on 127.0.0.1 only (a random free port in 20000-60000), its unix socket
-# inside the temporary directory, fsync off. The database livestate_test is
+# inside the temporary directory, fsync off, and ready for logical decoding
+# (wal_level=logical, 100 replication slots and WAL senders, replication
+# connections from 127.0.0.1 trusted, the WAL flushed every 10 ms). The
+# database livestate_test is
 # created and LIVESTATE_TEST_PG=postgresql://postgres@127.0.0.1:PORT/livestate_test
 # is exported to CMD.
 #
@@ -127,7 +130,31 @@ fsync = off
 synchronous_commit = off
 full_page_writes = off
 max_connections = 200
+# The logical transport (?transport=logical): a walsender and a slot per
+# consuming connector, and per durable consumer, for every test at once.
+wal_level = logical
+max_replication_slots = 100
+max_wal_senders = 100
+# Logical decoding sends a transaction once its commit is flushed, which with
+# synchronous_commit off the WAL writer does every wal_writer_delay: 10 ms
+# instead of 200 keeps that transport's messages about as prompt as
+# notifications (fsync is off: a flush costs nothing).
+wal_writer_delay = 10ms
+# Durable consumers' slots outlive their tests here: each keeps at most this
+# much WAL (an operator's bound too: docs/LOGICAL.md).
+max_slot_wal_keep_size = 1GB
 CONF
+
+# Replication connections (the logical transport's walsenders) from loopback
+# only, trusted like every other connection here. initdb writes such a line
+# already; this one makes sure of it whatever its defaults become. pg_hba.conf
+# takes the first line that matches, so it goes first.
+{
+  echo '# with-test-postgres.sh: walsenders of the logical transport, loopback only.'
+  echo 'host replication all 127.0.0.1/32 trust'
+  cat "$data/pg_hba.conf"
+} >"$tmp/pg_hba.conf" && cat "$tmp/pg_hba.conf" >"$data/pg_hba.conf" && rm -f "$tmp/pg_hba.conf" ||
+  die "cannot write $data/pg_hba.conf"
 
 port_in_use() {  # something already accepts connections on 127.0.0.1:$1
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null

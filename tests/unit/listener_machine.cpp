@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "listener_machine.hpp"
+#include "machine_actions.hpp"
 #include "origin_sequences.hpp"
 
 namespace {
@@ -25,45 +26,13 @@ using detail::ListenerMachine;
 using detail::ListenerTimer;
 using Polled = ListenerMachine::Polled;
 
-template <class Action>
-std::vector<Action> all_of(const ListenerActions& actions) {
-  std::vector<Action> found;
-  for (const auto& each : actions) {
-    if (const auto* wanted = std::get_if<Action>(&each)) found.push_back(*wanted);
-  }
-  return found;
-}
+using livestate::test::all_of;
+using livestate::test::has;
 
-template <class Action>
-bool has(const ListenerActions& actions) {
-  return !all_of<Action>(actions).empty();
-}
-
-// What one Deliver hands over, as "key" for messages and "control:kind" for
-// events.
 std::vector<std::string> delivered(const ListenerActions& actions) {
-  std::vector<std::string> items;
-  for (const auto& deliver : all_of<action::Deliver>(actions)) {
-    for (const auto& item : deliver.items) {
-      if (const auto* delivery = std::get_if<detail::Delivery>(&item)) {
-        items.push_back(delivery->key.str());
-      } else {
-        items.push_back("control:" + std::string(to_string(std::get<ControlEvent>(item).kind)));
-      }
-    }
-  }
-  return items;
+  return livestate::test::delivered<action::Deliver>(actions);
 }
-
-std::vector<ControlEvent> events(const ListenerActions& actions) {
-  std::vector<ControlEvent> found;
-  for (const auto& deliver : all_of<action::Deliver>(actions)) {
-    for (const auto& item : deliver.items) {
-      if (const auto* event = std::get_if<ControlEvent>(&item)) found.push_back(*event);
-    }
-  }
-  return found;
-}
+std::vector<ControlEvent> events(const ListenerActions& actions) { return livestate::test::events<action::Deliver>(actions); }
 
 // A machine, the time it lives in and the timers it armed, driven as the Asio
 // driver would drive it.
@@ -86,28 +55,16 @@ struct Harness {
 
   // Remembers the timers armed (and when) and cancelled.
   ListenerActions note(ListenerActions actions) {
-    for (const auto& each : actions) {
-      if (const auto* armed = std::get_if<action::ArmTimer>(&each)) {
-        timers[static_cast<std::size_t>(armed->timer)] = Armed{*armed, now};
-      } else if (const auto* cancelled = std::get_if<action::CancelTimer>(&each)) {
-        timers[static_cast<std::size_t>(cancelled->timer)].reset();
-      }
-    }
+    timers.note(actions);
     return actions;
   }
 
-  [[nodiscard]] bool armed(ListenerTimer timer) const { return timers[static_cast<std::size_t>(timer)].has_value(); }
-  [[nodiscard]] Clock::duration delay(ListenerTimer timer) const {
-    return timers[static_cast<std::size_t>(timer)]->timer.after;
-  }
+  [[nodiscard]] bool armed(ListenerTimer timer) const { return timers.armed(timer); }
+  [[nodiscard]] Clock::duration delay(ListenerTimer timer) const { return timers.delay(timer); }
 
   // Lets time pass until `timer` fires, and fires it.
   ListenerActions fire(ListenerTimer timer) {
-    auto& armed = timers[static_cast<std::size_t>(timer)];
-    REQUIRE(armed.has_value());
-    const auto token = armed->timer.token;
-    now = std::max(now, armed->at + armed->timer.after);
-    armed.reset();
+    const auto token = timers.expire(timer);
     return note(machine.timer_fired(timer, token, now));
   }
 
@@ -152,12 +109,8 @@ struct Harness {
   [[nodiscard]] std::string channel() const { return "livestate"; }
 
   std::uint64_t random_value = 0;
-  Clock::time_point now = Clock::time_point{} + 1h;
-  struct Armed {
-    action::ArmTimer timer;
-    Clock::time_point at;
-  };
-  std::array<std::optional<Armed>, detail::listener_timer_count> timers;
+  livestate::test::TimerBook<action::ArmTimer, action::CancelTimer, ListenerTimer, detail::listener_timer_count> timers;
+  Clock::time_point& now = timers.now;
   ListenerMachine machine;
 };
 
@@ -459,15 +412,15 @@ TEST_CASE("notifications on other channels, stale timers and events after stop d
   CHECK(delivered(actions).empty());
 
   // A probe timer that was armed again: the old firing is ignored.
-  const auto old = harness.timers[static_cast<std::size_t>(ListenerTimer::probe)]->timer;
+  const auto old_token = harness.timers.token(ListenerTimer::probe);
   harness.receive({});
-  CHECK(harness.machine.timer_fired(ListenerTimer::probe, old.token + 1000, harness.now).empty());
+  CHECK(harness.machine.timer_fired(ListenerTimer::probe, old_token + 1000, harness.now).empty());
 
   actions = harness.machine.stop();
   CHECK(has<action::Close>(actions));
   CHECK(has<action::CancelTimer>(actions));
   CHECK(publishes_listening(actions, false));
   CHECK(harness.machine.failed("late", harness.now).empty());
-  CHECK(harness.machine.timer_fired(ListenerTimer::probe, old.token, harness.now).empty());
+  CHECK(harness.machine.timer_fired(ListenerTimer::probe, old_token, harness.now).empty());
   CHECK(harness.machine.start(harness.now).empty());
 }

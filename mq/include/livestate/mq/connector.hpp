@@ -68,6 +68,19 @@ class Connector {
     return start_consuming_with(std::move(callback), std::move(filter), std::move(options));
   }
 
+  /// start_consuming with the whole message: `callback` gets a Message, with
+  /// its commit position where the transport knows it (Message::position:
+  /// the PostgreSQL connector's logical transport), so that a consumer of
+  /// several producers can put what it got in commit order. Otherwise the
+  /// same as the options form; the callback may not be empty.
+  ///
+  /// Buildbot's two-argument Callback has no room for the position; this form
+  /// gives it without changing that one, and any callable taking a
+  /// `const Message&` picks it.
+  std::unique_ptr<Consumer> start_consuming(MessageCallback callback, Filter filter, ConsumeOptions options = {}) {
+    return start_consuming_messages(std::move(callback), std::move(filter), std::move(options));
+  }
+
   [[nodiscard]] virtual ConnectorStats stats() const = 0;
 
   /// Buildbot's waitUntilEvent: subscribes to `filter`, then calls `check`; if
@@ -77,6 +90,8 @@ class Connector {
   /// Unsubscribes either way.
   ///
   /// Handler signature: void(boost::system::error_code, std::optional<Message>).
+  /// The message has its commit position where the transport knows it
+  /// (Message::position).
   /// The error is operation_aborted when the connector is destroyed first.
   /// The handler is dispatched to its associated executor; a plain callback
   /// without one runs in the thread that delivers the message (or in the
@@ -94,6 +109,11 @@ class Connector {
   /// control events.
   virtual std::unique_ptr<Consumer> start_consuming_with(Callback callback, Filter filter,
                                                          ConsumeOptions options);
+
+  /// The Message form of start_consuming; by default the options form, with
+  /// messages without a position.
+  virtual std::unique_ptr<Consumer> start_consuming_messages(MessageCallback callback, Filter filter,
+                                                             ConsumeOptions options);
 
   using WaitCompletion = std::function<void(boost::system::error_code, std::optional<Message>)>;
 

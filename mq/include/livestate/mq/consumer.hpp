@@ -3,6 +3,7 @@
 #include <functional>
 
 #include "livestate/core/json.hpp"
+#include "livestate/core/message.hpp"
 #include "livestate/core/routing_key.hpp"
 
 namespace livestate::mq {
@@ -10,6 +11,11 @@ namespace livestate::mq {
 /// Called with each message that matches a consumer's filter. The body is only
 /// valid during the call: copy what you keep.
 using Callback = std::function<void(const RoutingKey& key, const Json& body)>;
+
+/// Called with each message that matches, whole: its key, its body and,
+/// where the transport knows it, its commit position (Message::position).
+/// Valid only during the call, as with Callback.
+using MessageCallback = std::function<void(const Message& message)>;
 
 /// A subscription, as Buildbot's QueueRef: what Connector::start_consuming
 /// returns.

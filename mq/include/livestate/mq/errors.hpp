@@ -32,4 +32,15 @@ class MaybeSent : public TransportError {
   ~MaybeSent() override;
 };
 
+/// The server answers but can't carry the transport as it is set up: its
+/// version, a setting (wal_level), a privilege (REPLICATION), or a resource
+/// (a free replication slot, a WAL sender) of the logical transport. The
+/// message names which, and what to change; trying again changes nothing
+/// until someone does.
+class UnsupportedServer : public TransportError {
+ public:
+  using TransportError::TransportError;
+  ~UnsupportedServer() override;
+};
+
 }  // namespace livestate::mq

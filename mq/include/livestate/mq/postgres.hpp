@@ -5,6 +5,8 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <optional>
+#include <vector>
 
 #include <boost/asio/any_io_executor.hpp>
 
@@ -119,8 +121,48 @@ class PostgresConnector : public Connector {
 /// Needs livestate::mq_postgres linked (livestate::livestate links it).
 /// Throws std::invalid_argument, before connecting, when options.channel is
 /// not a channel PostgreSQL takes as it is (see PostgresOptions::channel).
+///
+/// The URL's `transport` parameter (taken out before libpq sees the URL)
+/// chooses how messages travel, behind the same interface:
+/// - `transport=notify` (the default): LISTEN/NOTIFY, needing no server
+///   setting;
+/// - `transport=logical` (`postgresql://host/db?transport=logical`, or
+///   `transport=logical` in a conninfo string): logical messages in the WAL
+///   (pg_logical_emit_message), which take no database-wide lock at commit and
+///   have no size limit, read back with logical decoding (pgoutput, PostgreSQL
+///   14 or later, wal_level = logical, a role with REPLICATION). Every message
+///   carries its commit position (Message::position); durable consumers are
+///   replication slots. Its listening connection (a WAL sender and a
+///   temporary slot) is made when the first consumer starts, or
+///   wait_listening() is called, not for a connector that only produces.
+///   The channel is the logical messages' prefix.
+/// Another value throws UnsupportedUrl.
 std::unique_ptr<PostgresConnector> make_postgres_connector(std::string_view url,
                                                            boost::asio::any_io_executor executor,
                                                            PostgresOptions options = {});
+
+/// A replication slot of the logical transport, as `livestate slots` shows it.
+struct LogicalSlot {
+  std::string slot;                     ///< the server's name for it
+  std::optional<std::string> name;      ///< the durable consumer's persistent name, when registered
+  std::optional<std::string> channel;   ///< and its channel
+  std::optional<std::string> filter;    ///< and its filter, dotted
+  bool temporary = false;               ///< a connector's live consumers' (gone with its connection)
+  std::optional<int> active_pid;        ///< the server process streaming from it now, if any
+  std::uint64_t retained_bytes = 0;     ///< WAL kept for it: from its restart position to the end of WAL
+  std::string wal_status;               ///< reserved, extended, unreserved or lost (invalidated)
+  std::string confirmed;                ///< the position acknowledged last ("16/B374D848")
+};
+
+/// The logical transport's slots on the database of `url` (a PostgreSQL URL;
+/// `transport` is ignored): durable consumers' and connectors' live ones.
+/// Throws TransportError when the server can't be asked.
+[[nodiscard]] std::vector<LogicalSlot> list_logical_slots(std::string_view url);
+
+/// Drops the slot of the durable consumer `name` on `channel`, with the WAL it
+/// keeps, and forgets the name; true when there was one. The next consumer of
+/// that name starts afresh, from then on. Throws PersistentNameInUse when it is
+/// active, TransportError when the server can't be asked.
+bool drop_logical_slot(std::string_view url, std::string_view name, std::string_view channel = "livestate");
 
 }  // namespace livestate::mq

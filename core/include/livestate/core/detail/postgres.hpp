@@ -7,6 +7,7 @@
 // caller. Private to livestate (installed only
 // because the modules' headers are).
 
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -40,6 +41,22 @@ enum class PostgresUrlKind {
 /// password as written, unquoted and percent-decoded, and any quoted part of
 /// the message that is a piece of the URL overlapping a password.
 [[nodiscard]] std::string scrub_postgres_secrets(std::string_view message, std::string_view url);
+
+/// livestate's own parameter of a PostgreSQL URL, `transport` (the PostgreSQL
+/// connector's transport: `notify`, the default, or `logical`), which libpq
+/// doesn't know and refuses: in a URI's query
+/// (`postgresql://h/db?transport=logical&sslmode=require`) or as a conninfo
+/// word (`host=h dbname=db transport=logical`).
+struct PostgresTransportParameter {
+  std::string url;                       ///< the URL without it: what libpq is given
+  std::optional<std::string> transport;  ///< its value, decoded or unquoted; the last one when given twice
+};
+
+/// Takes `transport` out of `url`, every time it is given; any other URL
+/// comes back as it is. Every part of livestate that hands a URL to libpq
+/// (the connector, the store, the command line) calls it first, so that
+/// one URL serves them all.
+[[nodiscard]] PostgresTransportParameter take_transport_parameter(std::string_view url);
 
 /// What a SQLSTATE means to a caller deciding what to do next.
 enum class SqlStateClass {
