@@ -261,13 +261,15 @@ class Bench {
           writer.connector = std::make_unique<DiscardingConnector>();
         } else {
           // Bound to an executor that never runs: they only produce.
-          writer.connector = mq::make_postgres_connector(url_for(transport), m_idle.io.get_executor(), connector_options);
+          writer.connector = mq::make_postgres_connector(url_for(transport), m_idle.io.get_executor(),
+                                                         connector_options);
         }
         writer.store = db::Store::open(url_for(transport), *writer.connector);
       }
       if (transport == Transport::discard) continue;
       lane.consumer = mq::make_postgres_connector(url_for(transport), lane.io.io.get_executor(), connector_options);
-      if (!lane.consumer->wait_listening(30s)) throw std::runtime_error(std::string(name_of(transport)) + ": not listening");
+      if (!lane.consumer->wait_listening(30s))
+        throw std::runtime_error(std::string(name_of(transport)) + ": not listening");
       lane.claims = lane.consumer->start_consuming(
           [this, transport](const RoutingKey& key, const Json&) {
             m_lanes[transport].timings.received(std::stoll(key[1]), now_ns());
@@ -288,32 +290,34 @@ class Bench {
     lane.timings.clear();
     std::atomic<std::uint64_t> claims{0}, transactions{0};
     std::atomic<bool> ran_dry{false};
-    const double elapsed = livestate::bench::run_together(writers, seconds, [&](int index, const std::atomic<bool>& stop) {
-      auto& writer = lane.writers[static_cast<std::size_t>(index)];
-      while (!stop.load(std::memory_order_relaxed)) {
-        if (writer.pool.empty()) {
-          ran_dry = true;
-          return;
-        }
-        const std::int64_t id = writer.pool.back();
-        writer.pool.pop_back();
-        const std::vector<std::int64_t> one{id};
-        writer.store->claim_buildrequests(one, m_master);
-        lane.timings.committed(id, now_ns());
-        writer.store->complete_buildrequests(one, db::results::success, m_master);
-        transactions += 2;
-        ++claims;
-      }
-    });
-    if (ran_dry && !m_options.quick) problem(std::string(name_of(transport)) + " with " + std::to_string(writers) +
-                         " writer(s): a writer ran out of requests (raise --pool)");
+    const double elapsed = livestate::bench::run_together(
+        writers, seconds, [&](int index, const std::atomic<bool>& stop) {
+          auto& writer = lane.writers[static_cast<std::size_t>(index)];
+          while (!stop.load(std::memory_order_relaxed)) {
+            if (writer.pool.empty()) {
+              ran_dry = true;
+              return;
+            }
+            const std::int64_t id = writer.pool.back();
+            writer.pool.pop_back();
+            const std::vector<std::int64_t> one{id};
+            writer.store->claim_buildrequests(one, m_master);
+            lane.timings.committed(id, now_ns());
+            writer.store->complete_buildrequests(one, db::results::success, m_master);
+            transactions += 2;
+            ++claims;
+          }
+        });
+    if (ran_dry && !m_options.quick)
+      problem(std::string(name_of(transport)) + " with " + std::to_string(writers) +
+              " writer(s): a writer ran out of requests (raise --pool)");
     Sample sample;
     sample.transactions_per_s = static_cast<double>(transactions) / elapsed;
     if (transport != Transport::discard) {
       if (!settle([&] { return std::uint64_t{lane.timings.received_count()}; }, claims)) {
-        problem(std::string(name_of(transport)) + " with " + std::to_string(writers) + " writer(s): " +
-                std::to_string(claims.load()) + " claims, " + std::to_string(lane.timings.received_count()) +
-                " arrived");
+        problem(std::string(name_of(transport)) + " with " + std::to_string(writers) +
+                " writer(s): " + std::to_string(claims.load()) + " claims, " +
+                std::to_string(lane.timings.received_count()) + " arrived");
       }
       std::tie(sample.p50_ms, sample.p99_ms) = lane.timings.percentiles();
     }
@@ -373,8 +377,9 @@ class Bench {
     }
     [[nodiscard]] double rate() {
       std::lock_guard lock(m_mutex);
-      return m_count > 1 && m_last > m_first ? static_cast<double>(m_count - 1) * 1e9 / static_cast<double>(m_last - m_first)
-                                             : 0;
+      return m_count > 1 && m_last > m_first
+                 ? static_cast<double>(m_count - 1) * 1e9 / static_cast<double>(m_last - m_first)
+                 : 0;
     }
 
    private:
@@ -454,10 +459,10 @@ int main(int argc, char** argv) {
     pqxx::nontransaction(admin).exec("CREATE SCHEMA " + schema);
     const auto settings = pqxx::nontransaction(admin).exec1(
         "SELECT current_setting('fsync'), current_setting('synchronous_commit'), current_setting('wal_level')");
-    const std::string url =
-        options.url.find("://") == std::string::npos
-            ? options.url + " options='-csearch_path=" + schema + "'"
-            : options.url + (options.url.find('?') == std::string::npos ? "?" : "&") + "options=-csearch_path%3D" + schema;
+    const std::string url = options.url.find("://") == std::string::npos
+                                ? options.url + " options='-csearch_path=" + schema + "'"
+                                : options.url + (options.url.find('?') == std::string::npos ? "?" : "&") +
+                                      "options=-csearch_path%3D" + schema;
     std::map<std::pair<std::string, int>, std::vector<Sample>> samples;
     std::vector<std::string> problems;
     {

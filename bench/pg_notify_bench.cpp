@@ -274,8 +274,9 @@ class Scratch {
  public:
   explicit Scratch(const std::string& url) : m_admin(connect_raw(url)) {
     if (url.find("options=") != std::string::npos) {
-      throw std::invalid_argument("--db: the URL sets options= already; the bench sets "
-                                  "options=-csearch_path=… to run in a schema of its own");
+      throw std::invalid_argument(
+          "--db: the URL sets options= already; the bench sets "
+          "options=-csearch_path=… to run in a schema of its own");
     }
     const std::string suffix = std::to_string(::getpid());
     m_schema = "livestate_notify_bench_" + suffix;
@@ -508,11 +509,13 @@ class Bench {
       : m_options(options), m_scratch(scratch), m_problems(problems) {
     livestate::mq::PostgresOptions connector_options;
     connector_options.channel = scratch.channel();
-    m_consumer = livestate::mq::make_postgres_connector(scratch.url(), m_consumer_io.io.get_executor(), connector_options);
+    m_consumer = livestate::mq::make_postgres_connector(scratch.url(), m_consumer_io.io.get_executor(),
+                                                        connector_options);
     for (int i = 0; i < options.consumer_threads; ++i) {
       m_consumer_io.threads.emplace_back([this] { m_consumer_io.io.run(); });
     }
-    if (!m_consumer->wait_listening(10s)) throw std::runtime_error("the consumer connector is not listening after 10 s");
+    if (!m_consumer->wait_listening(10s))
+      throw std::runtime_error("the consumer connector is not listening after 10 s");
     m_subscription = m_consumer->start_consuming(
         [this](const RoutingKey&, const Json& body) {
           const std::int64_t received = now_ns();
@@ -602,8 +605,8 @@ class Bench {
     const auto began = Clock::now();
     const std::string duration = std::to_string(std::max(1L, std::lround(seconds)));
     const std::string count = std::to_string(clients);
-    const std::string output = spawn({m_options.pgbench, "-n", "-M", "simple", "-f", m_script, "-c",
-                                      count, "-j", count, "-T", duration, m_options.url});
+    const std::string output = spawn({m_options.pgbench, "-n", "-M", "simple", "-f", m_script, "-c", count, "-j", count,
+                                      "-T", duration, m_options.url});
     Sample sample;
     sample.sent = number_after(output, "number of transactions actually processed:");
     sample.sent_per_s = static_cast<double>(number_after(output, "tps = ", true)) / 1000.0;
@@ -786,8 +789,13 @@ Summary summarize(const std::vector<Sample>& samples) {
     for (const auto& sample : samples) values.push_back(sample.*member);
     return median(values);
   };
-  Summary summary{field(&Sample::sent_per_s), field(&Sample::received_per_s), field(&Sample::p50_ms),
-                  field(&Sample::p99_ms), field(&Sample::receiver_cpu), 0, 0};
+  Summary summary{field(&Sample::sent_per_s),
+                  field(&Sample::received_per_s),
+                  field(&Sample::p50_ms),
+                  field(&Sample::p99_ms),
+                  field(&Sample::receiver_cpu),
+                  0,
+                  0};
   for (const auto& sample : samples) {
     summary.sent += sample.sent;
     summary.received += sample.received;
@@ -871,8 +879,8 @@ int main(int argc, char** argv) {
       for (const int producers : options.producers) {
         for (const auto& name : cases) {
           if (!selected(name)) continue;
-          std::cerr << "pg_notify_bench: repetition " << rep << "/" << options.reps << ", " << name << ", "
-                    << producers << " producer(s)\n";
+          std::cerr << "pg_notify_bench: repetition " << rep << "/" << options.reps << ", " << name << ", " << producers
+                    << " producer(s)\n";
           samples[name][producers].push_back(bench.run(name, producers, options.seconds));
         }
       }
@@ -977,8 +985,8 @@ int main(int argc, char** argv) {
       const double difference = row.single.p50_ms - row.libpq.p50_ms;
       std::cout << "| " << row.producers << " | " << rate(row.libpq.sent_per_s) << " | " << fixed(row.libpq.p50_ms, 3)
                 << " | " << fixed(row.libpq.p99_ms, 3) << " | " << fixed(row.single.p50_ms, 3) << " | "
-                << fixed(row.single.p99_ms, 3) << " | " << verdict(difference, 3, "", difference <= 0.2) << " | " << fixed(row.batch.p50_ms, 3) << " | "
-                << fixed(row.batch.p99_ms, 3) << " |\n";
+                << fixed(row.single.p99_ms, 3) << " | " << verdict(difference, 3, "", difference <= 0.2) << " | "
+                << fixed(row.batch.p50_ms, 3) << " | " << fixed(row.batch.p99_ms, 3) << " |\n";
     }
     std::cout << "\nLatency is measured while producers send as fast as they can; where the consumer "
                  "receives less than is sent (the throughput table's sent column), a backlog grows during "
@@ -994,8 +1002,9 @@ int main(int argc, char** argv) {
               << ", synchronous_commit=" << meta["synchronous_commit"].get<std::string>()
               << ", full_page_writes=" << meta["full_page_writes"].get<std::string>() << "); "
               << meta["cpu"].get<std::string>() << ", nproc " << meta["nproc"].get<unsigned>() << "; payload "
-              << meta["payload_bytes"].get<std::size_t>() << " bytes; load average " << meta["load_before"].get<std::string>() << " before, "
-              << meta["load_after"].get<std::string>() << " after\n";
+              << meta["payload_bytes"].get<std::size_t>() << " bytes; load average "
+              << meta["load_before"].get<std::string>() << " before, " << meta["load_after"].get<std::string>()
+              << " after\n";
     for (const auto& line : problems.lines) std::cout << "\nProblem: " << line << "\n";
   }
   if (!problems.lines.empty()) {

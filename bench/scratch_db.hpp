@@ -38,9 +38,9 @@ class SqliteScratch {
     std::string_view rest = std::string_view(*url).substr(7);  // after "sqlite:"
     if (rest.starts_with("//")) rest.remove_prefix(2);
     if (rest.empty() || rest == ":memory:" || rest.starts_with("file:")) {
-      throw std::invalid_argument(
-          "--db " + *url + ": give sqlite:PATH of a file that does not exist yet (the raw baseline "
-          "opens the same file; the bench deletes it at the end)");
+      throw std::invalid_argument("--db " + *url +
+                                  ": give sqlite:PATH of a file that does not exist yet (the raw baseline "
+                                  "opens the same file; the bench deletes it at the end)");
     }
     m_path = std::string(rest);
     if (fs::exists(m_path)) {
@@ -73,8 +73,9 @@ class PostgresScratch {
   PostgresScratch(const std::string& url, std::string program, const std::string& prefix)
       : m_admin(connect(url)), m_program(std::move(program)) {
     if (url.find("options=") != std::string::npos) {
-      throw std::invalid_argument("--db: the URL sets options= already; the bench sets "
-                                  "options=-csearch_path=… to run in a schema of its own");
+      throw std::invalid_argument(
+          "--db: the URL sets options= already; the bench sets "
+          "options=-csearch_path=… to run in a schema of its own");
     }
     std::random_device random;
     m_schema = prefix + "_" + std::to_string(::getpid()) + "_" + std::to_string(random() % 100000);
@@ -95,7 +96,8 @@ class PostgresScratch {
       return pqxx::connection(url);
     } catch (const pqxx::broken_connection& error) {
       std::string reason = error.what();
-      std::replace_if(reason.begin(), reason.end(), [](char c) { return c == '\n' || c == '\t'; }, ' ');
+      std::replace_if(
+          reason.begin(), reason.end(), [](char c) { return c == '\n' || c == '\t'; }, ' ');
       while (!reason.empty() && (reason.back() == ' ' || reason.back() == '\t')) reason.pop_back();
       throw std::runtime_error("cannot connect to the --db server: " + reason);
     }

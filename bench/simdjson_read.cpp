@@ -22,9 +22,7 @@ void add_member(Json::object_t& members, std::string_view key, Json&& member) {
 
 // nlohmann reads an integer without a sign as unsigned, a negative one as
 // signed.
-Json integer(std::int64_t value) {
-  return value < 0 ? Json(value) : Json(static_cast<std::uint64_t>(value));
-}
+Json integer(std::int64_t value) { return value < 0 ? Json(value) : Json(static_cast<std::uint64_t>(value)); }
 
 // A bare -0 somewhere (outside a string or not: a cheap, conservative look).
 bool has_negative_zero(std::string_view text) {
@@ -181,9 +179,7 @@ bool simdjson_dom_parse_only(std::string_view text) {
   return !dom_parser().parse(text.data(), text.size()).get(root);
 }
 
-std::string_view simdjson_dom_kernel() {
-  return simdjson::get_active_implementation()->name();
-}
+std::string_view simdjson_dom_kernel() { return simdjson::get_active_implementation()->name(); }
 
 #define LIVESTATE_BENCH_TEXT(x) #x
 #define LIVESTATE_BENCH_STRING(x) LIVESTATE_BENCH_TEXT(x)

@@ -122,7 +122,6 @@ Options parse_options(int argc, char** argv) {
   return options;
 }
 
-
 class Bench {
  public:
   explicit Bench(const CaseSpec& spec)
@@ -137,16 +136,14 @@ class Bench {
       std::uint64_t* count = &m_counts[i];
       Filter filter = spec.wildcard ? Filter{"buildrequests", std::nullopt, "claimed"}
                                     : Filter{"buildrequests", std::to_string(filter_id(i)), "claimed"};
-      m_consumers.push_back(m_mq->start_consuming(
-          [count](const RoutingKey&, const Json&) { ++*count; }, std::move(filter)));
+      m_consumers.push_back(
+          m_mq->start_consuming([count](const RoutingKey&, const Json&) { ++*count; }, std::move(filter)));
     }
   }
 
   // The element of consumer i's exact filter: i, except that the single
   // consumer of exact_1 uses the produced key itself.
-  [[nodiscard]] std::size_t filter_id(std::size_t i) const {
-    return m_spec.consumers == 1 ? produced_id : i;
-  }
+  [[nodiscard]] std::size_t filter_id(std::size_t i) const { return m_spec.consumers == 1 ? produced_id : i; }
   [[nodiscard]] bool matches(std::size_t i) const { return m_spec.wildcard || filter_id(i) == produced_id; }
 
   [[nodiscard]] std::uint64_t deliveries_per_message() const {
@@ -179,19 +176,17 @@ class Bench {
   void verify() const {
     for (std::size_t i = 0; i < m_spec.consumers; ++i) {
       if (m_counts[i] != m_expected[i]) {
-        throw std::runtime_error(std::string(m_spec.name) + ": consumer " + std::to_string(i) +
-                                 " got " + std::to_string(m_counts[i]) + " messages, expected " +
-                                 std::to_string(m_expected[i]));
+        throw std::runtime_error(std::string(m_spec.name) + ": consumer " + std::to_string(i) + " got " +
+                                 std::to_string(m_counts[i]) + " messages, expected " + std::to_string(m_expected[i]));
       }
     }
     const auto stats = m_mq->stats();
     std::uint64_t total = 0;
     for (auto expected : m_expected) total += expected;
     if (stats.delivered != total || stats.callback_errors != 0) {
-      throw std::runtime_error(std::string(m_spec.name) + ": connector reports " +
-                               std::to_string(stats.delivered) + " deliveries and " +
-                               std::to_string(stats.callback_errors) + " callback errors, expected " +
-                               std::to_string(total) + " and 0");
+      throw std::runtime_error(std::string(m_spec.name) + ": connector reports " + std::to_string(stats.delivered) +
+                               " deliveries and " + std::to_string(stats.callback_errors) +
+                               " callback errors, expected " + std::to_string(total) + " and 0");
     }
   }
 
@@ -244,9 +239,8 @@ void run_case(const CaseSpec& spec, const Options& options) {
     reps.push_back(static_cast<double>(iterations) * per_message / elapsed);
   }
   // In the order compare.sh and a reader expect: impl, case, unit, median, reps, iterations.
-  const nlohmann::ordered_json line{{"impl", "livestate"}, {"case", spec.name},
-                                    {"unit", spec.unit},   {"median", median(reps)},
-                                    {"reps", reps},        {"iterations", iterations}};
+  const nlohmann::ordered_json line{{"impl", "livestate"},    {"case", spec.name}, {"unit", spec.unit},
+                                    {"median", median(reps)}, {"reps", reps},      {"iterations", iterations}};
   std::cout << line.dump() << std::endl;
 }
 

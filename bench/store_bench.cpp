@@ -65,8 +65,8 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstdlib>
 #include <cstdint>
+#include <cstdlib>
 #include <exception>
 #include <filesystem>
 #include <functional>
@@ -110,7 +110,7 @@ struct Options {
   std::set<std::string, std::less<>> cases;  // empty: all
 };
 
-constexpr std::string_view case_names[] = {"raw_claim_1",    "store_claim_1",  "raw_complete_1",
+constexpr std::string_view case_names[] = {"raw_claim_1",      "store_claim_1", "raw_complete_1",
                                            "store_complete_1", "raw_claim_100", "store_claim_100"};
 
 constexpr const char* usage_text =
@@ -253,15 +253,18 @@ struct RawSql {
 
   RawSql(bool numbered, const std::function<std::string(const std::string&)>& position) {
     const auto p = [&](int n) { return numbered ? "$" + std::to_string(n) : std::string("?"); };
-    const auto bump = [&](const std::string& table) { return "revision = revision + 1, position = " + position(table); };
+    const auto bump = [&](const std::string& table) {
+      return "revision = revision + 1, position = " + position(table);
+    };
     claim_one = claim_values(1, numbered);
     claim_hundred = claim_values(batch_rows, numbered);
     bump_one = "UPDATE buildrequests SET " + bump("buildrequests") + " WHERE id = " + p(1);
-    bump_hundred = "UPDATE buildrequests SET " + bump("buildrequests") + " WHERE id IN " + in_list(batch_rows, numbered);
-    complete_request = "UPDATE buildrequests SET complete = " + p(1) + ", results = " + p(2) + ", complete_at = " +
-                       p(3) + ", " + bump("buildrequests") + " WHERE id = " + p(4);
-    complete_buildset = "UPDATE buildsets SET complete = " + p(1) + ", results = " + p(2) + ", complete_at = " +
-                        p(3) + ", " + bump("buildsets") + " WHERE id = " + p(4);
+    bump_hundred = "UPDATE buildrequests SET " + bump("buildrequests") + " WHERE id IN " +
+                   in_list(batch_rows, numbered);
+    complete_request = "UPDATE buildrequests SET complete = " + p(1) + ", results = " + p(2) +
+                       ", complete_at = " + p(3) + ", " + bump("buildrequests") + " WHERE id = " + p(4);
+    complete_buildset = "UPDATE buildsets SET complete = " + p(1) + ", results = " + p(2) + ", complete_at = " + p(3) +
+                        ", " + bump("buildsets") + " WHERE id = " + p(4);
   }
 };
 
@@ -279,8 +282,7 @@ class SqliteRaw final : public RawBaseline {
   explicit SqliteRaw(const std::string& path) {
     sqlite3* raw = nullptr;
     const int code = sqlite3_open_v2(path.c_str(), &raw,
-                                     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX |
-                                         SQLITE_OPEN_URI,
+                                     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI,
                                      nullptr);
     m_connection.reset(raw);
     if (code != SQLITE_OK) fail("open " + path);
@@ -294,9 +296,8 @@ class SqliteRaw final : public RawBaseline {
   }
 
   void prepare() override {
-    const RawSql sql(false, [](const std::string& table) {
-      return "(SELECT IFNULL(MAX(position), 0) + 1 FROM " + table + ")";
-    });
+    const RawSql sql(
+        false, [](const std::string& table) { return "(SELECT IFNULL(MAX(position), 0) + 1 FROM " + table + ")"; });
     m_claim_one = prepare(sql.claim_one);
     m_claim_hundred = prepare(sql.claim_hundred);
     m_bump_one = prepare(sql.bump_one);
@@ -324,7 +325,8 @@ class SqliteRaw final : public RawBaseline {
 
   void complete(std::int64_t id, std::int64_t buildsetid, double now) override {
     step(m_begin.get());
-    for (auto [statement, row] : {std::pair{m_complete_request.get(), id}, std::pair{m_complete_buildset.get(), buildsetid}}) {
+    for (auto [statement, row] :
+         {std::pair{m_complete_request.get(), id}, std::pair{m_complete_buildset.get(), buildsetid}}) {
       bind(statement, 1, std::int64_t{1});
       bind(statement, 2, std::int64_t{livestate::db::results::success});
       bind(statement, 3, now);
@@ -364,8 +366,8 @@ class SqliteRaw final : public RawBaseline {
 
   SqliteStatement prepare(const std::string& sql) {
     sqlite3_stmt* raw = nullptr;
-    if (sqlite3_prepare_v3(m_connection.get(), sql.c_str(), static_cast<int>(sql.size()),
-                           SQLITE_PREPARE_PERSISTENT, &raw, nullptr) != SQLITE_OK) {
+    if (sqlite3_prepare_v3(m_connection.get(), sql.c_str(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT,
+                           &raw, nullptr) != SQLITE_OK) {
       fail("prepare " + sql.substr(0, 60));
     }
     return SqliteStatement(raw);
@@ -544,7 +546,8 @@ class StoreSide {
       auto transaction = m_store->begin();
       for (std::size_t i = 0; i < 10 && done < count; ++i, ++done) {
         std::vector<std::int64_t> ids;
-        for (const auto& [builder, request] : transaction.add_buildset(buildset).buildrequestids) ids.push_back(request);
+        for (const auto& [builder, request] : transaction.add_buildset(buildset).buildrequestids)
+          ids.push_back(request);
         batches.push_back(std::move(ids));
       }
       transaction.commit();
@@ -593,8 +596,8 @@ struct CaseResult {
   std::size_t rows_per_op = 0;
   std::size_t messages_per_op = 0;
   std::size_t ops_per_rep = 0;
-  std::vector<double> us_per_op;  // one per measured repetition
-  std::optional<StatementProfile> profile;  // per operation, --profile
+  std::vector<double> us_per_op;                       // one per measured repetition
+  std::optional<StatementProfile> profile;             // per operation, --profile
   std::map<std::string, StatementProfile> statements;  // --profile, totals over the measured reps
 
   [[nodiscard]] double median_us() const {
@@ -641,8 +644,7 @@ struct Ratio {
 
 class Bench {
  public:
-  Bench(const Options& options, std::string backend, const std::string& store_url,
-        std::unique_ptr<RawBaseline> raw)
+  Bench(const Options& options, std::string backend, const std::string& store_url, std::unique_ptr<RawBaseline> raw)
       : m_options(options), m_backend(std::move(backend)), m_raw(std::move(raw)), m_store(store_url) {}
 
   void run(const std::function<void()>& before_timing) {
@@ -669,14 +671,13 @@ class Bench {
 
     CaseResult raw_claim_one{"raw_claim_1", "INSERT 1 claim, UPDATE its request", 1, 0, ops, {}, {}, {}};
     CaseResult claim_one{"store_claim_1", "claim_buildrequests([1 request])", 1, 3, ops, {}, {}, {}};
-    CaseResult raw_complete_one{"raw_complete_1", "UPDATE 1 request and its buildset complete", 2, 0, ops,
-                                {}, {}, {}};
-    CaseResult complete_one{"store_complete_1", "complete_buildrequests([1 request]) + its buildset", 2, 4, ops,
-                            {}, {}, {}};
-    CaseResult raw_claim_hundred{"raw_claim_100", "INSERT 100 claims, UPDATE their requests", batch_rows, 0,
-                                 batches, {}, {}, {}};
-    CaseResult claim_hundred{"store_claim_100", "claim_buildrequests([100 requests])", batch_rows,
-                             3 * batch_rows, batches, {}, {}, {}};
+    CaseResult raw_complete_one{"raw_complete_1", "UPDATE 1 request and its buildset complete", 2, 0, ops, {}, {}, {}};
+    CaseResult complete_one{
+        "store_complete_1", "complete_buildrequests([1 request]) + its buildset", 2, 4, ops, {}, {}, {}};
+    CaseResult raw_claim_hundred{
+        "raw_claim_100", "INSERT 100 claims, UPDATE their requests", batch_rows, 0, batches, {}, {}, {}};
+    CaseResult claim_hundred{
+        "store_claim_100", "claim_buildrequests([100 requests])", batch_rows, 3 * batch_rows, batches, {}, {}, {}};
 
     auto measure = [&](CaseResult& result, bool measured, auto&& body) {
       g_profiler.reset();
@@ -713,9 +714,8 @@ class Bench {
       const bool measured = round > 0;
       const Round& r = work[round];
       const bool raw_singles = selected(raw_claim_one) || selected(raw_complete_one);
-      run_case(raw_claim_one, measured, raw_singles, ops, [&](std::size_t i) {
-        m_raw->claim(std::span(&r.raw_singles[i].request, 1), master, now);
-      });
+      run_case(raw_claim_one, measured, raw_singles, ops,
+               [&](std::size_t i) { m_raw->claim(std::span(&r.raw_singles[i].request, 1), master, now); });
       if (raw_singles) raw_claims += ops;
 
       const bool store_singles = selected(claim_one) || selected(complete_one);
@@ -726,9 +726,8 @@ class Bench {
         store_claims += ops;
       }
 
-      run_case(raw_complete_one, measured, false, ops, [&](std::size_t i) {
-        m_raw->complete(r.raw_singles[i].request, r.raw_singles[i].buildset, now);
-      });
+      run_case(raw_complete_one, measured, false, ops,
+               [&](std::size_t i) { m_raw->complete(r.raw_singles[i].request, r.raw_singles[i].buildset, now); });
       if (selected(raw_complete_one)) raw_completions += ops;
 
       run_case(complete_one, measured, false, ops,
@@ -776,8 +775,8 @@ class Bench {
       const CaseResult* bottom = find(denominator);
       if (top == nullptr || bottom == nullptr) return;
       // "claim_1": the store's operation against the same changes made raw.
-      ratios.push_back({top->name.substr(6), top->name, bottom->name,
-                        top->median_us() / bottom->median_us(), has_target});
+      ratios.push_back(
+          {top->name.substr(6), top->name, bottom->name, top->median_us() / bottom->median_us(), has_target});
     };
     ratio("store_claim_1", "raw_claim_1", true);
     ratio("store_complete_1", "raw_complete_1", true);
@@ -845,7 +844,7 @@ class Bench {
       std::cout << line.dump() << '\n';
     }
     for (const auto& ratio : ratios) {
-      Ordered line{{"bench", "store"},   {"backend", m_backend},           {"ratio", ratio.name},
+      Ordered line{{"bench", "store"},     {"backend", m_backend},         {"ratio", ratio.name},
                    {"value", ratio.value}, {"numerator", ratio.numerator}, {"denominator", ratio.denominator}};
       if (ratio.has_target) {
         line["target"] = target_ratio;
@@ -863,13 +862,13 @@ class Bench {
       std::cout << (first ? "" : ", ") << key << " " << (value.is_string() ? value.get<std::string>() : value.dump());
       first = false;
     }
-    std::cout << "\n  buildrequests: " << m_table_rows << " rows; " << m_options.reps
-              << " repetitions (medians) of " << m_options.ops << " single-row and " << m_options.batches
-              << " 100-row transactions per case" << (m_options.quick ? "; --quick: the numbers mean nothing" : "")
+    std::cout << "\n  buildrequests: " << m_table_rows << " rows; " << m_options.reps << " repetitions (medians) of "
+              << m_options.ops << " single-row and " << m_options.batches << " 100-row transactions per case"
+              << (m_options.quick ? "; --quick: the numbers mean nothing" : "")
               << (m_options.profile ? "; --profile: timings include statement tracing" : "") << "\n\n";
 
-    std::cout << pad("case", -21) << pad("one operation", -52) << pad("rows", 5) << pad("msgs", 6)
-              << pad("µs/op", 10) << pad("ops/s", 10) << pad("min–max µs/op", 18);
+    std::cout << pad("case", -21) << pad("one operation", -52) << pad("rows", 5) << pad("msgs", 6) << pad("µs/op", 10)
+              << pad("ops/s", 10) << pad("min–max µs/op", 18);
     if (m_options.profile) std::cout << pad("stmts", 7) << pad("in SQLite µs", 14);
     std::cout << '\n';
     for (const auto& result : m_results) {
@@ -885,8 +884,7 @@ class Bench {
     }
     if (!ratios.empty()) std::cout << "\nratios of µs/op (target ≤ " << fixed(target_ratio, 1) << "x):\n";
     for (const auto& ratio : ratios) {
-      std::cout << "  " << pad(ratio.numerator + " / " + ratio.denominator, -42) << pad(fixed(ratio.value, 2), 8)
-                << "x"
+      std::cout << "  " << pad(ratio.numerator + " / " + ratio.denominator, -42) << pad(fixed(ratio.value, 2), 8) << "x"
                 << (ratio.has_target ? (ratio.value <= target_ratio ? "  met" : "  NOT MET") : "  (for information)")
                 << '\n';
     }
@@ -898,8 +896,8 @@ class Bench {
         std::cout << "  " << result.name << ":\n";
         for (const auto& [sql, profile] : result.statements) {
           std::cout << "    " << pad(fixed(static_cast<double>(profile.count) / operations, 2), 6)
-                    << pad(fixed(static_cast<double>(profile.nanoseconds) / 1000.0 / operations, 2), 9) << "  "
-                    << sql << '\n';
+                    << pad(fixed(static_cast<double>(profile.nanoseconds) / 1000.0 / operations, 2), 9) << "  " << sql
+                    << '\n';
         }
       }
     }

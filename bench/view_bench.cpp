@@ -96,7 +96,8 @@ ApplyResult apply_in_order(int messages) {
     bodies.push_back({{"type", "widgets"}, {"id", std::to_string(id)}, {"state", {{"n", m}}}, {"_rev", revision}});
   }
   const auto started = Clock::now();
-  for (int m = 0; m < messages; ++m) bus->produce(keys[static_cast<std::size_t>(m)], bodies[static_cast<std::size_t>(m)]);
+  for (int m = 0; m < messages; ++m)
+    bus->produce(keys[static_cast<std::size_t>(m)], bodies[static_cast<std::size_t>(m)]);
   const auto produced = Clock::now();
   run_until_idle(io);
   const auto applied = Clock::now();
@@ -241,13 +242,15 @@ int main(int argc, char** argv) {
     std::printf("| case | median | target |\n| --- | ---: | ---: |\n");
     std::printf("| in-order message, produce + apply | %.2f µs | — |\n", median(total) / 1000);
     std::printf("| in-order message, apply on the view's executor | %.2f µs | ≤ 2 µs |\n", median(apply) / 1000);
-    std::printf("| reload queries (entry reloads + resyncs) per message, 10%% reordered, 1%% dropped | %.2f%% | ≤ 5%% |\n",
-                100 * median(ratio));
+    std::printf(
+        "| reload queries (entry reloads + resyncs) per message, 10%% reordered, 1%% dropped | %.2f%% | ≤ 5%% |\n",
+        100 * median(ratio));
     std::printf("| of which resyncs (one per reported drop) | %.2f%% | — |\n", 100 * median(resync_ratio));
-    std::printf("\n%d repetitions; %d in-order messages; %d store operations (last: %llu messages seen by the views, "
-                "%llu anomalies); views converged: %s\n",
-                reps, messages, operations, static_cast<unsigned long long>(last.messages),
-                static_cast<unsigned long long>(last.anomalies), converged ? "yes" : "NO");
+    std::printf(
+        "\n%d repetitions; %d in-order messages; %d store operations (last: %llu messages seen by the views, "
+        "%llu anomalies); views converged: %s\n",
+        reps, messages, operations, static_cast<unsigned long long>(last.messages),
+        static_cast<unsigned long long>(last.anomalies), converged ? "yes" : "NO");
   }
   return converged ? 0 : 1;
 }

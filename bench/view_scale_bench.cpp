@@ -72,9 +72,7 @@ volatile std::int64_t g_sink = 0;
   std::exit(1);
 }
 
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
 long long heap_in_use() {
   const auto info = mallinfo2();
@@ -116,14 +114,22 @@ class SqliteDatabase final : public Database {
     const auto n = std::to_string(requests), sets = std::to_string((requests + 9) / requests_per_buildset);
     exec(connection.get(),
          "BEGIN; "
-         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < " + sets + ") "
-         "INSERT INTO buildsets (id, reason, submitted_at) SELECT i, 'view_scale_bench', 1795838740 + i FROM n; "
-         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < " + n + ") "
-         "INSERT INTO buildrequests (id, buildsetid, builderid, submitted_at) "
-         "SELECT i, (i - 1) / 10 + 1, " + std::to_string(builder) + ", 1795838740.25 + i FROM n; "
-         "INSERT INTO buildrequest_claims (brid, masterid, claimed_at) "
-         "SELECT id, " + std::to_string(master) + ", submitted_at + 1.5 FROM buildrequests WHERE id % 2 = 0; "
-         "COMMIT");
+         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < " +
+             sets +
+             ") "
+             "INSERT INTO buildsets (id, reason, submitted_at) SELECT i, 'view_scale_bench', 1795838740 + i FROM n; "
+             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < " +
+             n +
+             ") "
+             "INSERT INTO buildrequests (id, buildsetid, builderid, submitted_at) "
+             "SELECT i, (i - 1) / 10 + 1, " +
+             std::to_string(builder) +
+             ", 1795838740.25 + i FROM n; "
+             "INSERT INTO buildrequest_claims (brid, masterid, claimed_at) "
+             "SELECT id, " +
+             std::to_string(master) +
+             ", submitted_at + 1.5 FROM buildrequests WHERE id % 2 = 0; "
+             "COMMIT");
   }
 
   std::size_t read_all() override {
@@ -177,15 +183,18 @@ class PostgresDatabase final : public Database {
   void fill(std::size_t requests, std::int64_t builder, std::int64_t master) override {
     pqxx::connection connection(url());
     pqxx::work work(connection);
-    work.exec_params0("INSERT INTO buildsets (id, reason, submitted_at) "
-                      "SELECT i, 'view_scale_bench', 1795838740 + i FROM generate_series(1, $1::bigint) AS i",
-                      static_cast<long long>((requests + 9) / requests_per_buildset));
-    work.exec_params0("INSERT INTO buildrequests (id, buildsetid, builderid, submitted_at) "
-                      "SELECT i, (i - 1) / 10 + 1, $2, 1795838740.25 + i FROM generate_series(1, $1::bigint) AS i",
-                      static_cast<long long>(requests), builder);
-    work.exec_params0("INSERT INTO buildrequest_claims (brid, masterid, claimed_at) "
-                      "SELECT id, $1, submitted_at + 1.5 FROM buildrequests WHERE id % 2 = 0",
-                      master);
+    work.exec_params0(
+        "INSERT INTO buildsets (id, reason, submitted_at) "
+        "SELECT i, 'view_scale_bench', 1795838740 + i FROM generate_series(1, $1::bigint) AS i",
+        static_cast<long long>((requests + 9) / requests_per_buildset));
+    work.exec_params0(
+        "INSERT INTO buildrequests (id, buildsetid, builderid, submitted_at) "
+        "SELECT i, (i - 1) / 10 + 1, $2, 1795838740.25 + i FROM generate_series(1, $1::bigint) AS i",
+        static_cast<long long>(requests), builder);
+    work.exec_params0(
+        "INSERT INTO buildrequest_claims (brid, masterid, claimed_at) "
+        "SELECT id, $1, submitted_at + 1.5 FROM buildrequests WHERE id % 2 = 0",
+        master);
     // The sequences go on after the rows made here.
     work.exec("SELECT setval(pg_get_serial_sequence('buildsets', 'id'), (SELECT MAX(id) FROM buildsets))");
     work.exec("SELECT setval(pg_get_serial_sequence('buildrequests', 'id'), (SELECT MAX(id) FROM buildrequests))");
@@ -387,8 +396,8 @@ int main(int argc, char** argv) {
   } catch (const std::exception& error) {
     fail(error.what());
   }
-  std::cout << Json{{"meta", true}, {"backend", postgres ? "postgresql" : "sqlite"}, {"sqlite", sqlite3_libversion()}}
-                   .dump()
-            << "\n";
+  std::cout
+      << Json{{"meta", true}, {"backend", postgres ? "postgresql" : "sqlite"}, {"sqlite", sqlite3_libversion()}}.dump()
+      << "\n";
   return 0;
 }

@@ -75,7 +75,7 @@ struct Reader {
   std::string name;
   // Times one payload; returns something that depends on the work.
   std::function<std::size_t(std::string_view)> run;
-  Read read;  // empty: nothing to compare (a lower bound, or wire::decode)
+  Read read;                 // empty: nothing to compare (a lower bound, or wire::decode)
   std::string simdjson_way;  // simdjson building the Json: "DOM" or "On-Demand"
 };
 
@@ -86,7 +86,8 @@ std::vector<Reader> readers() {
                          std::move(simdjson_way)});
   };
   add("Json::parse (nlohmann)", [](std::string_view text) { return std::optional<Json>(Json::parse(text)); });
-  add("detail::read_json (the library's reader)", [](std::string_view text) { return livestate::detail::read_json(text); });
+  add("detail::read_json (the library's reader)",
+      [](std::string_view text) { return livestate::detail::read_json(text); });
 #ifdef LIVESTATE_BENCH_SIMDJSON
   namespace bench = livestate::bench;
   add("simdjson DOM (" + std::string(bench::simdjson_dom_kernel()) + " kernel), building the Json",
@@ -94,10 +95,14 @@ std::vector<Reader> readers() {
   add("simdjson On-Demand (" + std::string(bench::simdjson_ondemand_kernel()) + " kernel), building the Json",
       bench::simdjson_ondemand_read, "On-Demand");
   all.push_back(Reader{"simdjson DOM parse alone, building nothing (lower bound)",
-                       [](std::string_view text) -> std::size_t { return bench::simdjson_dom_parse_only(text); }, {}, {}});
+                       [](std::string_view text) -> std::size_t { return bench::simdjson_dom_parse_only(text); },
+                       {},
+                       {}});
 #endif
   all.push_back(Reader{"wire::decode (reads with read_json, builds the messages)",
-                       [](std::string_view text) { return wire::decode(text).messages.size(); }, {}, {}});
+                       [](std::string_view text) { return wire::decode(text).messages.size(); },
+                       {},
+                       {}});
   return all;
 }
 
@@ -117,11 +122,31 @@ bool agree(const std::vector<Reader>& all, const std::string& text, bool may_dec
 }
 
 // Texts where a careless conversion would change a number's type or a value.
-const std::vector<std::string> awkward_texts = {
-    "0", "-0", "[-0]", "{\"a\":-0}", "-0.0", "5", "-5", "18446744073709551615", "18446744073709551616",
-    "-9223372036854775808", "9223372036854775808", "1.5", "1e3", "1E+3", "-1.5e-3", "2.2250738585072014e-308",
-    "4.9406564584124654e-324", "1e-400", "[1,-1,1.0,-1.0,1e0]", "\"\\u0041\\u00e9\\uD834\\uDD1E \\\" \\\\ \\/\"",
-    "\"a\\u0000b\"", "{\"b\":1,\"a\":2,\"a\":3}", " { } ", "[[],{},null,true,false]", "\"master-0\""};
+const std::vector<std::string> awkward_texts = {"0",
+                                                "-0",
+                                                "[-0]",
+                                                "{\"a\":-0}",
+                                                "-0.0",
+                                                "5",
+                                                "-5",
+                                                "18446744073709551615",
+                                                "18446744073709551616",
+                                                "-9223372036854775808",
+                                                "9223372036854775808",
+                                                "1.5",
+                                                "1e3",
+                                                "1E+3",
+                                                "-1.5e-3",
+                                                "2.2250738585072014e-308",
+                                                "4.9406564584124654e-324",
+                                                "1e-400",
+                                                "[1,-1,1.0,-1.0,1e0]",
+                                                "\"\\u0041\\u00e9\\uD834\\uDD1E \\\" \\\\ \\/\"",
+                                                "\"a\\u0000b\"",
+                                                "{\"b\":1,\"a\":2,\"a\":3}",
+                                                " { } ",
+                                                "[[],{},null,true,false]",
+                                                "\"master-0\""};
 
 double micros_per_message(const Reader& reader, const Payload& payload, int rounds) {
   std::size_t sink = 0;
@@ -169,8 +194,7 @@ int main(int argc, char** argv) {
   if (!ok) return 1;
 
   // samples[payload][reader], interleaved so that noise lands on all alike.
-  std::vector<std::vector<std::vector<double>>> samples(payloads.size(),
-                                                        std::vector<std::vector<double>>(all.size()));
+  std::vector<std::vector<std::vector<double>>> samples(payloads.size(), std::vector<std::vector<double>>(all.size()));
   for (int rep = 0; rep < reps; ++rep) {
     for (std::size_t p = 0; p < payloads.size(); ++p) {
       const int payload_rounds = rounds * 20 / payloads[p].messages;
@@ -210,10 +234,11 @@ int main(int argc, char** argv) {
                 median(samples[p][read_json_row]) / median(samples[p][fastest]), payloads[p].messages,
                 all[fastest].simdjson_way.c_str(), p + 1 == payloads.size() ? ".\n" : "");
   }
-  std::printf("\nPayloads of claim bodies as wire::encode writes them: %d messages, %zu bytes; 1 message, %zu bytes. "
-              "Medians of %d repetitions of %d payloads of %d (%d of 1), the readers interleaved.",
-              payloads[0].messages, payloads[0].text.size(), payloads[1].text.size(), reps, rounds,
-              payloads[0].messages, rounds * 20);
+  std::printf(
+      "\nPayloads of claim bodies as wire::encode writes them: %d messages, %zu bytes; 1 message, %zu bytes. "
+      "Medians of %d repetitions of %d payloads of %d (%d of 1), the readers interleaved.",
+      payloads[0].messages, payloads[0].text.size(), payloads[1].text.size(), reps, rounds, payloads[0].messages,
+      rounds * 20);
 #ifdef LIVESTATE_BENCH_SIMDJSON
   std::printf(" simdjson %s.", std::string(livestate::bench::simdjson_version()).c_str());
 #else

@@ -31,7 +31,6 @@
 #include <boost/asio/io_context.hpp>
 
 #include "commands.hpp"
-#include "views_report.hpp"
 #include "livestate/core/json.hpp"
 #include "livestate/db/errors.hpp"
 #include "livestate/db/store.hpp"
@@ -40,6 +39,7 @@
 #include "livestate/mq/simple_mq.hpp"
 #include "livestate/reconcile/live_view.hpp"
 #include "livestate/reconcile/source.hpp"
+#include "views_report.hpp"
 
 namespace livestate::cli {
 namespace {
@@ -144,16 +144,23 @@ ChaosOptions parse(const std::vector<std::string>& args) {
   ChaosOptions options;
   const std::vector<std::pair<std::string_view, std::function<void(const std::string&)>>> takes_value = {
       {"--db", [&](const std::string& v) { options.url = v; }},
-      {"--masters", [&](const std::string& v) { options.masters = static_cast<int>(whole_number("--masters", v, 1, 64)); }},
+      {"--masters",
+       [&](const std::string& v) { options.masters = static_cast<int>(whole_number("--masters", v, 1, 64)); }},
       {"--builders",
        [&](const std::string& v) { options.builders = static_cast<int>(whole_number("--builders", v, 1, 1000)); }},
       {"--buildsets",
-       [&](const std::string& v) { options.buildsets = static_cast<int>(whole_number("--buildsets", v, 0, std::numeric_limits<int>::max())); }},
+       [&](const std::string& v) {
+         options.buildsets = static_cast<int>(whole_number("--buildsets", v, 0, std::numeric_limits<int>::max()));
+       }},
       {"--duration", [&](const std::string& v) { options.duration = duration_of("--duration", v); }},
       {"--backlog",
-       [&](const std::string& v) { options.backlog = static_cast<std::size_t>(whole_number("--backlog", v, 1, 1'000'000'000)); }},
+       [&](const std::string& v) {
+         options.backlog = static_cast<std::size_t>(whole_number("--backlog", v, 1, 1'000'000'000));
+       }},
       {"--first-master",
-       [&](const std::string& v) { options.first_master = static_cast<int>(whole_number("--first-master", v, 0, 1'000'000)); }},
+       [&](const std::string& v) {
+         options.first_master = static_cast<int>(whole_number("--first-master", v, 0, 1'000'000));
+       }},
       {"--rss-warmup", [&](const std::string& v) { options.rss_warmup = duration_of("--rss-warmup", v); }},
       {"--resync-every", [&](const std::string& v) { options.resync_every = duration_of("--resync-every", v); }},
       {"--views",
@@ -199,8 +206,8 @@ struct Work {
   std::atomic<int> completed{0};
   std::atomic<int> cancelled{0};
   std::atomic<int> crashes{0};
-  std::atomic<int> retried{0};  // transactions that failed (busy, serialization) and were retried
-  std::atomic<int> restarts{0};  // masters restarted after losing their connection
+  std::atomic<int> retried{0};     // transactions that failed (busy, serialization) and were retried
+  std::atomic<int> restarts{0};    // masters restarted after losing their connection
   std::atomic<bool> adding{true};  // false once --duration is over: the masters finish what was added
 };
 
@@ -268,15 +275,16 @@ class Master {
     unclaimed.claimed = false;
     unclaimed.complete = false;
     if (options.backlog != 0) unclaimed.limit = options.backlog;
-    const bool room =
-        options.backlog == 0 || retrying([&] { return m_store->count_buildrequests(unclaimed); }) < options.backlog;
+    const bool room = options.backlog == 0 ||
+                      retrying([&] { return m_store->count_buildrequests(unclaimed); }) < options.backlog;
     if (!room || !work.adding) {
       // The others have enough to do, or the work is winding down.
     } else if (work.buildsets.fetch_add(1) < options.buildsets) {
       db::NewBuildset buildset;
       const auto first = pick(m_builders.size());
       buildset.builderids = {m_builders[first]};
-      if (m_builders.size() > 1 && chance(0.5)) buildset.builderids.push_back(m_builders[(first + 1) % m_builders.size()]);
+      if (m_builders.size() > 1 && chance(0.5))
+        buildset.builderids.push_back(m_builders[(first + 1) % m_builders.size()]);
       buildset.reason = "chaos";
       retrying([&] { m_store->add_buildset(buildset); });
       did = true;
@@ -425,8 +433,7 @@ int run_chaos(const std::vector<std::string>& args, std::ostream& out) {
 
   // The bus the SQLite masters announce on; on PostgreSQL, the views' own
   // listening connector (each master has its own).
-  std::unique_ptr<mq::Connector> bus =
-      postgres ? mq::connect(options.url, executor.get()) : mq::make_simple_mq();
+  std::unique_ptr<mq::Connector> bus = postgres ? mq::connect(options.url, executor.get()) : mq::make_simple_mq();
   std::vector<std::unique_ptr<Master>> masters;
   for (int i = 0; i < options.masters; ++i) {
     masters.push_back(std::make_unique<Master>(options, *bus, executor.get(), i));
@@ -519,8 +526,7 @@ int run_chaos(const std::vector<std::string>& args, std::ostream& out) {
                << std::min(work.buildsets.load(), options.buildsets) << "/" << options.buildsets << " buildsets, "
                << work.completed << " requests complete, " << views.progress();
       const auto memory = memory_now();
-      progress << ", resident " << memory.resident_kb << " kB, heap in use " << memory.heap_kb << " kB\n"
-               << std::flush;
+      progress << ", resident " << memory.resident_kb << " kB, heap in use " << memory.heap_kb << " kB\n" << std::flush;
     }
   }
   for (auto& thread : threads) thread.join();
@@ -560,8 +566,8 @@ int run_chaos(const std::vector<std::string>& args, std::ostream& out) {
       {"heap_work_end_kb", heap(work_end)},
       {"heap_end_kb", heap(converged)}};
   std::ostringstream title;
-  title << "livestate chaos: " << options.masters << " masters on " << (postgres ? "PostgreSQL" : "SQLite")
-        << ", seed " << options.faults.seed << ", worked " << seconds_text(worked);
+  title << "livestate chaos: " << options.masters << " masters on " << (postgres ? "PostgreSQL" : "SQLite") << ", seed "
+        << options.faults.seed << ", worked " << seconds_text(worked);
   views.report(out, options.json, title.str(), rows, outcome,
                {{"seed", options.faults.seed},
                 {"database", postgres ? "postgresql" : "sqlite"},

@@ -29,8 +29,7 @@ inline std::optional<std::string> take_option(const std::vector<std::string>& ar
   const std::string& arg = args[index];
   if (arg == name) {
     if (index + 1 >= args.size()) {
-      throw UsageError{std::string(name) + " needs a value; run 'livestate " + std::string(command) +
-                       " --help'"};
+      throw UsageError{std::string(name) + " needs a value; run 'livestate " + std::string(command) + " --help'"};
     }
     return args[++index];
   }

@@ -1,8 +1,8 @@
 // `livestate demo`: a Buildbot-shaped run through the in-process connector,
 // watched by consumers with different filters, each printing what it got.
 
-#include <iostream>
 #include <functional>
+#include <iostream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -32,18 +32,24 @@ constexpr const char* demo_help =
     "  --json   one JSON object per consumer instead of text\n";
 
 // Buildbot produces one event of a resource on several paths, back to back.
-void produce_on_paths(mq::Connector& mq, const std::vector<std::vector<std::string>>& paths,
-                      const Json& body) {
+void produce_on_paths(mq::Connector& mq, const std::vector<std::vector<std::string>>& paths, const Json& body) {
   for (const auto& path : paths) mq.produce(RoutingKey(path), body);
 }
 
 Json build_request(int id, int builder, bool claimed, bool complete) {
-  return {{"buildrequestid", id}, {"buildsetid", 1}, {"builderid", builder}, {"priority", 0},
-          {"claimed", claimed},   {"claimed_at", claimed ? Json(1795838741.2) : Json(nullptr)},
+  return {{"buildrequestid", id},
+          {"buildsetid", 1},
+          {"builderid", builder},
+          {"priority", 0},
+          {"claimed", claimed},
+          {"claimed_at", claimed ? Json(1795838741.2) : Json(nullptr)},
           {"claimed_by_masterid", claimed ? Json(1) : Json(nullptr)},
-          {"complete", complete}, {"results", complete ? 0 : -1},
-          {"submitted_at", 1795838740.0}, {"complete_at", complete ? Json(1795838745.9) : Json(nullptr)},
-          {"waited_for", false}, {"properties", nullptr}};
+          {"complete", complete},
+          {"results", complete ? 0 : -1},
+          {"submitted_at", 1795838740.0},
+          {"complete_at", complete ? Json(1795838745.9) : Json(nullptr)},
+          {"waited_for", false},
+          {"properties", nullptr}};
 }
 
 void request_event(mq::Connector& mq, int id, int builder, const std::string& event, const Json& body) {
@@ -57,9 +63,9 @@ void request_event(mq::Connector& mq, int id, int builder, const std::string& ev
 }
 
 void build_event(mq::Connector& mq, const std::string& event, const Json& body) {
-  produce_on_paths(mq, {{"builders", "2", "builds", "1", event}, {"builds", "1", event},
-                        {"workers", "1", "builds", "1", event}},
-                   body);
+  produce_on_paths(
+      mq, {{"builders", "2", "builds", "1", event}, {"builds", "1", event}, {"workers", "1", "builds", "1", event}},
+      body);
 }
 
 void step_event(mq::Connector& mq, int step, const std::string& event, const Json& body) {
@@ -69,19 +75,29 @@ void step_event(mq::Connector& mq, int step, const std::string& event, const Jso
 
 void run_buildset(mq::Connector& mq, const std::function<void()>& halfway) {
   mq.produce(RoutingKey{"buildsets", "1", "new"},
-             {{"bsid", 1}, {"reason", "The Periodic scheduler named 'periodic-pair' triggered this build"},
-              {"submitted_at", 1795838740}, {"complete", false}, {"results", nullptr}});
+             {{"bsid", 1},
+              {"reason", "The Periodic scheduler named 'periodic-pair' triggered this build"},
+              {"submitted_at", 1795838740},
+              {"complete", false},
+              {"results", nullptr}});
   request_event(mq, 1, 2, "new", build_request(1, 2, false, false));
   request_event(mq, 2, 5, "new", build_request(2, 5, false, false));
   request_event(mq, 1, 2, "claimed", build_request(1, 2, true, false));
   halfway();
-  Json build = {{"buildid", 1}, {"number", 1}, {"builderid", 2}, {"buildrequestid", 1},
-                {"workerid", 1}, {"masterid", 1}, {"started_at", 1795838741.3},
-                {"complete", false}, {"state_string", "created"}, {"results", nullptr}};
+  Json build = {{"buildid", 1},
+                {"number", 1},
+                {"builderid", 2},
+                {"buildrequestid", 1},
+                {"workerid", 1},
+                {"masterid", 1},
+                {"started_at", 1795838741.3},
+                {"complete", false},
+                {"state_string", "created"},
+                {"results", nullptr}};
   build_event(mq, "new", build);
   for (int step = 1; step <= 2; ++step) {
-    Json body = {{"stepid", step}, {"number", step - 1}, {"buildid", 1},
-                 {"name", step == 1 ? "git" : "compile"}, {"complete", false}, {"results", nullptr}};
+    Json body = {{"stepid", step},    {"number", step - 1}, {"buildid", 1}, {"name", step == 1 ? "git" : "compile"},
+                 {"complete", false}, {"results", nullptr}};
     step_event(mq, step, "new", body);
     step_event(mq, step, "started", body);
     body["complete"] = true;
@@ -133,8 +149,7 @@ int run_demo(const std::vector<std::string>& args, std::ostream& out) {
         Filter::parse(watchers[i].name)));
   }
   std::size_t everything = 0;
-  consumers.push_back(mq->start_consuming([&](const RoutingKey&, const Json&) { ++everything; },
-                                          Filter::parse("#")));
+  consumers.push_back(mq->start_consuming([&](const RoutingKey&, const Json&) { ++everything; }, Filter::parse("#")));
 
   Watcher audit{"audit (persistent, buildrequests.*.*)", {}};
   const auto audit_callback = [&](const RoutingKey& key, const Json&) { audit.keys.push_back(key.str()); };
@@ -150,8 +165,10 @@ int run_demo(const std::vector<std::string>& args, std::ostream& out) {
 
   const auto stats = mq->stats();
   if (json) {
-    Json report = {{"produced", stats.produced}, {"delivered", stats.delivered},
-                   {"every_message_consumer_got", everything}, {"consumers", Json::array()}};
+    Json report = {{"produced", stats.produced},
+                   {"delivered", stats.delivered},
+                   {"every_message_consumer_got", everything},
+                   {"consumers", Json::array()}};
     for (const auto& watcher : watchers) {
       Json entry = {{"filter", watcher.name}, {"received", watcher.keys}};
       if (watcher.stopped_after > 0) entry["received_before_stopping"] = watcher.stopped_after;

@@ -1,13 +1,13 @@
 // `livestate migrate`: applies a migration set (livestate's own schema by
 // default), shows it, or prints what applying it would run.
 
+#include <algorithm>
 #include <charconv>
 #include <ctime>
-#include <algorithm>
 #include <iomanip>
 #include <optional>
-#include <span>
 #include <ostream>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -96,8 +96,8 @@ Json status_json(const db::MigrationStatus& status, std::span<const db::Migratio
 void print_status_text(const db::MigrationStatus& status, std::span<const db::Migration> migrations,
                        std::ostream& out) {
   const bool own = status.set == db::MigrationSet::livestate;
-  out << (own ? "schema version " : "set " + status.set + ": version ") << status.database_version
-      << "; this program " << (own ? "ships " : "has ") << status.shipped_version;
+  out << (own ? "schema version " : "set " + status.set + ": version ") << status.database_version << "; this program "
+      << (own ? "ships " : "has ") << status.shipped_version;
   if (status.pending.empty()) {
     out << " (up to date)\n";
   } else {
@@ -107,8 +107,8 @@ void print_status_text(const db::MigrationStatus& status, std::span<const db::Mi
   std::size_t name_width = 4;
   for (const auto& migration : migrations) name_width = std::max(name_width, migration.name.size());
   out << "\n"
-      << std::left << std::setw(9) << "version" << std::setw(static_cast<int>(name_width) + 2) << "name"
-      << std::setw(9) << "state" << std::setw(21) << "applied (UTC)"
+      << std::left << std::setw(9) << "version" << std::setw(static_cast<int>(name_width) + 2) << "name" << std::setw(9)
+      << "state" << std::setw(21) << "applied (UTC)"
       << "checksum (SHA-256)\n";
   for (const auto& migration : migrations) {
     const auto* applied = find_applied(status, migration.version);
@@ -170,8 +170,8 @@ void print_status(db::Store& store, const std::optional<db::MigrationSet>& given
   }
 }
 
-void print_plan(const db::Store& store, const db::MigrationSet& set, const std::vector<db::Migration>& plan,
-                bool json, std::ostream& out) {
+void print_plan(const db::Store& store, const db::MigrationSet& set, const std::vector<db::Migration>& plan, bool json,
+                std::ostream& out) {
   if (json) {
     Json report = {{"database", store.name()}, {"set", set.name()}, {"planned", Json::array()}};
     for (const auto& migration : plan) {
@@ -193,8 +193,8 @@ void print_plan(const db::Store& store, const db::MigrationSet& set, const std::
   }
 }
 
-void print_migrated(const db::Store& store, const db::MigrationStatus& before,
-                    const db::MigrationStatus& after, bool json, std::ostream& out) {
+void print_migrated(const db::Store& store, const db::MigrationStatus& before, const db::MigrationStatus& after,
+                    bool json, std::ostream& out) {
   // What the database gained meanwhile: applied by this call (or, when several
   // processes migrate at once, by another one, which is just as applied).
   std::vector<const db::AppliedMigration*> gained;

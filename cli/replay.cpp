@@ -21,7 +21,6 @@
 #include <boost/asio/io_context.hpp>
 
 #include "commands.hpp"
-#include "views_report.hpp"
 #include "livestate/core/json.hpp"
 #include "livestate/core/wire.hpp"
 #include "livestate/db/errors.hpp"
@@ -29,6 +28,7 @@
 #include "livestate/mq/simple_mq.hpp"
 #include "livestate/reconcile/live_view.hpp"
 #include "livestate/reconcile/source.hpp"
+#include "views_report.hpp"
 
 namespace livestate::cli {
 namespace {
@@ -97,9 +97,7 @@ struct Line {
 
 // A canonical message: (TYPE, ID, EVENT) with an object body; "control"
 // messages (requests to a master, not state) are not resources.
-bool canonical(const Line& line) {
-  return line.key.size() == 3 && line.key[0] != "control" && line.body.is_object();
-}
+bool canonical(const Line& line) { return line.key.size() == 3 && line.key[0] != "control" && line.body.is_object(); }
 
 std::vector<Line> read_trace(const std::string& path) {
   std::ifstream file(path);
@@ -140,8 +138,6 @@ std::vector<Line> read_trace(const std::string& path) {
   if (lines.empty()) throw UsageError{path + ": the trace holds no message"};
   return lines;
 }
-
-
 
 }  // namespace
 
@@ -211,8 +207,7 @@ int run_replay(const std::vector<std::string>& args, std::ostream& out) {
       ++other_paths;
       continue;
     }
-    const auto revision =
-        store->upsert_resource(std::string(stored_prefix) + line.key[0], line.key[1], line.body);
+    const auto revision = store->upsert_resource(std::string(stored_prefix) + line.key[0], line.key[1], line.body);
     Json message = line.body;
     message["_rev"] = revision;
     bus->produce(RoutingKey(line.key), message);
@@ -224,8 +219,9 @@ int run_replay(const std::vector<std::string>& args, std::ostream& out) {
                                                           {"messages_replayed", replayed},
                                                           {"same_messages_on_other_paths", other_paths},
                                                           {"types", types.size()}};
-  views.report(out, json, "livestate replay: " + *trace + ", seed " + std::to_string(faults.seed) +
-                              ", replayed in " + seconds_text(worked),
+  views.report(out, json,
+               "livestate replay: " + *trace + ", seed " + std::to_string(faults.seed) + ", replayed in " +
+                   seconds_text(worked),
                rows, outcome, {{"trace", *trace}, {"seed", faults.seed}});
   return outcome.converged ? 0 : 1;
 }

@@ -9,9 +9,9 @@
 #include <vector>
 
 #include "commands.hpp"
-#include "table.hpp"
 #include "livestate/core/json.hpp"
 #include "livestate/mq/postgres.hpp"
+#include "table.hpp"
 
 namespace livestate::cli {
 namespace {
@@ -69,8 +69,8 @@ Json as_json(const mq::LogicalSlot& slot) {
 }
 
 void print_table(const std::vector<mq::LogicalSlot>& slots, std::ostream& out) {
-  std::vector<std::vector<std::string>> lines{{"name", "channel", "filter", "active", "retained", "status", "confirmed",
-                                               "slot"}};
+  std::vector<std::vector<std::string>> lines{
+      {"name", "channel", "filter", "active", "retained", "status", "confirmed", "slot"}};
   for (const auto& slot : slots) {
     lines.push_back({slot.name.value_or(slot.temporary ? "(live)" : "(unregistered)"), slot.channel.value_or("-"),
                      slot.filter.value_or("-"), slot.active_pid ? "pid " + std::to_string(*slot.active_pid) : "no",
@@ -107,8 +107,9 @@ int run_slots(const std::vector<std::string>& args, std::ostream& out) {
     }
   }
   if (!url || transport_of(*url, "slots") != Transport::postgresql) {
-    throw UsageError{"--db needs the PostgreSQL database whose slots to show (a postgresql:// URL or a libpq conninfo "
-                     "string); run 'livestate slots --help'"};
+    throw UsageError{
+        "--db needs the PostgreSQL database whose slots to show (a postgresql:// URL or a libpq conninfo "
+        "string); run 'livestate slots --help'"};
   }
   if (words.empty()) {
     if (channel_given) throw UsageError{"--channel goes with 'drop NAME'; run 'livestate slots --help'"};

@@ -3,13 +3,12 @@
 
 #include <algorithm>
 #include <map>
-#include <stdexcept>
 #include <ostream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "commands.hpp"
-#include "table.hpp"
 #include "livestate/core/error.hpp"
 #include "livestate/core/json.hpp"
 #include "livestate/db/errors.hpp"
@@ -17,6 +16,7 @@
 #include "livestate/db/store.hpp"
 #include "livestate/mq/simple_mq.hpp"
 #include "livestate/reconcile/buildbot_source.hpp"
+#include "table.hpp"
 
 namespace livestate::cli {
 namespace {
@@ -137,7 +137,8 @@ int run_view(const std::vector<std::string>& args, std::ostream& out) {
       type = arg;
     }
   }
-  if (!type || type->empty()) throw UsageError{"which TYPE? e.g. 'livestate view buildrequests'; run 'livestate view --help'"};
+  if (!type || type->empty())
+    throw UsageError{"which TYPE? e.g. 'livestate view buildrequests'; run 'livestate view --help'"};
 
   auto connector = mq::make_simple_mq();
   require_existing_database(url);
@@ -149,16 +150,15 @@ int run_view(const std::vector<std::string>& args, std::ostream& out) {
     return 0;
   }
   if (const auto status = db::migration_status(*store); !status.pending.empty()) {
-    throw db::SchemaOutOfDate(store->name() + " is at schema version " +
-                              std::to_string(status.database_version) + " but this program reads version " +
-                              std::to_string(status.shipped_version) + ": run 'livestate migrate --db " +
-                              store->name() + "' first");
+    throw db::SchemaOutOfDate(store->name() + " is at schema version " + std::to_string(status.database_version) +
+                              " but this program reads version " + std::to_string(status.shipped_version) +
+                              ": run 'livestate migrate --db " + store->name() + "' first");
   }
 
   const std::vector<Json> rows = store->list(*type);
   if (rows.empty() && !db::Operations::is_builtin_type(*type)) {
-    throw Error("no type '" + *type + "' in " + store->name() + ": it is not a built-in type (" +
-                builtin_types + ") and no application resource of that type is stored");
+    throw Error("no type '" + *type + "' in " + store->name() + ": it is not a built-in type (" + builtin_types +
+                ") and no application resource of that type is stored");
   }
   print_rows(*type, rows, json, out);
   return 0;

@@ -64,8 +64,8 @@ void migrate_if_empty_or_ours(const std::string& url, std::string_view command) 
       tables += (i > 0 ? ", " : "") + status.other_tables[i];
     }
     if (status.other_tables.size() > 5) tables += ", …";
-    throw UsageError{store->name() + " holds another application's tables (" + tables + "): " +
-                     std::string(command) + " writes only to an empty database or one livestate migrated; give it "
+    throw UsageError{store->name() + " holds another application's tables (" + tables + "): " + std::string(command) +
+                     " writes only to an empty database or one livestate migrated; give it "
                      "another --db"};
   }
   (void)db::migrate(*store);
@@ -209,11 +209,11 @@ ViewSet::Totals ViewSet::totals() const {
 
 std::string ViewSet::progress() const {
   const auto total = totals();
-  return std::to_string(total.views.messages) + " messages seen, " + std::to_string(total.anomalies) +
-         " anomalies, " + std::to_string(total.views.reload_queries) + " reloads, " +
-         std::to_string(total.views.resyncs) + " resyncs, " + std::to_string(total.entries) + " entries, " +
-         std::to_string(total.views.remembered_ids) + " ids remembered, " + std::to_string(total.views.queued) +
-         " messages queued, " + std::to_string(total.faults.held) + " held by the faults";
+  return std::to_string(total.views.messages) + " messages seen, " + std::to_string(total.anomalies) + " anomalies, " +
+         std::to_string(total.views.reload_queries) + " reloads, " + std::to_string(total.views.resyncs) +
+         " resyncs, " + std::to_string(total.entries) + " entries, " + std::to_string(total.views.remembered_ids) +
+         " ids remembered, " + std::to_string(total.views.queued) + " messages queued, " +
+         std::to_string(total.faults.held) + " held by the faults";
 }
 
 ViewSet::Outcome ViewSet::settle(std::chrono::seconds limit) {
@@ -227,9 +227,8 @@ ViewSet::Outcome ViewSet::settle(std::chrono::seconds limit) {
   auto pause = std::chrono::milliseconds(20);
   while (Clock::now() - healed < limit) {
     for (auto& connector : m_faulty) connector->flush();
-    const bool busy = std::any_of(m_views.begin(), m_views.end(), [](const auto& view) {
-      return view->stats().queued > 0;
-    });
+    const bool busy = std::any_of(m_views.begin(), m_views.end(),
+                                  [](const auto& view) { return view->stats().queued > 0; });
     if (busy && Clock::now() - healed + pause < limit) {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
       continue;
@@ -261,11 +260,16 @@ void ViewSet::report(std::ostream& out, bool json, const std::string& title,
       {"reordered", total.faults.reordered},   {"delayed", total.faults.delayed},
       {"partitions", total.faults.partitions}, {"lost_to_partitions", total.faults.lost_to_partitions}};
   const std::vector<std::pair<std::string, std::uint64_t>> repairs = {
-      {"reload_queries", total.views.reload_queries},   {"entries_reloaded", total.views.entries_reloaded},
-      {"resyncs", total.views.resyncs},                 {"full_resyncs", total.views.full_resyncs},
-      {"resync_rows", total.views.resync_rows},         {"resync_repairs", total.views.resync_repairs},
-      {"stale_entries", total.views.stale_entries},     {"queued_peak", total.views.queued_peak},
-      {"queue_overflows", total.views.queue_overflows}, {"messages_discarded", total.views.messages_discarded}};
+      {"reload_queries", total.views.reload_queries},
+      {"entries_reloaded", total.views.entries_reloaded},
+      {"resyncs", total.views.resyncs},
+      {"full_resyncs", total.views.full_resyncs},
+      {"resync_rows", total.views.resync_rows},
+      {"resync_repairs", total.views.resync_repairs},
+      {"stale_entries", total.views.stale_entries},
+      {"queued_peak", total.views.queued_peak},
+      {"queue_overflows", total.views.queue_overflows},
+      {"messages_discarded", total.views.messages_discarded}};
   if (json) {
     Json summary = std::move(extra);
     summary["converged"] = outcome.converged;

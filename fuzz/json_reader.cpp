@@ -11,8 +11,8 @@
 #include <string>
 #include <string_view>
 
-#include "livestate/core/detail/json_reader.hpp"
 #include "../tests/unit/json_identical.hpp"
+#include "livestate/core/detail/json_reader.hpp"
 
 using livestate::Json;
 using livestate::test::identical;

@@ -42,8 +42,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       const auto& original = decoded.messages.at(index++);
       // A sequence of 0 is not sent ("s" left out).
       const auto sequence = original.sequence && *original.sequence != 0 ? original.sequence : std::nullopt;
-      if (message.key != original.key || message.body != original.body ||
-          message.reference != original.reference || message.sequence != sequence) {
+      if (message.key != original.key || message.body != original.body || message.reference != original.reference ||
+          message.sequence != sequence) {
         std::abort();
       }
     }

@@ -29,10 +29,9 @@ std::string quote_for_message(std::string_view text) {
 
 std::string describe_non_ascii(std::size_t index, std::string_view element, std::size_t offset) {
   char byte[8];
-  std::snprintf(byte, sizeof byte, "0x%02x",
-                static_cast<unsigned>(static_cast<unsigned char>(element[offset])));
-  return "element " + std::to_string(index) + " (" + quote_for_message(element) +
-         ") is not 7-bit ASCII: byte " + byte + " at offset " + std::to_string(offset);
+  std::snprintf(byte, sizeof byte, "0x%02x", static_cast<unsigned>(static_cast<unsigned char>(element[offset])));
+  return "element " + std::to_string(index) + " (" + quote_for_message(element) + ") is not 7-bit ASCII: byte " + byte +
+         " at offset " + std::to_string(offset);
 }
 
 }  // namespace livestate::detail

@@ -13,7 +13,6 @@ namespace livestate::detail {
 [[nodiscard]] std::string quote_for_message(std::string_view text);
 
 /// "element 2 (\"caf\\xc3\\xa9\") is not 7-bit ASCII: byte 0xc3 at offset 3"
-[[nodiscard]] std::string describe_non_ascii(std::size_t index, std::string_view element,
-                                             std::size_t offset);
+[[nodiscard]] std::string describe_non_ascii(std::size_t index, std::string_view element, std::size_t offset);
 
 }  // namespace livestate::detail

@@ -42,7 +42,8 @@ Filter Filter::parse(std::string_view dotted) {
 
 void Filter::validate() const {
   if (m_elements.empty() && !m_any_suffix) {
-    throw InvalidFilter("invalid filter (): a filter needs at least one element; Filter::parse(\"#\") matches every key");
+    throw InvalidFilter(
+        "invalid filter (): a filter needs at least one element; Filter::parse(\"#\") matches every key");
   }
   for (std::size_t i = 0; i < m_elements.size(); ++i) {
     if (!m_elements[i]) continue;

@@ -60,9 +60,7 @@ void set_log_level(LogLevel level) noexcept { current_level().store(level, std::
 
 LogLevel log_level() noexcept { return current_level().load(std::memory_order_relaxed); }
 
-bool log_enabled(LogLevel level) noexcept {
-  return level != LogLevel::off && level >= log_level();
-}
+bool log_enabled(LogLevel level) noexcept { return level != LogLevel::off && level >= log_level(); }
 
 std::string_view to_string(LogLevel level) noexcept {
   switch (level) {
@@ -77,8 +75,8 @@ std::string_view to_string(LogLevel level) noexcept {
 }
 
 std::optional<LogLevel> parse_log_level(std::string_view name) noexcept {
-  for (auto level : {LogLevel::trace, LogLevel::debug, LogLevel::info, LogLevel::warning,
-                     LogLevel::error, LogLevel::off}) {
+  for (auto level :
+       {LogLevel::trace, LogLevel::debug, LogLevel::info, LogLevel::warning, LogLevel::error, LogLevel::off}) {
     if (name == to_string(level)) return level;
   }
   return std::nullopt;

@@ -13,9 +13,7 @@ struct Span {
   std::size_t end = 0;
 };
 
-bool is_space(char c) noexcept {
-  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
-}
+bool is_space(char c) noexcept { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
 
 bool equal_ignoring_case(std::string_view a, std::string_view b) noexcept {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
@@ -305,7 +303,8 @@ PostgresTransportParameter take_transport_parameter(std::string_view url) {
       if (question == std::string_view::npos) break;
       for (const auto& parameter : query_parameters(url, question + 1)) {
         if (percent_decoded(text_of(url, parameter.name)) != "transport") continue;
-        result.transport = percent_decoded(text_of(url, parameter.value)).value_or(std::string(text_of(url, parameter.value)));
+        result.transport =
+            percent_decoded(text_of(url, parameter.value)).value_or(std::string(text_of(url, parameter.value)));
         // With the '&' before it, or the '?' when it is the first one (the
         // '&' after it goes instead, or the '?' alone when it was the only one).
         Span gone = parameter.whole;
@@ -329,8 +328,7 @@ PostgresTransportParameter take_transport_parameter(std::string_view url) {
         cut.push_back(gone);
       }
       break;
-    case PostgresUrlKind::not_postgres:
-      break;
+    case PostgresUrlKind::not_postgres: break;
   }
   for (auto span = cut.rbegin(); span != cut.rend(); ++span) {
     result.url.erase(span->begin, span->end - span->begin);

@@ -25,9 +25,7 @@ RoutingKey::RoutingKey(std::initializer_list<std::string_view> elements)
   validate_and_hash();
 }
 
-RoutingKey::RoutingKey(std::vector<std::string> elements) : m_elements(std::move(elements)) {
-  validate_and_hash();
-}
+RoutingKey::RoutingKey(std::vector<std::string> elements) : m_elements(std::move(elements)) { validate_and_hash(); }
 
 RoutingKey RoutingKey::parse(std::string_view dotted) {
   if (dotted.empty()) {
@@ -53,8 +51,7 @@ void RoutingKey::validate_and_hash() {
   m_hashes.reserve(m_elements.size());
   for (std::size_t i = 0; i < m_elements.size(); ++i) {
     if (auto offset = detail::first_non_ascii(m_elements[i])) {
-      throw InvalidRoutingKey("invalid routing key: " +
-                              detail::describe_non_ascii(i, m_elements[i], *offset) +
+      throw InvalidRoutingKey("invalid routing key: " + detail::describe_non_ascii(i, m_elements[i], *offset) +
                               "; routing-key elements must be 7-bit ASCII");
     }
     m_hashes.push_back(hash_element(m_elements[i]));

@@ -363,8 +363,8 @@ class EntryDecoder {
     elements.reserve(key.size());
     for (auto& element : key) {
       if (!element.is_string()) {
-        refuse(ProblemKind::bad_key, R"("k" element )" + std::to_string(elements.size()) + " is " +
-                                         describe(element) + ", not a string");
+        refuse(ProblemKind::bad_key,
+               R"("k" element )" + std::to_string(elements.size()) + " is " + describe(element) + ", not a string");
         return std::nullopt;
       }
       auto& text = element.get_ref<std::string&>();

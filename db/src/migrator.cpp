@@ -69,9 +69,7 @@ class ScopedTransaction {
 // the migration ends, however it ends, before the session returns to the pool.
 class AdvisoryLock {
  public:
-  AdvisoryLock(Session& session, std::int64_t key) : m_session(session), m_key(key) {
-    m_session.lock_advisory(m_key);
-  }
+  AdvisoryLock(Session& session, std::int64_t key) : m_session(session), m_key(key) { m_session.lock_advisory(m_key); }
   AdvisoryLock(const AdvisoryLock&) = delete;
   AdvisoryLock& operator=(const AdvisoryLock&) = delete;
   ~AdvisoryLock() { m_session.unlock_advisory(m_key); }
@@ -102,10 +100,12 @@ const char* history_table(const MigrationSet& set) noexcept { return set.is_live
 // but livestate's own.
 std::vector<std::string> table_names(Session& session) {
   const Rows rows = session.backend() == Backend::sqlite
-                        ? session.query("SELECT name FROM sqlite_schema WHERE type = 'table' "
-                                        "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name")
-                        : session.query("SELECT table_name::text FROM information_schema.tables "
-                                        "WHERE table_schema = current_schema() ORDER BY table_name");
+                        ? session.query(
+                              "SELECT name FROM sqlite_schema WHERE type = 'table' "
+                              "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name")
+                        : session.query(
+                              "SELECT table_name::text FROM information_schema.tables "
+                              "WHERE table_schema = current_schema() ORDER BY table_name");
   std::vector<std::string> names;
   for (const auto& row : rows) {
     // livestate's own: its histories, the connector's tables (livestate_mq_…)
@@ -121,24 +121,25 @@ void create_table(Session& session, const MigrationSet& set) {
   if (table_exists(session, history_table(set))) return;
   const bool sqlite = session.backend() == Backend::sqlite;
   const std::string applied_at = sqlite ? "applied_at REAL NOT NULL" : "applied_at DOUBLE PRECISION NOT NULL";
-  session.execute_script(set.is_livestate()
-                             ? "CREATE TABLE livestate_schema_migrations (version INTEGER PRIMARY KEY, "
-                               "name TEXT NOT NULL, checksum TEXT NOT NULL, " + applied_at + ")"
-                             : "CREATE TABLE livestate_migration_sets (set_name TEXT NOT NULL, "
-                               "version INTEGER NOT NULL, name TEXT NOT NULL, checksum TEXT NOT NULL, " +
-                                   applied_at + ", PRIMARY KEY (set_name, version))");
+  session.execute_script(set.is_livestate() ? "CREATE TABLE livestate_schema_migrations (version INTEGER PRIMARY KEY, "
+                                              "name TEXT NOT NULL, checksum TEXT NOT NULL, " +
+                                                  applied_at + ")"
+                                            : "CREATE TABLE livestate_migration_sets (set_name TEXT NOT NULL, "
+                                              "version INTEGER NOT NULL, name TEXT NOT NULL, checksum TEXT NOT NULL, " +
+                                                  applied_at + ", PRIMARY KEY (set_name, version))");
 }
 
 std::vector<AppliedMigration> read_applied(Session& session, const MigrationSet& set) {
   std::vector<AppliedMigration> applied;
   if (!table_exists(session, history_table(set))) return applied;
   const Value params[] = {set.name()};
-  const Rows rows = set.is_livestate()
-                        ? session.query("SELECT version, name, checksum, applied_at "
-                                        "FROM livestate_schema_migrations ORDER BY version")
-                        : session.query("SELECT version, name, checksum, applied_at FROM livestate_migration_sets "
-                                        "WHERE set_name = ? ORDER BY version",
-                                        params);
+  const Rows rows = set.is_livestate() ? session.query(
+                                             "SELECT version, name, checksum, applied_at "
+                                             "FROM livestate_schema_migrations ORDER BY version")
+                                       : session.query(
+                                             "SELECT version, name, checksum, applied_at FROM livestate_migration_sets "
+                                             "WHERE set_name = ? ORDER BY version",
+                                             params);
   for (const Row& row : rows) {
     applied.push_back({static_cast<int>(row.as_int(0)), row.as_text(1), row.as_text(2), row.as_double(3)});
   }
@@ -149,15 +150,17 @@ void record(Session& session, const MigrationSet& set, const Migration& migratio
   if (set.is_livestate()) {
     const Value params[] = {std::int64_t{migration.version}, std::string(migration.name),
                             std::string(migration.checksum), now};
-    session.execute("INSERT INTO livestate_schema_migrations (version, name, checksum, applied_at) "
-                    "VALUES (?, ?, ?, ?)",
-                    params);
+    session.execute(
+        "INSERT INTO livestate_schema_migrations (version, name, checksum, applied_at) "
+        "VALUES (?, ?, ?, ?)",
+        params);
   } else {
     const Value params[] = {set.name(), std::int64_t{migration.version}, std::string(migration.name),
                             std::string(migration.checksum), now};
-    session.execute("INSERT INTO livestate_migration_sets (set_name, version, name, checksum, applied_at) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    params);
+    session.execute(
+        "INSERT INTO livestate_migration_sets (set_name, version, name, checksum, applied_at) "
+        "VALUES (?, ?, ?, ?, ?)",
+        params);
   }
 }
 
@@ -177,8 +180,7 @@ int highest(std::span<const Migration> migrations) noexcept {
 
 // Compares what the database has applied with `migrations`; throws when it
 // can't be migrated by this program.
-MigrationStatus assess(const std::string& database, const MigrationSet& set,
-                       std::vector<AppliedMigration> applied) {
+MigrationStatus assess(const std::string& database, const MigrationSet& set, std::vector<AppliedMigration> applied) {
   const std::span<const Migration> migrations = set.migrations();
   MigrationStatus status;
   status.set = set.name();
@@ -212,7 +214,8 @@ MigrationStatus assess(const std::string& database, const MigrationSet& set,
     if (migration.version < status.database_version) {
       throw SchemaError(database + " records migration " + std::to_string(status.database_version) +
                         " as applied but not " + describe(set, migration.version, migration.name) + ": " +
-                        history_table(set) + " was edited by hand. Restore it (or the database) "
+                        history_table(set) +
+                        " was edited by hand. Restore it (or the database) "
                         "from a backup; livestate will not apply a migration out of order.");
     }
     status.pending.push_back(migration);
@@ -223,8 +226,8 @@ MigrationStatus assess(const std::string& database, const MigrationSet& set,
 
 void check_target(const std::string& database, int target, int database_version) {
   if (target < database_version) {
-    throw SchemaTooNew("cannot migrate " + database + " to version " + std::to_string(target) +
-                       ": it is at version " + std::to_string(database_version) +
+    throw SchemaTooNew("cannot migrate " + database + " to version " + std::to_string(target) + ": it is at version " +
+                       std::to_string(database_version) +
                        " already, and migrations are never undone. Restore a backup taken before it "
                        "was migrated to go back.");
   }
@@ -262,9 +265,8 @@ Outcome apply(Session& session, StoreCore& core, const MigrationSet& set, const 
     if (failure.kind() == FailureKind::commit_in_doubt) {
       throw MigrationFailed("the connection to " + core.name() + " broke while committing " +
                             describe(set, migration.version, migration.name) +
-                            ", so whether it was applied is unknown: " + failure.what() +
-                            ". Run `" + migrate_command(set) + " --status` to see, then `" + migrate_command(set) +
-                            "` again.");
+                            ", so whether it was applied is unknown: " + failure.what() + ". Run `" +
+                            migrate_command(set) + " --status` to see, then `" + migrate_command(set) + "` again.");
     }
     throw MigrationFailed(describe(set, migration.version, migration.name) + " could not be committed on " +
                           core.name() + " and was rolled back; the database stays at version " +
@@ -277,9 +279,7 @@ Outcome apply(Session& session, StoreCore& core, const MigrationSet& set, const 
 
 }  // namespace
 
-std::int64_t migration_lock_key() noexcept {
-  return static_cast<std::int64_t>(fnv1a_64("livestate.migrate"));
-}
+std::int64_t migration_lock_key() noexcept { return static_cast<std::int64_t>(fnv1a_64("livestate.migrate")); }
 
 MigrationStatus migration_status_with(Store& store, std::span<const Migration> migrations) {
   return migration_status(store, MigrationSet(std::string(MigrationSet::livestate), migrations));
@@ -295,10 +295,10 @@ namespace {
 int target_of(const MigrationSet& set, std::optional<int> to) {
   const int last = highest(set.migrations());
   if (to && (*to < 0 || *to > last)) {
-    throw std::invalid_argument("cannot migrate to version " + std::to_string(*to) + ": " +
-                                (set.is_livestate() ? std::string("this program ships")
-                                                    : "set '" + set.name() + "' has") +
-                                " migrations 1 to " + std::to_string(last));
+    throw std::invalid_argument(
+        "cannot migrate to version " + std::to_string(*to) + ": " +
+        (set.is_livestate() ? std::string("this program ships") : "set '" + set.name() + "' has") +
+        " migrations 1 to " + std::to_string(last));
   }
   return to.value_or(last);
 }
@@ -317,7 +317,8 @@ Message announcement(const MigrationSet& set, int version, int previous) {
 }  // namespace detail
 
 MigrationStatus migration_status(Store& store) {
-  return migration_status(store, MigrationSet(std::string(MigrationSet::livestate), shipped_migrations(store.backend())));
+  return migration_status(store,
+                          MigrationSet(std::string(MigrationSet::livestate), shipped_migrations(store.backend())));
 }
 
 int migrate(Store& store, std::optional<int> to) {

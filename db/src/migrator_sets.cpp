@@ -72,8 +72,7 @@ MigrationSet::MigrationSet(std::string name, std::span<const Migration> migratio
   check_versions(m_name, m_migrations);
 }
 
-MigrationSet MigrationSet::from_directory(std::string name, const std::filesystem::path& directory,
-                                          Backend backend) {
+MigrationSet MigrationSet::from_directory(std::string name, const std::filesystem::path& directory, Backend backend) {
   std::error_code error;
   if (!std::filesystem::is_directory(directory, error)) {
     throw std::invalid_argument("migration set '" + name + "': no directory " + directory.string());

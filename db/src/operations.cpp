@@ -33,9 +33,7 @@ std::string placeholders(std::size_t count) {
   return text + ")";
 }
 
-std::vector<Value> values_of(std::span<const std::int64_t> ids) {
-  return {ids.begin(), ids.end()};
-}
+std::vector<Value> values_of(std::span<const std::int64_t> ids) { return {ids.begin(), ids.end()}; }
 
 std::vector<std::int64_t> sorted_unique(std::span<const std::int64_t> ids) {
   std::vector<std::int64_t> result(ids.begin(), ids.end());
@@ -55,9 +53,7 @@ std::string requests(const std::vector<std::int64_t>& ids) {
   return (ids.size() == 1 ? "build request " : "build requests ") + join_ids(ids);
 }
 
-Value optional_text(const std::optional<std::string>& text) {
-  return text ? Value(*text) : Value(std::monostate{});
-}
+Value optional_text(const std::optional<std::string>& text) { return text ? Value(*text) : Value(std::monostate{}); }
 
 Json optional_double(const Row& row, std::size_t column) {
   return row.is_null(column) ? Json(nullptr) : Json(row.as_double(column));
@@ -86,8 +82,7 @@ std::string bump(Context& context, std::string_view table, std::string_view revi
 class Fields {
  public:
   Fields& add(std::string_view key, Json value) {
-    m_object.get_ref<Json::object_t&>().emplace_hint(m_object.get_ref<Json::object_t&>().end(), key,
-                                                     std::move(value));
+    m_object.get_ref<Json::object_t&>().emplace_hint(m_object.get_ref<Json::object_t&>().end(), key, std::move(value));
     return *this;
   }
   [[nodiscard]] Json take() { return std::move(m_object); }
@@ -118,8 +113,10 @@ std::size_t announce(Context& context, RoutingKey (&&keys)[N], Json body) {
 
 constexpr std::string_view master_columns = "id, name, active, last_active, revision";
 Json master_body(const Row& row) {
-  return {{"masterid", row.as_int(0)},       {"name", row.as_text(1)},
-          {"active", row.as_bool(2)},         {"last_active", optional_double(row, 3)},
+  return {{"masterid", row.as_int(0)},
+          {"name", row.as_text(1)},
+          {"active", row.as_bool(2)},
+          {"last_active", optional_double(row, 3)},
           {"_rev", row.as_int(4)}};
 }
 
@@ -127,13 +124,11 @@ constexpr std::string_view builder_columns = "id, name, description, tags, revis
 Json builder_body(Context& context, const Row& row) {
   Json masterids = Json::array();
   for (const auto& master :
-       context.query("SELECT masterid FROM builder_masters WHERE builderid = ? ORDER BY masterid",
-                     {row.as_int(0)})) {
+       context.query("SELECT masterid FROM builder_masters WHERE builderid = ? ORDER BY masterid", {row.as_int(0)})) {
     masterids.push_back(master.as_int(0));
   }
-  return {{"builderid", row.as_int(0)}, {"name", row.as_text(1)},
-          {"masterids", masterids},     {"description", optional_text(row, 2)},
-          {"tags", row.as_json(3)},     {"_rev", row.as_int(4)}};
+  return {{"builderid", row.as_int(0)},           {"name", row.as_text(1)}, {"masterids", masterids},
+          {"description", optional_text(row, 2)}, {"tags", row.as_json(3)}, {"_rev", row.as_int(4)}};
 }
 
 constexpr std::string_view worker_columns = "id, name, info, paused, graceful, revision";
@@ -165,10 +160,9 @@ Json buildset_body(const Row& row) {
 constexpr std::string_view buildrequest_own_columns =
     "id, buildsetid, builderid, priority, complete, results, submitted_at, complete_at, "
     "waited_for, properties, revision";
-const std::string buildrequest_columns =
-    std::string(buildrequest_own_columns) +
-    ", (SELECT masterid FROM buildrequest_claims WHERE brid = buildrequests.id)"
-    ", (SELECT claimed_at FROM buildrequest_claims WHERE brid = buildrequests.id)";
+const std::string buildrequest_columns = std::string(buildrequest_own_columns) +
+                                         ", (SELECT masterid FROM buildrequest_claims WHERE brid = buildrequests.id)"
+                                         ", (SELECT claimed_at FROM buildrequest_claims WHERE brid = buildrequests.id)";
 Json buildrequest_body(const Row& row) {
   return Fields()
       .add("_rev", row.as_int(10))
@@ -204,7 +198,8 @@ void announce_buildrequest(Context& context, const AnnouncedRequest& request, st
   const auto builderid = key_element(request.builderid);
   announce_kept(context,
                 {RoutingKey({"buildsets", bsid, "builders", builderid, "buildrequests", id, event}),
-                 RoutingKey({"buildrequests", id, event}), RoutingKey({"builders", builderid, "buildrequests", id, event})},
+                 RoutingKey({"buildrequests", id, event}),
+                 RoutingKey({"builders", builderid, "buildrequests", id, event})},
                 request.body);
 }
 
@@ -240,9 +235,9 @@ void announce_build(Context& context, Json body, std::string_view event) {
   const auto number = key_element(body["number"].get<std::int64_t>());
   const bool has_worker = !body["workerid"].is_null();
   const auto workerid = has_worker ? key_element(body["workerid"].get<std::int64_t>()) : std::string();
-  const std::size_t kept =
-      announce(context, {RoutingKey({"builders", builderid, "builds", number, event}), RoutingKey({"builds", id, event})},
-               std::move(body));
+  const std::size_t kept = announce(
+      context, {RoutingKey({"builders", builderid, "builds", number, event}), RoutingKey({"builds", id, event})},
+      std::move(body));
   if (has_worker) context.announce_kept(RoutingKey({"workers", workerid, "builds", id, event}), kept);
 }
 
@@ -281,27 +276,44 @@ struct TypeInfo {
   std::string_view name;
   std::string_view table;
   std::string_view columns;
-  std::string_view id_field;                                 // body field of the id
-  std::map<std::string, std::string, std::less<>> fields;    // body field -> SQL expression
+  std::string_view id_field;                               // body field of the id
+  std::map<std::string, std::string, std::less<>> fields;  // body field -> SQL expression
   Json (*read)(Context&, const Row&);
 };
 
 const std::array<TypeInfo, 7>& builtin_types() {
   static const std::array<TypeInfo, 7> types{{
-      {"masters", "masters", master_columns, "masterid",
+      {"masters",
+       "masters",
+       master_columns,
+       "masterid",
        {{"masterid", "id"}, {"name", "name"}, {"active", "active"}},
        [](Context&, const Row& row) { return master_body(row); }},
-      {"builders", "builders", builder_columns, "builderid",
+      {"builders",
+       "builders",
+       builder_columns,
+       "builderid",
        {{"builderid", "id"}, {"name", "name"}},
        [](Context& context, const Row& row) { return builder_body(context, row); }},
-      {"workers", "workers", worker_columns, "workerid",
+      {"workers",
+       "workers",
+       worker_columns,
+       "workerid",
        {{"workerid", "id"}, {"name", "name"}, {"paused", "paused"}},
        [](Context&, const Row& row) { return worker_body(row); }},
-      {"buildsets", "buildsets", buildset_columns, "bsid",
-       {{"bsid", "id"}, {"complete", "complete"}, {"scheduler", "scheduler"},
+      {"buildsets",
+       "buildsets",
+       buildset_columns,
+       "bsid",
+       {{"bsid", "id"},
+        {"complete", "complete"},
+        {"scheduler", "scheduler"},
         {"external_idstring", "external_idstring"}},
        [](Context&, const Row& row) { return buildset_body(row); }},
-      {"buildrequests", "buildrequests", buildrequest_columns, "buildrequestid",
+      {"buildrequests",
+       "buildrequests",
+       buildrequest_columns,
+       "buildrequestid",
        {{"buildrequestid", "id"},
         {"buildsetid", "buildsetid"},
         {"builderid", "builderid"},
@@ -310,7 +322,10 @@ const std::array<TypeInfo, 7>& builtin_types() {
         {"claimed", "(EXISTS (SELECT 1 FROM buildrequest_claims WHERE brid = buildrequests.id))"},
         {"claimed_by_masterid", "(SELECT masterid FROM buildrequest_claims WHERE brid = buildrequests.id)"}},
        [](Context&, const Row& row) { return buildrequest_body(row); }},
-      {"builds", "builds", build_columns, "buildid",
+      {"builds",
+       "builds",
+       build_columns,
+       "buildid",
        {{"buildid", "id"},
         {"builderid", "builderid"},
         {"buildrequestid", "buildrequestid"},
@@ -319,8 +334,14 @@ const std::array<TypeInfo, 7>& builtin_types() {
         {"number", "number"},
         {"complete", "(complete_at IS NOT NULL)"}},
        [](Context&, const Row& row) { return build_body(row); }},
-      {"steps", "steps", step_columns, "stepid",
-       {{"stepid", "id"}, {"buildid", "buildid"}, {"number", "number"}, {"name", "name"},
+      {"steps",
+       "steps",
+       step_columns,
+       "stepid",
+       {{"stepid", "id"},
+        {"buildid", "buildid"},
+        {"number", "number"},
+        {"name", "name"},
         {"complete", "(complete_at IS NOT NULL)"}},
        [](Context&, const Row& row) { return step_body(row); }},
   }};
@@ -342,9 +363,7 @@ Value to_value(const Json& json, std::string_view field) {
     case Json::value_t::number_unsigned: return json.get<std::int64_t>();
     case Json::value_t::number_float: return json.get<double>();
     case Json::value_t::string: return json.get<std::string>();
-    default:
-      throw std::invalid_argument("cannot filter on '" + std::string(field) + "' by a JSON " +
-                                  json.type_name());
+    default: throw std::invalid_argument("cannot filter on '" + std::string(field) + "' by a JSON " + json.type_name());
   }
 }
 
@@ -421,12 +440,15 @@ void complete_finished_buildsets(Context& context, const std::set<std::int64_t>&
   const std::vector<std::int64_t> ids(bsids.begin(), bsids.end());
   const auto rows = change_returning(
       context,
-      "UPDATE buildsets SET complete = ?, complete_at = ?, revision = " + bump(context, "buildsets") + ", results = "
-      "(SELECT results FROM buildrequests WHERE buildsetid = buildsets.id ORDER BY CASE results "
-      "WHEN 3 THEN 0 WHEN 0 THEN 1 WHEN 1 THEN 2 WHEN 2 THEN 3 WHEN 4 THEN 4 WHEN 5 THEN 5 WHEN 6 THEN 6 "
-      "ELSE -1 END DESC LIMIT 1) "
-      "WHERE id IN " + placeholders(bsids.size()) + " AND complete = ? AND NOT EXISTS "
-      "(SELECT 1 FROM buildrequests WHERE buildsetid = buildsets.id AND complete = ?)",
+      "UPDATE buildsets SET complete = ?, complete_at = ?, revision = " + bump(context, "buildsets") +
+          ", results = "
+          "(SELECT results FROM buildrequests WHERE buildsetid = buildsets.id ORDER BY CASE results "
+          "WHEN 3 THEN 0 WHEN 0 THEN 1 WHEN 1 THEN 2 WHEN 2 THEN 3 WHEN 4 THEN 4 WHEN 5 THEN 5 WHEN 6 THEN 6 "
+          "ELSE -1 END DESC LIMIT 1) "
+          "WHERE id IN " +
+          placeholders(bsids.size()) +
+          " AND complete = ? AND NOT EXISTS "
+          "(SELECT 1 FROM buildrequests WHERE buildsetid = buildsets.id AND complete = ?)",
       std::move(params), buildset_columns, "buildsets", ids);
   for (const Row* row : in_id_order(rows)) {
     context.announce(RoutingKey({"buildsets", key_element(row->as_int(0)), "complete"}), buildset_body(*row));
@@ -476,22 +498,20 @@ std::vector<std::int64_t> missing_from(const std::vector<std::int64_t>& wanted, 
 }
 
 template <class Read>
-std::optional<Json> read_one(Context& context, std::string_view table, std::string_view columns,
-                             std::int64_t id, Read read) {
-  const auto rows = context.query("SELECT " + std::string(columns) + " FROM " + std::string(table) +
-                                      " WHERE id = ?",
+std::optional<Json> read_one(Context& context, std::string_view table, std::string_view columns, std::int64_t id,
+                             Read read) {
+  const auto rows = context.query("SELECT " + std::string(columns) + " FROM " + std::string(table) + " WHERE id = ?",
                                   {id});
   if (rows.empty()) return std::nullopt;
   return read(rows.front());
 }
 
 // UPDATE of one row by id; NotFound when there is none.
-Row update_one(Context& context, std::string_view table, std::string_view assignments,
-               std::string_view columns, std::vector<Value> params, std::int64_t id,
-               std::string_view what) {
+Row update_one(Context& context, std::string_view table, std::string_view assignments, std::string_view columns,
+               std::vector<Value> params, std::int64_t id, std::string_view what) {
   params.push_back(id);
-  auto rows = context.query("UPDATE " + std::string(table) + " SET " + std::string(assignments) +
-                                ", revision = " + bump(context, table) + " WHERE id = ? RETURNING " + std::string(columns),
+  auto rows = context.query("UPDATE " + std::string(table) + " SET " + std::string(assignments) + ", revision = " +
+                                bump(context, table) + " WHERE id = ? RETURNING " + std::string(columns),
                             params);
   if (rows.empty()) throw NotFound("no " + std::string(what) + " with id " + std::to_string(id));
   return std::move(rows.front());
@@ -552,11 +572,9 @@ std::int64_t Operations::builder_started(std::string_view name, std::int64_t mas
     context.execute("INSERT INTO builder_masters (builderid, masterid) VALUES (?, ?) ON CONFLICT DO NOTHING",
                     {builderid, masterid});
     const auto row = update_one(context, "builders", "name = name", builder_columns, {}, builderid, "builder");
-    context.announce(RoutingKey({"builders", key_element(builderid), "started"}),
-                     Json{{"builderid", builderid},
-                          {"masterid", masterid},
-                          {"name", std::string(name)},
-                          {"_rev", row.as_int(4)}});
+    context.announce(
+        RoutingKey({"builders", key_element(builderid), "started"}),
+        Json{{"builderid", builderid}, {"masterid", masterid}, {"name", std::string(name)}, {"_rev", row.as_int(4)}});
   });
   return builderid;
 }
@@ -591,19 +609,19 @@ AddedBuildset Operations::add_buildset(const NewBuildset& buildset) {
     const double now = context.now();
     const auto set_row = context.query(
         "INSERT INTO buildsets (external_idstring, reason, scheduler, submitted_at, sourcestamps, position) "
-        "VALUES (?, ?, ?, ?, ?, " + context.change_position("buildsets") + ") RETURNING " +
-            std::string(buildset_columns),
-        {optional_text(buildset.external_idstring), optional_text(buildset.reason),
-         optional_text(buildset.scheduler), now, buildset.sourcestamps.dump()});
+        "VALUES (?, ?, ?, ?, ?, " +
+            context.change_position("buildsets") + ") RETURNING " + std::string(buildset_columns),
+        {optional_text(buildset.external_idstring), optional_text(buildset.reason), optional_text(buildset.scheduler),
+         now, buildset.sourcestamps.dump()});
     added.bsid = set_row.front().as_int(0);
     context.announce(RoutingKey({"buildsets", key_element(added.bsid), "new"}), buildset_body(set_row.front()));
-    const Value properties =
-        buildset.properties.is_null() ? Value(std::monostate{}) : Value(buildset.properties.dump());
+    const Value properties = buildset.properties.is_null() ? Value(std::monostate{})
+                                                           : Value(buildset.properties.dump());
     for (const auto builderid : builderids) {
       const auto rows = context.query(
           "INSERT INTO buildrequests (buildsetid, builderid, priority, submitted_at, waited_for, properties, "
-          "position) VALUES (?, ?, ?, ?, ?, ?, " + context.change_position("buildrequests") + ") RETURNING " +
-              buildrequest_columns,
+          "position) VALUES (?, ?, ?, ?, ?, ?, " +
+              context.change_position("buildrequests") + ") RETURNING " + buildrequest_columns,
           {added.bsid, builderid, std::int64_t{buildset.priority}, now, buildset.waited_for, properties});
       added.buildrequestids[builderid] = announce_buildrequest(context, rows.front(), "new").id;
     }
@@ -623,7 +641,8 @@ void Operations::claim_buildrequests(std::span<const std::int64_t> buildrequesti
     std::string insert =
         "INSERT INTO buildrequest_claims (brid, masterid, claimed_at) "
         "SELECT id, CAST(? AS BIGINT), CAST(? AS DOUBLE PRECISION) FROM buildrequests "
-        "WHERE id IN " + placeholders(ids.size()) + " AND complete = ? ON CONFLICT (brid) DO NOTHING";
+        "WHERE id IN " +
+        placeholders(ids.size()) + " AND complete = ? ON CONFLICT (brid) DO NOTHING";
     std::vector<std::int64_t> refused;
     if (read_after_change(context, ids.size())) {
       if (context.execute(insert, params) != 1) refused = ids;
@@ -635,18 +654,21 @@ void Operations::claim_buildrequests(std::span<const std::int64_t> buildrequesti
           refused, context.query("SELECT id FROM buildrequests WHERE id IN " + placeholders(refused.size()),
                                  values_of(refused)));
       if (!unknown.empty()) throw NotFound("no build request with id " + join_ids(unknown));
-      throw AlreadyClaimed(requests(refused) + (refused.size() == 1 ? " is" : " are") + " already claimed or complete; nothing was claimed",
+      throw AlreadyClaimed(requests(refused) + (refused.size() == 1 ? " is" : " are") +
+                               " already claimed or complete; nothing was claimed",
                            refused);
     }
     // The claim is known: the RETURNING list takes it as parameters rather
     // than looking it up again.
-    static const std::string claimed_columns =
-        std::string(buildrequest_own_columns) + ", CAST(? AS BIGINT), CAST(? AS DOUBLE PRECISION)";
-    announce_buildrequests(
-        context,
-        change_returning(context, "UPDATE buildrequests SET revision = " + bump(context, "buildrequests") + " WHERE id IN " + placeholders(ids.size()),
-                         values_of(ids), claimed_columns, "buildrequests", ids, {masterid, params[1]}),
-        "claimed");
+    static const std::string claimed_columns = std::string(buildrequest_own_columns) +
+                                               ", CAST(? AS BIGINT), CAST(? AS DOUBLE PRECISION)";
+    announce_buildrequests(context,
+                           change_returning(context,
+                                            "UPDATE buildrequests SET revision = " + bump(context, "buildrequests") +
+                                                " WHERE id IN " + placeholders(ids.size()),
+                                            values_of(ids), claimed_columns, "buildrequests", ids,
+                                            {masterid, params[1]}),
+                           "claimed");
   });
 }
 
@@ -665,28 +687,28 @@ void Operations::complete_buildrequests(std::span<const std::int64_t> buildreque
     params.insert(params.end(), ids.begin(), ids.end());
     params.emplace_back(false);
     params.emplace_back(masterid);
-    std::string update =
-        "UPDATE buildrequests SET complete = ?, results = ?, complete_at = ?, revision = " + bump(context, "buildrequests") +
-        " "
-        "WHERE id IN " + placeholders(ids.size()) + " AND complete = ? AND EXISTS "
-        "(SELECT 1 FROM buildrequest_claims WHERE brid = buildrequests.id AND masterid = ?)";
+    std::string update = "UPDATE buildrequests SET complete = ?, results = ?, complete_at = ?, revision = " +
+                         bump(context, "buildrequests") +
+                         " "
+                         "WHERE id IN " +
+                         placeholders(ids.size()) +
+                         " AND complete = ? AND EXISTS "
+                         "(SELECT 1 FROM buildrequest_claims WHERE brid = buildrequests.id AND masterid = ?)";
     // On PostgreSQL the same statement then locks the requests' buildsets
     // (see complete_finished_buildsets), one round trip fewer: `locked` reads
     // all of `updated` first, so the requests are locked before their
     // buildsets, in the order of the other operations that change both.
     const bool lock_here = context.backend() == Backend::postgresql;
-    const auto rows =
-        lock_here ? context.query("WITH updated AS (" + update + " RETURNING " + buildrequest_columns +
-                                      "), locked AS (SELECT id FROM buildsets WHERE id IN "
-                                      "(SELECT buildsetid FROM updated) ORDER BY id FOR UPDATE) "
-                                      "SELECT * FROM updated WHERE (SELECT count(*) FROM locked) >= 0",
-                                  params)
-                  : change_returning(context, std::move(update), std::move(params), buildrequest_columns,
-                                     "buildrequests", ids);
+    const auto rows = lock_here ? context.query("WITH updated AS (" + update + " RETURNING " + buildrequest_columns +
+                                                    "), locked AS (SELECT id FROM buildsets WHERE id IN "
+                                                    "(SELECT buildsetid FROM updated) ORDER BY id FOR UPDATE) "
+                                                    "SELECT * FROM updated WHERE (SELECT count(*) FROM locked) >= 0",
+                                                params)
+                                : change_returning(context, std::move(update), std::move(params), buildrequest_columns,
+                                                   "buildrequests", ids);
     if (rows.size() != ids.size()) {
       const auto refused = missing_from(ids, rows);
-      throw NotClaimed("master " + std::to_string(masterid) + " does not hold the claim of " +
-                           requests(refused) +
+      throw NotClaimed("master " + std::to_string(masterid) + " does not hold the claim of " + requests(refused) +
                            " (not claimed, claimed by another master, or complete); nothing was completed",
                        refused);
     }
@@ -703,12 +725,13 @@ void Operations::cancel_buildrequests(std::span<const std::int64_t> buildrequest
     std::vector<Value> params{true, std::int64_t{results::cancelled}, context.now()};
     params.insert(params.end(), ids.begin(), ids.end());
     params.emplace_back(false);
-    const auto rows = context.query(
-        "UPDATE buildrequests SET complete = ?, results = ?, complete_at = ?, revision = " + bump(context, "buildrequests") +
-        " "
-        "WHERE id IN " + placeholders(ids.size()) + " AND complete = ? RETURNING " +
-            std::string(buildrequest_columns),
-        params);
+    const auto rows = context.query("UPDATE buildrequests SET complete = ?, results = ?, complete_at = ?, revision = " +
+                                        bump(context, "buildrequests") +
+                                        " "
+                                        "WHERE id IN " +
+                                        placeholders(ids.size()) + " AND complete = ? RETURNING " +
+                                        std::string(buildrequest_columns),
+                                    params);
     std::set<std::int64_t> bsids;
     for (const auto& request : announce_buildrequests(context, rows, "complete")) {
       bsids.insert(request.buildsetid);
@@ -739,10 +762,11 @@ AddedBuild Operations::add_build(std::int64_t builderid, std::int64_t buildreque
     try {
       rows = context.query(
           "INSERT INTO builds (number, builderid, buildrequestid, workerid, masterid, started_at, state_string, "
-          "position) VALUES ((SELECT COALESCE(MAX(number), 0) + 1 FROM builds WHERE builderid = ?), ?, ?, ?, ?, ?, ?, " +
+          "position) VALUES ((SELECT COALESCE(MAX(number), 0) + 1 FROM builds WHERE builderid = ?), ?, ?, ?, ?, ?, "
+          "?, " +
               context.change_position("builds") + ") RETURNING " + std::string(build_columns),
-          {builderid, builderid, buildrequestid, workerid ? Value(*workerid) : Value(std::monostate{}),
-           masterid, context.now(), std::string(state_string)});
+          {builderid, builderid, buildrequestid, workerid ? Value(*workerid) : Value(std::monostate{}), masterid,
+           context.now(), std::string(state_string)});
     } catch (const detail::SessionFailure& failure) {
       // Should two transactions still number a build of this builder at
       // once, retrying takes the next number.
@@ -758,8 +782,8 @@ AddedBuild Operations::add_build(std::int64_t builderid, std::int64_t buildreque
 
 void Operations::set_build_state_string(std::int64_t buildid, std::string_view state_string) {
   run(true, [&](Context& context) {
-    const auto row = update_one(context, "builds", "state_string = ?", build_columns,
-                                {std::string(state_string)}, buildid, "build");
+    const auto row = update_one(context, "builds", "state_string = ?", build_columns, {std::string(state_string)},
+                                buildid, "build");
     announce_build(context, build_body(row), "update");
   });
 }
@@ -809,8 +833,8 @@ void Operations::start_step(std::int64_t stepid) {
 
 void Operations::set_step_state_string(std::int64_t stepid, std::string_view state_string) {
   run(true, [&](Context& context) {
-    const auto row = update_one(context, "steps", "state_string = ?", step_columns,
-                                {std::string(state_string)}, stepid, "step");
+    const auto row = update_one(context, "steps", "state_string = ?", step_columns, {std::string(state_string)}, stepid,
+                                "step");
     announce_step(context, step_body(row), "updated");
   });
 }
@@ -836,11 +860,10 @@ std::int64_t Operations::upsert_resource(std::string_view type, std::string_view
                                       {std::string(type), std::string(id)});
     const bool created = before.empty() || before.front().as_bool(0);
     const auto rows = context.query(
-        "INSERT INTO resources (type, id, state, position) VALUES (?, ?, ?, " +
-            context.change_position("resources") +
+        "INSERT INTO resources (type, id, state, position) VALUES (?, ?, ?, " + context.change_position("resources") +
             ") ON CONFLICT (type, id) DO UPDATE SET state = excluded.state, deleted = ?, deleted_at = NULL, "
-            "revision = " + bump(context, "resources", "resources.revision") + " RETURNING " +
-            std::string(resource_columns),
+            "revision = " +
+            bump(context, "resources", "resources.revision") + " RETURNING " + std::string(resource_columns),
         {std::string(type), std::string(id), text, false});
     const Json body = resource_body(rows.front());
     revision = body["_rev"].get<std::int64_t>();
@@ -1151,12 +1174,13 @@ std::optional<Watermark> current_watermark(Context& context, std::string_view ta
 // can't be answered: malformed, or ahead of the database (a restored
 // backup's, whose positions may be given again).
 std::optional<std::pair<std::string, std::vector<Value>>> changed_after(Context& context, const Watermark& since,
-                                                                          const Watermark& now) {
+                                                                        const Watermark& now) {
   if (context.backend() == Backend::postgresql) {
     if (!snapshot_text(since.mark)) return std::nullopt;
     const bool behind =
-        context.query("SELECT pg_snapshot_xmax(CAST(? AS pg_snapshot)) <= pg_snapshot_xmax(CAST(? AS pg_snapshot))",
-                      {since.mark, now.mark})
+        context
+            .query("SELECT pg_snapshot_xmax(CAST(? AS pg_snapshot)) <= pg_snapshot_xmax(CAST(? AS pg_snapshot))",
+                   {since.mark, now.mark})
             .front()
             .as_bool(0);
     if (!behind) return std::nullopt;
@@ -1211,17 +1235,18 @@ std::optional<ChangesSince> Operations::changes_since(std::string_view type, std
       return;
     }
     params.insert(params.begin(), std::string(type));
-    for (const auto& row :
-         context.query("SELECT " + std::string(resource_columns) + ", deleted" + from + " WHERE type = ? AND " + condition,
-                       params)) {
+    for (const auto& row : context.query("SELECT " + std::string(resource_columns) + ", deleted" + from +
+                                             " WHERE type = ? AND " + condition,
+                                         params)) {
       if (row.as_bool(4)) {
         changes->deletions.emplace(row.as_text(1), row.as_int(3));
       } else {
         changes->rows.push_back(resource_body(row));
       }
     }
-    std::sort(changes->rows.begin(), changes->rows.end(),
-              [](const Json& a, const Json& b) { return a.at("id").get_ref<const std::string&>() < b.at("id").get_ref<const std::string&>(); });
+    std::sort(changes->rows.begin(), changes->rows.end(), [](const Json& a, const Json& b) {
+      return a.at("id").get_ref<const std::string&>() < b.at("id").get_ref<const std::string&>();
+    });
   });
   return changes;
 }

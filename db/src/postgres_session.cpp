@@ -78,9 +78,9 @@ class ParameterText {
           const auto& text = std::get<std::string>(value);
           // Would be cut short at the NUL, silently: PostgreSQL text can't hold one.
           if (text.find('\0') != std::string::npos) {
-            throw SessionFailure(FailureKind::other,
-                                 database + ": cannot bind parameter " + std::to_string(m_pointers.size() + 1) +
-                                     ": PostgreSQL text cannot contain a NUL character");
+            throw SessionFailure(FailureKind::other, database + ": cannot bind parameter " +
+                                                         std::to_string(m_pointers.size() + 1) +
+                                                         ": PostgreSQL text cannot contain a NUL character");
           }
           m_pointers.push_back(text.c_str());
           break;
@@ -184,17 +184,17 @@ class PostgresSession final : public Session {
     if (!m_transaction) throw std::logic_error(m_name + ": commit() without a transaction");
     if (m_broken) {
       rollback();
-      throw SessionFailure(FailureKind::connection,
-                           m_name + ": cannot commit: the connection was lost before COMMIT, "
-                                    "so the transaction was rolled back");
+      throw SessionFailure(FailureKind::connection, m_name +
+                                                        ": cannot commit: the connection was lost before COMMIT, "
+                                                        "so the transaction was rolled back");
     }
     if (m_statement_failed) {
       // PostgreSQL answers COMMIT of a failed transaction with a silent
       // ROLLBACK; report it instead of pretending it committed.
       rollback();
-      throw SessionFailure(FailureKind::other,
-                           m_name + ": cannot commit: a statement of the transaction failed, so "
-                                    "PostgreSQL rolled the whole transaction back");
+      throw SessionFailure(FailureKind::other, m_name +
+                                                   ": cannot commit: a statement of the transaction failed, so "
+                                                   "PostgreSQL rolled the whole transaction back");
     }
     try {
       check_connection();
@@ -276,8 +276,7 @@ class PostgresSession final : public Session {
 
   void unlock_advisory(std::int64_t key) noexcept override {
     try {
-      session_level("SELECT pg_advisory_unlock($1)", key,
-                    "release advisory lock " + std::to_string(key));
+      session_level("SELECT pg_advisory_unlock($1)", key, "release advisory lock " + std::to_string(key));
     } catch (const std::exception& error) {
       // Still held, as far as we know: closing the session releases it.
       m_broken = true;
@@ -339,9 +338,8 @@ class PostgresSession final : public Session {
       const auto values = pqxx::prepare::make_dynamic_params(text.pointers());
       const std::string* name = statement(sql);
       const auto watch = deadline();
-      pqxx::result result = name != nullptr
-                                ? m_transaction->exec_prepared(*name, values)
-                                : m_transaction->exec_params(number_placeholders(sql), values);
+      pqxx::result result = name != nullptr ? m_transaction->exec_prepared(*name, values)
+                                            : m_transaction->exec_params(number_placeholders(sql), values);
       m_statement_failed = false;  // also after ROLLBACK TO SAVEPOINT
       return result;
     } catch (...) {
@@ -392,8 +390,7 @@ class PostgresSession final : public Session {
       closed = true;
     }
     if (closed || !m_notices.last_fatal().empty() || !m_connection.is_open()) {
-      throw pqxx::broken_connection(m_notices.last_fatal().empty() ? "the server closed it"
-                                                                   : m_notices.last_fatal());
+      throw pqxx::broken_connection(m_notices.last_fatal().empty() ? "the server closed it" : m_notices.last_fatal());
     }
   }
 
@@ -440,8 +437,8 @@ class PostgresSession final : public Session {
       if (!m_notices.last_fatal().empty()) reason = m_notices.last_fatal();
       return SessionFailure(kind,
                             m_name + ": cannot " + doing + ": the connection to the server was lost" +
-                                deadline_reason() +
-                                (m_transaction ? ", so the transaction was rolled back" : "") + " (" + reason + ")",
+                                deadline_reason() + (m_transaction ? ", so the transaction was rolled back" : "") +
+                                " (" + reason + ")",
                             sqlstate);
     }
     if (!sqlstate.empty()) reason += " (SQLSTATE " + sqlstate + ")";
@@ -454,9 +451,9 @@ class PostgresSession final : public Session {
   std::string m_name;
   std::optional<pqxx::work> m_transaction;
   std::unordered_map<std::string, std::string> m_statements;  // SQL -> statement name
-  std::shared_ptr<StatementWatchdog> m_watchdog;  // none: no deadline
+  std::shared_ptr<StatementWatchdog> m_watchdog;              // none: no deadline
   std::chrono::milliseconds m_statement_timeout;
-  bool m_deadline_passed = false;  // a call overran it: the connection is closed
+  bool m_deadline_passed = false;   // a call overran it: the connection is closed
   bool m_statement_failed = false;  // the open transaction is aborted until ROLLBACK TO
   bool m_broken = false;
 };
@@ -477,8 +474,8 @@ std::string conninfo_with_defaults(std::string_view url, const std::string& name
   if (!parsed) {
     const std::string reason = error != nullptr ? one_line(error) : "out of memory";
     if (error != nullptr) PQfreemem(error);
-    throw UnsupportedUrl("cannot open " + name + ": libpq cannot read it: " +
-                         ::livestate::detail::scrub_postgres_secrets(reason, url));
+    throw UnsupportedUrl("cannot open " + name +
+                         ": libpq cannot read it: " + ::livestate::detail::scrub_postgres_secrets(reason, url));
   }
   const std::pair<const char*, std::string> defaults[] = {
       {"fallback_application_name", "livestate"},

@@ -43,9 +43,7 @@ const Value& Row::at(std::size_t column) const {
   return m_values[column];
 }
 
-bool Row::is_null(std::size_t column) const {
-  return std::holds_alternative<std::monostate>(at(column));
-}
+bool Row::is_null(std::size_t column) const { return std::holds_alternative<std::monostate>(at(column)); }
 
 std::int64_t Row::as_int(std::size_t column) const {
   const Value& value = at(column);
@@ -63,8 +61,7 @@ double Row::as_double(std::size_t column) const {
   if (const auto* real = std::get_if<double>(&value)) return *real;
   if (const auto* number = std::get_if<std::int64_t>(&value)) return static_cast<double>(*number);
   if (const auto* text = std::get_if<std::string>(&value)) return parse_number<double>(*text, "a number");
-  throw std::runtime_error("column " + std::to_string(column) + " is " + describe(value) +
-                           ", not a number");
+  throw std::runtime_error("column " + std::to_string(column) + " is " + describe(value) + ", not a number");
 }
 
 bool Row::as_bool(std::size_t column) const {
@@ -75,8 +72,7 @@ bool Row::as_bool(std::size_t column) const {
     if (*text == "t" || *text == "true" || *text == "1") return true;
     if (*text == "f" || *text == "false" || *text == "0") return false;
   }
-  throw std::runtime_error("column " + std::to_string(column) + " is " + describe(value) +
-                           ", not a boolean");
+  throw std::runtime_error("column " + std::to_string(column) + " is " + describe(value) + ", not a boolean");
 }
 
 std::string Row::as_text(std::size_t column) const {

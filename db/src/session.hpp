@@ -147,8 +147,7 @@ struct SessionOptions {
 std::unique_ptr<SessionFactory> make_sqlite_factory(std::string_view url, const SessionOptions& options);
 
 /// Set by livestate::db_postgres when it is linked in (postgres_session.cpp).
-using PostgresFactoryMaker = std::unique_ptr<SessionFactory> (*)(std::string_view url,
-                                                                 const SessionOptions& options);
+using PostgresFactoryMaker = std::unique_ptr<SessionFactory> (*)(std::string_view url, const SessionOptions& options);
 void register_postgres_backend(PostgresFactoryMaker maker) noexcept;
 [[nodiscard]] PostgresFactoryMaker postgres_backend() noexcept;
 

@@ -6,8 +6,8 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
-#include <thread>
 #include <string>
+#include <thread>
 #include <unordered_map>
 
 #include "livestate/db/detail/sqlite_url.hpp"
@@ -53,8 +53,7 @@ class SqliteSession final : public Session {
   Backend backend() const noexcept override { return Backend::sqlite; }
 
   void begin(bool write) override {
-    step_once(write ? m_begin_immediate : m_begin_deferred, write ? "BEGIN IMMEDIATE" : "BEGIN",
-              "begin a transaction");
+    step_once(write ? m_begin_immediate : m_begin_deferred, write ? "BEGIN IMMEDIATE" : "BEGIN", "begin a transaction");
     m_in_transaction = true;
   }
 
@@ -131,8 +130,8 @@ class SqliteSession final : public Session {
 
   sqlite3_stmt* compile(std::string_view sql) {
     sqlite3_stmt* raw = nullptr;
-    if (sqlite3_prepare_v3(m_connection.get(), sql.data(), static_cast<int>(sql.size()),
-                           SQLITE_PREPARE_PERSISTENT, &raw, nullptr) != SQLITE_OK) {
+    if (sqlite3_prepare_v3(m_connection.get(), sql.data(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT,
+                           &raw, nullptr) != SQLITE_OK) {
       fail("prepare a statement");
     }
     return raw;

@@ -62,9 +62,7 @@ Backend Store::backend() const noexcept { return m_core->backend(); }
 const std::string& Store::name() const noexcept { return m_core->name(); }
 mq::Connector& Store::connector() const noexcept { return m_core->connector(); }
 
-void Store::run(bool write, const std::function<void(detail::Context&)>& work) {
-  m_core->run(write, work);
-}
+void Store::run(bool write, const std::function<void(detail::Context&)>& work) { m_core->run(write, work); }
 
 namespace {
 

@@ -38,8 +38,7 @@ std::string Context::change_position(std::string_view table) const {
 
 double Context::now() const { return m_core.now(); }
 
-StoreCore::StoreCore(std::unique_ptr<SessionFactory> factory, mq::Connector& connector,
-                     StoreOptions options)
+StoreCore::StoreCore(std::unique_ptr<SessionFactory> factory, mq::Connector& connector, StoreOptions options)
     : m_factory(std::move(factory)), m_connector(connector), m_options(std::move(options)) {}
 
 double StoreCore::now() const {
@@ -117,8 +116,7 @@ namespace {
 class ContextRunner final : public mq::SqlRunner {
  public:
   explicit ContextRunner(Context& context) : m_context(context) {}
-  std::optional<std::string> run(std::string_view sql,
-                                 std::span<const std::optional<std::string>> params) override {
+  std::optional<std::string> run(std::string_view sql, std::span<const std::optional<std::string>> params) override {
     std::vector<Value> values;
     values.reserve(params.size());
     for (const auto& param : params) values.push_back(param ? Value(*param) : Value(std::monostate{}));
@@ -139,8 +137,7 @@ void StoreCore::commit(std::unique_ptr<Context> context) {
   // messages travel in the transaction itself: NOTIFY is delivered at COMMIT,
   // and not at all on ROLLBACK.
   auto* transport = dynamic_cast<mq::TransactionalTransport*>(&m_connector);
-  const bool in_transaction =
-      transport != nullptr && backend() == Backend::postgresql && !context->outbox().empty();
+  const bool in_transaction = transport != nullptr && backend() == Backend::postgresql && !context->outbox().empty();
   auto& stream = context->session().stream();
   const std::uint64_t sequence_before = stream.sequence;
   try {
@@ -178,8 +175,7 @@ void StoreCore::run(bool write, const std::function<void(Context&)>& work) {
       // The statement failed, so the transaction did not commit: a retry can't
       // apply anything twice.
       context.reset();
-      const bool transient = failure.kind() == FailureKind::serialization ||
-                             failure.kind() == FailureKind::connection;
+      const bool transient = failure.kind() == FailureKind::serialization || failure.kind() == FailureKind::connection;
       if (transient && attempt < max_attempts) {
         log(LogLevel::info, "db", std::string("retrying a transaction: ") + failure.what());
         continue;

@@ -16,9 +16,7 @@ std::atomic<detail::PostgresConnectorMaker> g_postgres_connector{nullptr};
 
 }  // namespace
 
-void detail::register_postgres_connector(PostgresConnectorMaker maker) noexcept {
-  g_postgres_connector.store(maker);
-}
+void detail::register_postgres_connector(PostgresConnectorMaker maker) noexcept { g_postgres_connector.store(maker); }
 
 detail::PostgresConnectorMaker detail::postgres_connector() noexcept { return g_postgres_connector.load(); }
 

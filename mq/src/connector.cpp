@@ -17,8 +17,8 @@ UnsupportedServer::~UnsupportedServer() = default;
 struct Connector::WaitState {
   std::mutex mutex;
   bool done = false;
-  bool checking = true;                // check() has not returned false yet
-  std::optional<Message> early;        // the first message that came while check() ran
+  bool checking = true;          // check() has not returned false yet
+  std::optional<Message> early;  // the first message that came while check() ran
   std::unique_ptr<Consumer> consumer;
   WaitCompletion complete;
 
@@ -64,21 +64,20 @@ void Connector::start_wait(Filter filter, std::function<bool()> check, WaitCompl
   // destroys the consumer and so the callback: no cycle outlives the wait.
   // The Message form, so that the message carries its position where the
   // transport knows it.
-  auto consumer = start_consuming(
-      MessageCallback([state](const Message& message) {
-        {
-          std::lock_guard lock(state->mutex);
-          if (state->done) return;
-          if (state->checking) {
-            // Held until check() has said no: a check that throws or says yes
-            // must not have completed the handler already.
-            if (!state->early) state->early.emplace(message);
-            return;
-          }
-        }
-        finish_wait(state, {}, message);
-      }),
-      std::move(filter));
+  auto consumer = start_consuming(MessageCallback([state](const Message& message) {
+                                    {
+                                      std::lock_guard lock(state->mutex);
+                                      if (state->done) return;
+                                      if (state->checking) {
+                                        // Held until check() has said no: a check that throws or says yes
+                                        // must not have completed the handler already.
+                                        if (!state->early) state->early.emplace(message);
+                                        return;
+                                      }
+                                    }
+                                    finish_wait(state, {}, message);
+                                  }),
+                                  std::move(filter));
   {
     std::lock_guard lock(state->mutex);
     if (!state->done) state->consumer = std::move(consumer);

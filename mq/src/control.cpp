@@ -17,8 +17,7 @@ std::string_view to_string(ControlKind kind) noexcept {
   return "unknown";
 }
 
-std::unique_ptr<Consumer> Connector::start_consuming_with(Callback callback, Filter filter,
-                                                          ConsumeOptions options) {
+std::unique_ptr<Consumer> Connector::start_consuming_with(Callback callback, Filter filter, ConsumeOptions options) {
   return start_consuming(std::move(callback), std::move(filter), std::move(options.persistent_name));
 }
 
@@ -26,9 +25,7 @@ std::unique_ptr<Consumer> Connector::start_consuming_messages(MessageCallback ca
                                                               ConsumeOptions options) {
   Callback plain;
   if (callback) {
-    plain = [callback = std::move(callback)](const RoutingKey& key, const Json& body) {
-      callback(Message{key, body});
-    };
+    plain = [callback = std::move(callback)](const RoutingKey& key, const Json& body) { callback(Message{key, body}); };
   }
   return start_consuming_with(std::move(plain), std::move(filter), std::move(options));
 }

@@ -48,7 +48,8 @@ void Dispatcher::deliver(std::vector<Item>& items) {
     if (auto* delivery = std::get_if<Delivery>(&item)) {
       m_matched.clear();
       if (m_index.collect(delivery->key, m_matched) > 1) {
-        std::sort(m_matched.begin(), m_matched.end(), [](const Route* a, const Route* b) { return a->order < b->order; });
+        std::sort(m_matched.begin(), m_matched.end(),
+                  [](const Route* a, const Route* b) { return a->order < b->order; });
       }
       if (m_matched.empty()) continue;
       // One copy, shared by every queue it goes to.

@@ -69,8 +69,8 @@ class Dispatcher final : public std::enable_shared_from_this<Dispatcher> {
   /// A queue of its own for a consumer: the messages that match `filter`
   /// and, with `on_control`, control events. Refused (a stopped queue) once
   /// the dispatcher is stopped.
-  [[nodiscard]] Subscription subscribe(const Filter& filter, std::string name,
-                                       Subscriber::MessageHandler on_message, ControlCallback on_control);
+  [[nodiscard]] Subscription subscribe(const Filter& filter, std::string name, Subscriber::MessageHandler on_message,
+                                       ControlCallback on_control);
 
   /// Hands `items` over, in order (moving from them).
   void deliver(std::vector<Item>& items);

@@ -54,8 +54,8 @@ class DurableQueue final : public std::enable_shared_from_this<DurableQueue> {
     const auto timeout = config.options.statement_timeout;
     m_connection = start_connection(config.url, config.connection("livestate-queue"), true);
     if (PQstatus(m_connection.get()) != CONNECTION_OK) {
-      throw TransportError("cannot start durable consumer '" + m_name + "': cannot connect to " + config.name +
-                           ": " + one_line(PQerrorMessage(m_connection.get())));
+      throw TransportError("cannot start durable consumer '" + m_name + "': cannot connect to " + config.name + ": " +
+                           one_line(PQerrorMessage(m_connection.get())));
     }
     m_context.tables->ensure(m_connection.get(), timeout);
     if (run_blocking(m_connection.get(), lock_queue_sql, {m_name}, timeout) != "t") {
@@ -77,8 +77,7 @@ class DurableQueue final : public std::enable_shared_from_this<DurableQueue> {
     // What is committed from now on is heard live; the table has the rest.
     if (!m_context.status->wait_listening(
             std::chrono::duration_cast<std::chrono::milliseconds>(config.options.connect_timeout))) {
-      throw TransportError("cannot start durable consumer '" + m_name + "': not listening to " + config.name +
-                           " yet");
+      throw TransportError("cannot start durable consumer '" + m_name + "': not listening to " + config.name + " yet");
     }
     // Its first page here, so that a queue that can't be read fails
     // start_consuming; the rest from the consumer's strand.
@@ -115,8 +114,11 @@ class DurableQueue final : public std::enable_shared_from_this<DurableQueue> {
         }
         run_blocking(connection, unlock_queue_sql, {m_name}, timeout);
       } catch (const std::exception& error) {
-        log(LogLevel::warning, log_component, "durable consumer '" + m_name + "': acknowledging failed (those messages "
-                                              "will be delivered again): " + error.what());
+        log(LogLevel::warning, log_component,
+            "durable consumer '" + m_name +
+                "': acknowledging failed (those messages "
+                "will be delivered again): " +
+                error.what());
       }
     });
   }
@@ -225,16 +227,15 @@ class DurableQueue final : public std::enable_shared_from_this<DurableQueue> {
   void reconnect() {
     const auto& config = *m_context.config;
     m_locked = false;
-    m_session->async_connect(config.url, config.connection("livestate-queue"),
-                             [weak = weak_from_this()](AsyncSession::Outcome connected) {
-                               auto self = weak.lock();
-                               if (!self || self->m_stopped) return;
-                               if (!connected.ok) return self->read_failed("cannot reconnect: " + connected.error);
-                               self->m_session->async_run(lock_queue_sql, {self->m_name},
-                                                          [weak](AsyncSession::Outcome locked) {
-                                                            if (auto queue = weak.lock()) queue->locked(locked);
-                                                          });
-                             });
+    m_session->async_connect(
+        config.url, config.connection("livestate-queue"), [weak = weak_from_this()](AsyncSession::Outcome connected) {
+          auto self = weak.lock();
+          if (!self || self->m_stopped) return;
+          if (!connected.ok) return self->read_failed("cannot reconnect: " + connected.error);
+          self->m_session->async_run(lock_queue_sql, {self->m_name}, [weak](AsyncSession::Outcome locked) {
+            if (auto queue = weak.lock()) queue->locked(locked);
+          });
+        });
   }
 
   void locked(const AsyncSession::Outcome& outcome) {
@@ -271,14 +272,15 @@ class DurableQueue final : public std::enable_shared_from_this<DurableQueue> {
     auto& counters = *m_context.dispatcher->counters();
     counters.queue_rows_read += page->size;
     raise_peak(counters.queue_page_peak, page->size);
-    m_subscription.subscriber()->push(Subscriber::Work([self = shared_from_this(), page] { self->deliver_page(*page); }));
+    m_subscription.subscriber()->push(
+        Subscriber::Work([self = shared_from_this(), page] { self->deliver_page(*page); }));
   }
 
   // What was missed stays in the table: read it later; deliver what is held.
   void read_failed(const std::string& reason) {
     log(LogLevel::warning, log_component,
-        "durable consumer '" + m_name + "' on " + m_context.config->name + ": " + reason + "; reading its queue again in " +
-            std::to_string(m_backoff.count()) + " ms");
+        "durable consumer '" + m_name + "' on " + m_context.config->name + ": " + reason +
+            "; reading its queue again in " + std::to_string(m_backoff.count()) + " ms");
     m_reading = false;
     m_read_again = false;
     m_subscription.subscriber()->push(Subscriber::Work([self = shared_from_this()] { self->deliver_held(); }));
@@ -327,8 +329,10 @@ class DurableQueue final : public std::enable_shared_from_this<DurableQueue> {
                            auto self = weak.lock();
                            if (!self || outcome.ok || self->m_stopped) return;
                            log(LogLevel::warning, log_component,
-                               "durable consumer '" + self->m_name + "': acknowledging failed (tried again later; "
-                               "until then they stay in its queue): " + outcome.error);
+                               "durable consumer '" + self->m_name +
+                                   "': acknowledging failed (tried again later; "
+                                   "until then they stay in its queue): " +
+                                   outcome.error);
                            std::lock_guard lock(self->m_mutex);
                            self->m_acknowledgements.merge(std::move(*sent));
                          });

@@ -60,7 +60,7 @@ std::uint64_t mix(std::uint64_t value) noexcept {
 
 struct Held {
   Message message;
-  std::uint64_t release_at_arrival = 0;  // reordered: released after this arrival
+  std::uint64_t release_at_arrival = 0;       // reordered: released after this arrival
   std::optional<Clock::time_point> deadline;  // delayed: released at this time
 };
 
@@ -97,9 +97,7 @@ class FaultCore final : public std::enable_shared_from_this<FaultCore> {
  public:
   explicit FaultCore(const FaultOptions& options) : m_options(options) {}
 
-  bool needs_fault_thread() const noexcept {
-    return m_options.delay > 0 || m_options.partition_every.count() > 0;
-  }
+  bool needs_fault_thread() const noexcept { return m_options.delay > 0 || m_options.partition_every.count() > 0; }
   void start_fault_thread();
 
   std::shared_ptr<Lane> add_lane(Callback callback, ControlCallback on_control);
@@ -184,8 +182,7 @@ void check_options(const FaultOptions& options) {
   }
   if (options.delay > 0 && options.max_delay.count() == 0) {
     throw std::invalid_argument("livestate::mq::FaultyConnector: max_delay must be more than 0 ms when delay is " +
-                                describe(options.delay) + ", not " + std::to_string(options.max_delay.count()) +
-                                " ms");
+                                describe(options.delay) + ", not " + std::to_string(options.max_delay.count()) + " ms");
   }
   if (options.partition_every.count() < 0) {
     throw std::invalid_argument("livestate::mq::FaultyConnector: partition_every must not be negative, not " +
@@ -210,7 +207,8 @@ std::shared_ptr<Lane> FaultCore::add_lane(Callback callback, ControlCallback on_
   auto lane = std::make_shared<Lane>(std::move(callback), std::move(on_control));
   {
     std::lock_guard lock(m_mutex);
-    if (m_closed) throw std::logic_error("livestate::mq::FaultyConnector::start_consuming: the decorator is being destroyed");
+    if (m_closed)
+      throw std::logic_error("livestate::mq::FaultyConnector::start_consuming: the decorator is being destroyed");
     lane->random.seed(mix(m_options.seed ^ mix(m_next_index++)));
     lane->next_partition = Clock::now() + m_options.partition_every;
     m_lanes.push_back(lane);
@@ -262,8 +260,8 @@ void FaultCore::advance_partition(Lane& lane, Clock::time_point now, bool end_no
     lane.in_partition = false;
     lane.next_partition = std::min(now, lane.next_partition) + m_options.partition_every;
     if (lane.on_control) {
-      lane.outbox.emplace_back(ControlEvent{ControlKind::reconnected, std::string(partition_reason), std::nullopt,
-                                            lane.partition_missed});
+      lane.outbox.emplace_back(
+          ControlEvent{ControlKind::reconnected, std::string(partition_reason), std::nullopt, lane.partition_missed});
       ++m_stats.control_events;
     }
     if (end_now) return;
@@ -472,7 +470,7 @@ void FaultCore::set_enabled(bool enabled) {
 }
 
 void FaultCore::pass(Pass kind) {
-  const auto self = shared_from_this();  // a callback may destroy the decorator
+  const auto self = shared_from_this();      // a callback may destroy the decorator
   std::vector<std::shared_ptr<Lane>> lanes;  // released after the mutex: a lane's last owner destroys its callbacks
   std::unique_lock lock(m_mutex);
   lanes = m_lanes;

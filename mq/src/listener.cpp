@@ -143,10 +143,9 @@ void Listener::send_query(const action::SendQuery& query) {
   std::vector<const char*> values;
   values.reserve(query.params.size());
   for (const auto& param : query.params) values.push_back(param.c_str());
-  if (PQsendQueryParams(m_connection.get(), query.sql.c_str(), static_cast<int>(values.size()), nullptr,
-                        values.data(), nullptr, nullptr, 0) == 0) {
-    return run(
-        m_machine.failed("cannot send a query: " + one_line(PQerrorMessage(m_connection.get())), Clock::now()));
+  if (PQsendQueryParams(m_connection.get(), query.sql.c_str(), static_cast<int>(values.size()), nullptr, values.data(),
+                        nullptr, nullptr, 0) == 0) {
+    return run(m_machine.failed("cannot send a query: " + one_line(PQerrorMessage(m_connection.get())), Clock::now()));
   }
   m_query_in_flight = true;
   m_last_result.reset();

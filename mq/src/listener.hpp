@@ -48,12 +48,10 @@ class ListenerStatus {
   bool m_stopped = false;
 };
 
-class Listener final
-    : public PqDriver<Listener, ListenerMachine, ListenerTimer, listener_timer_count> {
+class Listener final : public PqDriver<Listener, ListenerMachine, ListenerTimer, listener_timer_count> {
  public:
   Listener(const boost::asio::any_io_executor& executor, std::string url, ConnectionSettings connection,
-           ListenerSettings settings, std::shared_ptr<ListenerStatus> status,
-           std::shared_ptr<Dispatcher> dispatcher);
+           ListenerSettings settings, std::shared_ptr<ListenerStatus> status, std::shared_ptr<Dispatcher> dispatcher);
 
   /// Both return at once; the work is done on the strand.
   void start();

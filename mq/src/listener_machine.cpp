@@ -151,8 +151,7 @@ ListenerActions ListenerMachine::timer_fired(ListenerTimer timer, std::uint64_t 
       break;
     case ListenerTimer::probe_deadline:
       if (m_phase == Phase::listening && m_probing) {
-        lost("no answer to a liveness probe within " + std::to_string(m_settings.probe_timeout.count()) + " ms",
-             now);
+        lost("no answer to a liveness probe within " + std::to_string(m_settings.probe_timeout.count()) + " ms", now);
       }
       break;
   }
@@ -193,9 +192,9 @@ void ListenerMachine::lost(const std::string& reason, Clock::time_point) {
   // The cause that broke a working connection is what consumers are told
   // about when it comes back; the failed retries after it don't replace it.
   if (was_listening || m_last_reconnect_reason.empty()) m_last_reconnect_reason = reason;
-  log(was_listening ? LogLevel::warning : LogLevel::info,
-      "listening connection to " + m_settings.name + " lost: " + reason + "; reconnecting in " +
-          std::to_string(m_backoff.step().count()) + " ms");
+  log(was_listening ? LogLevel::warning : LogLevel::info, "listening connection to " + m_settings.name +
+                                                              " lost: " + reason + "; reconnecting in " +
+                                                              std::to_string(m_backoff.step().count()) + " ms");
   m_actions.emplace_back(action::Close{});
   m_phase = Phase::waiting;
   m_waits.reset();

@@ -38,11 +38,11 @@
 
 #include "delivery.hpp"
 #include "io_actions.hpp"
-#include "origin_sequences.hpp"
-#include "stream_rules.hpp"
 #include "livestate/core/log.hpp"
 #include "livestate/core/wire.hpp"
 #include "livestate/mq/postgres.hpp"
+#include "origin_sequences.hpp"
+#include "stream_rules.hpp"
 
 namespace livestate::mq::detail {
 
@@ -108,12 +108,11 @@ struct PublishStatus {
 };
 }  // namespace listener_action
 
-using ListenerAction =
-    std::variant<listener_action::Connect, listener_action::PollConnect, listener_action::WaitReadable,
-                 listener_action::WaitWritable, listener_action::ReadInput, listener_action::Flush,
-                 listener_action::SendQuery, listener_action::ArmTimer, listener_action::CancelTimer,
-                 listener_action::Close, listener_action::Deliver, listener_action::PublishCounters,
-                 listener_action::PublishStatus, listener_action::Log>;
+using ListenerAction = std::variant<
+    listener_action::Connect, listener_action::PollConnect, listener_action::WaitReadable,
+    listener_action::WaitWritable, listener_action::ReadInput, listener_action::Flush, listener_action::SendQuery,
+    listener_action::ArmTimer, listener_action::CancelTimer, listener_action::Close, listener_action::Deliver,
+    listener_action::PublishCounters, listener_action::PublishStatus, listener_action::Log>;
 using ListenerActions = std::vector<ListenerAction>;
 
 class ListenerMachine {
@@ -201,7 +200,7 @@ class ListenerMachine {
   Clock::time_point m_last_traffic{};
 
   std::deque<std::variant<Received, ControlEvent>> m_pending;  // behind a body being fetched
-  std::vector<Item> m_ready;                                    // to deliver at the end of the event
+  std::vector<Item> m_ready;                                   // to deliver at the end of the event
   OriginSequences m_sequences;
   Clock::time_point m_listening_since{};
   MalformedLog m_malformed_log;

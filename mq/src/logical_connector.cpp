@@ -18,11 +18,11 @@
 #include <stdexcept>
 
 #include "connector_stats.hpp"
+#include "livestate/mq/transactional.hpp"
 #include "logical_connector.hpp"
 #include "logical_durable.hpp"
 #include "logical_slots.hpp"
 #include "logical_stream.hpp"
-#include "livestate/mq/transactional.hpp"
 #include "producer.hpp"
 
 namespace livestate::mq::detail {
@@ -76,7 +76,9 @@ class LogicalConnector final : public PostgresConnector, public TransactionalTra
   using Connector::start_consuming;
 
   [[nodiscard]] ConnectorStats stats() const override { return connector_stats(*m_dispatcher, m_producer.produced()); }
-  [[nodiscard]] PostgresStats postgres_stats() const override { return detail::postgres_stats(*m_status, *m_dispatcher); }
+  [[nodiscard]] PostgresStats postgres_stats() const override {
+    return detail::postgres_stats(*m_status, *m_dispatcher);
+  }
   [[nodiscard]] const std::string& origin() const noexcept override { return m_config->origin; }
 
   [[nodiscard]] bool wait_listening(std::chrono::milliseconds timeout) const override {

@@ -13,6 +13,6 @@
 namespace livestate::mq::detail {
 
 [[nodiscard]] std::unique_ptr<PostgresConnector> make_logical_connector(std::shared_ptr<const ConnectorConfig> config,
-                                                                       boost::asio::any_io_executor executor);
+                                                                        boost::asio::any_io_executor executor);
 
 }  // namespace livestate::mq::detail

@@ -28,7 +28,7 @@ namespace livestate::mq::detail {
 [[nodiscard]] std::unique_ptr<Consumer> start_slot_consumer(std::shared_ptr<const ConnectorConfig> config,
                                                             boost::asio::any_io_executor executor,
                                                             std::shared_ptr<DispatchCounters> counters,
-                                                            std::string name, Filter filter,
-                                                            MessageCallback callback, ControlCallback on_control);
+                                                            std::string name, Filter filter, MessageCallback callback,
+                                                            ControlCallback on_control);
 
 }  // namespace livestate::mq::detail

@@ -106,8 +106,10 @@ StreamActions LogicalMachine::command_result(CommandResult result, Clock::time_p
   const auto& state = result.sqlstate;
   switch (m_step) {
     case Step::check:
-      if (ok) after_check(result);
-      else lost("checking the server failed: " + result.error);
+      if (ok)
+        after_check(result);
+      else
+        lost("checking the server failed: " + result.error);
       break;
     case Step::publication:
       // Made by another process meanwhile: as good.
@@ -117,19 +119,23 @@ StreamActions LogicalMachine::command_result(CommandResult result, Clock::time_p
         refuse(Refusal::unsupported,
                "cannot create the publication " + std::string(logical_publication) +
                    " that the logical transport streams with: the role needs the CREATE privilege on the database "
-                   "once, or an administrator runs CREATE PUBLICATION " + std::string(logical_publication) +
-                   "; (" + result.error + ")");
+                   "once, or an administrator runs CREATE PUBLICATION " +
+                   std::string(logical_publication) + "; (" + result.error + ")");
       } else {
         lost("creating the publication failed: " + result.error);
       }
       break;
     case Step::slot_state:
-      if (ok) after_slot_state(result);
-      else lost("reading the slot's state failed: " + result.error);
+      if (ok)
+        after_slot_state(result);
+      else
+        lost("reading the slot's state failed: " + result.error);
       break;
     case Step::drop_slot:
-      if (ok || state == undefined_object) create_slot();
-      else lost("dropping the invalidated slot " + m_slot + " failed: " + result.error);
+      if (ok || state == undefined_object)
+        create_slot();
+      else
+        lost("dropping the invalidated slot " + m_slot + " failed: " + result.error);
       break;
     case Step::create_slot:
       if (ok || (!m_settings.temporary && state == duplicate_object)) {
@@ -138,7 +144,8 @@ StreamActions LogicalMachine::command_result(CommandResult result, Clock::time_p
       } else if (state == configuration_limit_exceeded) {
         refuse(Refusal::unsupported, "no free replication slot on " + m_settings.name +
                                          ": every one of max_replication_slots is in use; raise it (a restart), or "
-                                         "drop slots no longer used (livestate slots): " + result.error);
+                                         "drop slots no longer used (livestate slots): " +
+                                         result.error);
       } else if (state == not_in_prerequisite_state || state == insufficient_privilege) {
         refuse(Refusal::unsupported, "cannot create the replication slot " + m_slot + ": " + result.error);
       } else {
@@ -307,9 +314,9 @@ void LogicalMachine::connect() {
 void LogicalMachine::lost(const std::string& reason) {
   const bool was_streaming = m_phase == Phase::streaming;
   if (was_streaming || m_last_reconnect_reason.empty()) m_last_reconnect_reason = reason;
-  log(was_streaming ? LogLevel::warning : LogLevel::info,
-      "replication connection to " + m_settings.name + " lost: " + reason + "; reconnecting in " +
-          std::to_string(m_backoff.step().count()) + " ms");
+  log(was_streaming ? LogLevel::warning : LogLevel::info, "replication connection to " + m_settings.name +
+                                                              " lost: " + reason + "; reconnecting in " +
+                                                              std::to_string(m_backoff.step().count()) + " ms");
   // What was received whole is delivered; a transaction cut short is not
   // (a durable stream gets it again; live consumers are told they missed it).
   if (m_in_transaction) m_ready.clear();
@@ -366,16 +373,16 @@ std::optional<std::string> logical_server_problem(std::string_view version_numbe
 }
 
 void LogicalMachine::after_check(const CommandResult& result) {
-  if (const auto problem =
-          logical_server_problem(cell(result, 0).value_or("?"), cell(result, 1).value_or("?"), m_settings.name)) {
+  if (const auto problem = logical_server_problem(cell(result, 0).value_or("?"), cell(result, 1).value_or("?"),
+                                                  m_settings.name)) {
     return refuse(Refusal::unsupported, *problem);
   }
   if (cell(result, 2) != "t") {
     return command(Step::publication, "CREATE PUBLICATION \"" + std::string(logical_publication) + "\"");
   }
   if (!m_settings.temporary) {
-    return command(Step::slot_state, "SELECT wal_status, active_pid FROM pg_replication_slots WHERE slot_name = " +
-                                         literal(m_slot));
+    return command(Step::slot_state,
+                   "SELECT wal_status, active_pid FROM pg_replication_slots WHERE slot_name = " + literal(m_slot));
   }
   create_slot();
 }
@@ -403,13 +410,15 @@ void LogicalMachine::after_slot_state(const CommandResult& result) {
 }
 
 void LogicalMachine::create_slot() {
-  command(Step::create_slot, "CREATE_REPLICATION_SLOT \"" + m_slot + "\"" +
-                                 (m_settings.temporary ? " TEMPORARY" : "") + " LOGICAL pgoutput NOEXPORT_SNAPSHOT");
+  command(Step::create_slot, "CREATE_REPLICATION_SLOT \"" + m_slot + "\"" + (m_settings.temporary ? " TEMPORARY" : "") +
+                                 " LOGICAL pgoutput NOEXPORT_SNAPSHOT");
 }
 
 void LogicalMachine::start_streaming() {
-  command(Step::start, "START_REPLICATION SLOT \"" + m_slot + "\" LOGICAL 0/0 (proto_version '1', "
-                       "publication_names '\"" + std::string(logical_publication) + "\"', messages 'true')");
+  command(Step::start, "START_REPLICATION SLOT \"" + m_slot +
+                           "\" LOGICAL 0/0 (proto_version '1', "
+                           "publication_names '\"" +
+                           std::string(logical_publication) + "\"', messages 'true')");
 }
 
 void LogicalMachine::slot_gone(const std::string& why) {
@@ -425,8 +434,9 @@ void LogicalMachine::on_streaming(Clock::time_point now) {
   m_received_end = m_delivered_end = 0;
   if (std::exchange(m_expired_pending, false)) {
     m_ready.emplace_back(ControlEvent{ControlKind::expired,
-                                      "the replication slot " + m_slot + " was lost with its messages (invalidated "
-                                      "by max_slot_wal_keep_size, or dropped); going on from now",
+                                      "the replication slot " + m_slot +
+                                          " was lost with its messages (invalidated "
+                                          "by max_slot_wal_keep_size, or dropped); going on from now",
                                       std::nullopt, 0});
   }
   if (std::exchange(m_ever_streamed, true)) {
@@ -490,8 +500,8 @@ void LogicalMachine::message(const replication::LogicalMessage& logical, Clock::
       continue;
     }
     ++m_counters.received;
-    Delivery delivery{{std::move(incoming.key), std::move(incoming.body), position}, decoded.origin,
-                      incoming.sequence.value_or(0)};
+    Delivery delivery{
+        {std::move(incoming.key), std::move(incoming.body), position}, decoded.origin, incoming.sequence.value_or(0)};
     m_ready.emplace_back(std::move(delivery));
   }
   // Never lost without a word: what was refused or can't be read, of a
@@ -512,8 +522,8 @@ void LogicalMachine::acknowledge(Lsn position) {
 }
 
 void LogicalMachine::send_status(bool reply_requested) {
-  m_actions.emplace_back(action::SendCopyData{
-      replication::status_update(m_ack, replication::postgres_time(std::chrono::system_clock::now()), reply_requested)});
+  m_actions.emplace_back(action::SendCopyData{replication::status_update(
+      m_ack, replication::postgres_time(std::chrono::system_clock::now()), reply_requested)});
   m_sent_ack = m_ack;
 }
 

@@ -138,18 +138,16 @@ struct PublishStatus {
 };
 struct Refused {
   Refusal why;
-  std::string text;             ///< one line, naming the setting or privilege
+  std::string text;               ///< one line, naming the setting or privilege
   std::optional<int> active_pid;  ///< in_use: the session that has the slot
 };
 }  // namespace stream_action
 
-using StreamAction =
-    std::variant<stream_action::Connect, stream_action::PollConnect, stream_action::WaitReadable,
-                 stream_action::WaitWritable, stream_action::ReadInput, stream_action::Flush,
-                 stream_action::SendCommand, stream_action::SendCopyData, stream_action::ArmTimer,
-                 stream_action::CancelTimer, stream_action::Close, stream_action::Deliver,
-                 stream_action::PublishCounters, stream_action::PublishStatus, stream_action::Refused,
-                 stream_action::Log>;
+using StreamAction = std::variant<
+    stream_action::Connect, stream_action::PollConnect, stream_action::WaitReadable, stream_action::WaitWritable,
+    stream_action::ReadInput, stream_action::Flush, stream_action::SendCommand, stream_action::SendCopyData,
+    stream_action::ArmTimer, stream_action::CancelTimer, stream_action::Close, stream_action::Deliver,
+    stream_action::PublishCounters, stream_action::PublishStatus, stream_action::Refused, stream_action::Log>;
 using StreamActions = std::vector<StreamAction>;
 
 class LogicalMachine {

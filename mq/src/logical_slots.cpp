@@ -40,7 +40,8 @@ std::deque<std::pair<std::string, int>> g_released;  // the latest ones
 // A plain connection (not a WAL sender) to the URL, for the caller's thread.
 Connection plain_connection(std::string_view url, const char* application) {
   const std::string for_libpq = livestate::detail::take_transport_parameter(url).url;
-  Connection connection = start_connection(for_libpq, {application, std::chrono::seconds(5), std::chrono::milliseconds(5000)}, true);
+  Connection connection = start_connection(
+      for_libpq, {application, std::chrono::seconds(5), std::chrono::milliseconds(5000)}, true);
   if (PQstatus(connection.get()) != CONNECTION_OK) {
     throw TransportError("cannot connect to " + livestate::detail::redact_postgres_url(url) + ": " +
                          livestate::detail::scrub_postgres_secrets(one_line(PQerrorMessage(connection.get())), url));
@@ -95,9 +96,10 @@ SlotRegistration register_durable_slot(PGconn* connection, const std::string& se
   const auto column = [&](int i) { return std::string(PQgetvalue(facts.get(), 0, i)); };
   if (const auto problem = logical_server_problem(column(0), column(1), server)) throw UnsupportedServer(*problem);
   if (column(2) != "t") {
-    throw UnsupportedServer("the logical transport's durable consumers stream from replication slots, which needs "
-                            "the REPLICATION privilege: the role " + column(4) + " on " + server +
-                            " has none (ALTER ROLE " + column(4) + " REPLICATION)");
+    throw UnsupportedServer(
+        "the logical transport's durable consumers stream from replication slots, which needs "
+        "the REPLICATION privilege: the role " +
+        column(4) + " on " + server + " has none (ALTER ROLE " + column(4) + " REPLICATION)");
   }
   SlotRegistration registration;
   registration.slot = durable_slot_name(column(3), channel, name);
@@ -128,18 +130,18 @@ std::vector<LogicalSlot> list_logical_slots(std::string_view url) {
   // The registry may not exist yet (no durable consumer ever ran here).
   const auto registry = detail::run_blocking(connection.get(), "SELECT to_regclass('livestate_mq_slots')::text", {},
                                              detail::admin_timeout);
-  const std::string joined =
-      registry ? "LEFT JOIN livestate_mq_slots r ON r.slot = s.slot_name::text" : "LEFT JOIN (SELECT NULL::text AS slot, "
-                                                                                  "NULL::text AS name, NULL::text AS "
-                                                                                  "channel, NULL::text[] AS filter, "
-                                                                                  "NULL::boolean AS any_suffix) r ON false";
+  const std::string joined = registry ? "LEFT JOIN livestate_mq_slots r ON r.slot = s.slot_name::text"
+                                      : "LEFT JOIN (SELECT NULL::text AS slot, "
+                                        "NULL::text AS name, NULL::text AS "
+                                        "channel, NULL::text[] AS filter, "
+                                        "NULL::boolean AS any_suffix) r ON false";
   const auto result = detail::exec_blocking(
       connection.get(),
       "SELECT s.slot_name, r.name, r.channel, array_to_json(r.filter)::text, r.any_suffix, s.temporary, "
       "s.active_pid, COALESCE(pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn), 0)::bigint, "
       "COALESCE(s.wal_status, ''), COALESCE(s.confirmed_flush_lsn::text, '') "
-      "FROM pg_replication_slots s " + joined +
-          " WHERE s.database = current_database() AND s.slot_name LIKE 'livestate\\_%' ORDER BY s.slot_name",
+      "FROM pg_replication_slots s " +
+          joined + " WHERE s.database = current_database() AND s.slot_name LIKE 'livestate\\_%' ORDER BY s.slot_name",
       {}, detail::admin_timeout);
   std::vector<LogicalSlot> slots;
   const auto text = [&](int row, int column) -> std::optional<std::string> {
@@ -176,8 +178,8 @@ bool drop_logical_slot(std::string_view url, std::string_view name, std::string_
   try {
     const auto dropped = detail::run_blocking(
         connection.get(),
-        "SELECT count(pg_drop_replication_slot(slot_name)) FROM pg_replication_slots WHERE slot_name = $1",
-        {slot}, detail::admin_timeout);
+        "SELECT count(pg_drop_replication_slot(slot_name)) FROM pg_replication_slots WHERE slot_name = $1", {slot},
+        detail::admin_timeout);
     if (detail::run_blocking(connection.get(), "SELECT to_regclass('livestate_mq_slots') IS NOT NULL", {},
                              detail::admin_timeout) == "t") {
       detail::run_blocking(connection.get(), "DELETE FROM livestate_mq_slots WHERE slot = $1", {slot},

@@ -29,8 +29,7 @@ inline constexpr std::string_view slot_prefix = "livestate_";
 [[nodiscard]] std::string live_slot_name(std::string_view origin);
 
 /// The permanent slot of the durable consumer `name` on `channel`.
-[[nodiscard]] std::string durable_slot_name(std::string_view database, std::string_view channel,
-                                            std::string_view name);
+[[nodiscard]] std::string durable_slot_name(std::string_view database, std::string_view channel, std::string_view name);
 
 /// A stream of this process closed its connection on `slot`, served by the
 /// server process `pid`: until the server sees it go, the slot looks taken.

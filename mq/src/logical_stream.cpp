@@ -28,8 +28,8 @@ CommandResult outcome_of(const PGresult* result) {
         if (PQgetisnull(result, row, column) != 0) {
           cells.emplace_back();
         } else {
-          cells.emplace_back(std::string(PQgetvalue(result, row, column),
-                                         static_cast<std::size_t>(PQgetlength(result, row, column))));
+          cells.emplace_back(
+              std::string(PQgetvalue(result, row, column), static_cast<std::size_t>(PQgetlength(result, row, column))));
         }
       }
     }

@@ -29,11 +29,11 @@
 #include "dispatcher.hpp"
 #include "durable_queue.hpp"
 #include "listener.hpp"
-#include "logical_connector.hpp"
 #include "livestate/core/detail/postgres.hpp"
 #include "livestate/core/error.hpp"
 #include "livestate/mq/postgres.hpp"
 #include "livestate/mq/transactional.hpp"
+#include "logical_connector.hpp"
 #include "postgres_registry.hpp"
 #include "pq_connection.hpp"
 #include "producer.hpp"
@@ -109,10 +109,10 @@ class PostgresConnectorImpl final : public PostgresConnector, public Transaction
   }
   using Connector::start_consuming;
 
-  [[nodiscard]] ConnectorStats stats() const override {
-    return connector_stats(*m_dispatcher, m_producer.produced());
+  [[nodiscard]] ConnectorStats stats() const override { return connector_stats(*m_dispatcher, m_producer.produced()); }
+  [[nodiscard]] PostgresStats postgres_stats() const override {
+    return detail::postgres_stats(*m_status, *m_dispatcher);
   }
-  [[nodiscard]] PostgresStats postgres_stats() const override { return detail::postgres_stats(*m_status, *m_dispatcher); }
 
   [[nodiscard]] const std::string& origin() const noexcept override { return m_config->origin; }
   [[nodiscard]] bool wait_listening(std::chrono::milliseconds timeout) const override {
@@ -182,8 +182,8 @@ std::unique_ptr<PostgresConnector> make_postgres_connector(std::string_view url,
   } else {
     const std::string reason = error != nullptr ? one_line(error) : "out of memory";
     if (error != nullptr) PQfreemem(error);
-    throw UnsupportedUrl("cannot listen or produce on " + name + ": libpq cannot read it: " +
-                         livestate::detail::scrub_postgres_secrets(reason, url));
+    throw UnsupportedUrl("cannot listen or produce on " + name +
+                         ": libpq cannot read it: " + livestate::detail::scrub_postgres_secrets(reason, url));
   }
   auto config = std::make_shared<const ConnectorConfig>(
       ConnectorConfig{std::move(for_libpq), name, std::move(options), random_origin(), transport});

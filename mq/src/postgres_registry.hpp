@@ -15,7 +15,7 @@ class Connector;
 namespace livestate::mq::detail {
 
 using PostgresConnectorMaker = std::unique_ptr<Connector> (*)(std::string_view url,
-                                                             boost::asio::any_io_executor executor);
+                                                              boost::asio::any_io_executor executor);
 void register_postgres_connector(PostgresConnectorMaker maker) noexcept;
 [[nodiscard]] PostgresConnectorMaker postgres_connector() noexcept;
 

@@ -18,12 +18,27 @@ std::string one_line(const char* text) { return livestate::detail::one_line(text
 Connection start_connection(const std::string& url, const ConnectionSettings& settings, bool blocking) {
   const std::string timeout = std::to_string(settings.connect_timeout.count());
   const std::string user_timeout = std::to_string(settings.tcp_user_timeout.count());
-  const char* keywords[] = {"keepalives",       "keepalives_idle",  "keepalives_interval",
-                            "keepalives_count", "tcp_user_timeout", "connect_timeout",
-                            "fallback_application_name", "dbname", "replication", nullptr};
+  const char* keywords[] = {"keepalives",
+                            "keepalives_idle",
+                            "keepalives_interval",
+                            "keepalives_count",
+                            "tcp_user_timeout",
+                            "connect_timeout",
+                            "fallback_application_name",
+                            "dbname",
+                            "replication",
+                            nullptr};
   // After "dbname", so that it wins over the URL's own; nothing when null.
-  const char* values[] = {"1", "5", "2", "3", user_timeout.c_str(), timeout.c_str(), settings.application, url.c_str(),
-                          settings.replication ? "database" : nullptr, nullptr};
+  const char* values[] = {"1",
+                          "5",
+                          "2",
+                          "3",
+                          user_timeout.c_str(),
+                          timeout.c_str(),
+                          settings.application,
+                          url.c_str(),
+                          settings.replication ? "database" : nullptr,
+                          nullptr};
   PGconn* raw = blocking ? PQconnectdbParams(keywords, values, 1) : PQconnectStartParams(keywords, values, 1);
   if (raw == nullptr) throw std::bad_alloc();
   // Server notices ("relation already exists, skipping", "terminating
@@ -89,9 +104,7 @@ bool wait_for(PGconn* connection, short events, Clock::time_point deadline) {
 
 Result exec_blocking(PGconn* connection, const std::function<int(PGconn*)>& send, std::chrono::milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;
-  const auto failed = [&](const std::string& what, bool sent) {
-    return StatementError(what, "", true, sent);
-  };
+  const auto failed = [&](const std::string& what, bool sent) { return StatementError(what, "", true, sent); };
   const auto timed_out = "no answer within " + std::to_string(timeout.count()) + " ms";
   if (PQstatus(connection) != CONNECTION_OK) throw failed(one_line(PQerrorMessage(connection)), false);
   PQsetnonblocking(connection, 1);

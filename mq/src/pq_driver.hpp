@@ -115,17 +115,14 @@ class PqDriver : public std::enable_shared_from_this<Self> {
     PGconn* connection = m_connection.get();
     const auto now = Clock::now();
     switch (PQconnectPoll(connection)) {
-      case PGRES_POLLING_READING:
-        return self().run(m_machine.connect_polled(Polled::reading, {}, now));
-      case PGRES_POLLING_WRITING:
-        return self().run(m_machine.connect_polled(Polled::writing, {}, now));
+      case PGRES_POLLING_READING: return self().run(m_machine.connect_polled(Polled::reading, {}, now));
+      case PGRES_POLLING_WRITING: return self().run(m_machine.connect_polled(Polled::writing, {}, now));
       case PGRES_POLLING_OK:
         if (PQsetnonblocking(connection, 1) != 0) {
           return self().run(m_machine.connect_polled(Polled::failed, "cannot make the connection non-blocking", now));
         }
         return self().run(m_machine.connect_polled(Polled::ok, {}, now));
-      default:
-        return self().run(m_machine.connect_polled(Polled::failed, one_line(PQerrorMessage(connection)), now));
+      default: return self().run(m_machine.connect_polled(Polled::failed, one_line(PQerrorMessage(connection)), now));
     }
   }
 

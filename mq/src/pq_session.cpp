@@ -158,12 +158,8 @@ void AsyncSession::on_ready(Descriptor::wait_type direction, std::uint64_t gener
   PGconn* connection = m_connection.get();
   if (m_connecting) {
     switch (PQconnectPoll(connection)) {
-      case PGRES_POLLING_READING:
-        lock.unlock();
-        return wait(Descriptor::wait_read, generation);
-      case PGRES_POLLING_WRITING:
-        lock.unlock();
-        return wait(Descriptor::wait_write, generation);
+      case PGRES_POLLING_READING: lock.unlock(); return wait(Descriptor::wait_read, generation);
+      case PGRES_POLLING_WRITING: lock.unlock(); return wait(Descriptor::wait_write, generation);
       case PGRES_POLLING_OK:
         PQsetnonblocking(connection, 1);
         m_usable = true;

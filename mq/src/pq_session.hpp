@@ -86,7 +86,7 @@ class AsyncSession final : public std::enable_shared_from_this<AsyncSession> {
 
   // The strand's.
   std::deque<Pending> m_pending;
-  Handler m_current;  // the statement or connection under way
+  Handler m_current;              // the statement or connection under way
   std::uint64_t m_operation = 0;  // of m_current, for its deadline
   bool m_connecting = false;
   Result m_last_result;

@@ -15,8 +15,7 @@ PGconn* Producer::connection() {
   if (PQstatus(m_connection.get()) != CONNECTION_OK) {
     const std::string reason = one_line(PQerrorMessage(m_connection.get()));
     m_connection.reset();
-    throw NotSent("cannot produce: cannot connect to " + m_config.name + ": " + reason +
-                  " (the message was not sent)");
+    throw NotSent("cannot produce: cannot connect to " + m_config.name + ": " + reason + " (the message was not sent)");
   }
   // The send statement is prepared once per connection and planned once
   // (its cost is in planning, not running); JIT would spend milliseconds
@@ -50,17 +49,17 @@ void Producer::produce(const RoutingKey& key, const Json& body) {
       // in a transaction.
       const auto sender = m_config.transport == Transport::logical ? &send_logical : &send;
       sender(std::span<const SentMessage>(&message, 1), m_config.origin, m_config.options.channel, m_sequence,
-           [&](SendStatement statement, const Params& params) {
-             if (const char* prepared = prepared_name(statement)) {
-               committing = !in_transaction;
-               return run_blocking(connection, {}, params, timeout, prepared);
-             }
-             if (!in_transaction) {
-               run_blocking(connection, "BEGIN", {}, timeout);
-               in_transaction = true;
-             }
-             return run_blocking(connection, sql_of(statement), params, timeout);
-           });
+             [&](SendStatement statement, const Params& params) {
+               if (const char* prepared = prepared_name(statement)) {
+                 committing = !in_transaction;
+                 return run_blocking(connection, {}, params, timeout, prepared);
+               }
+               if (!in_transaction) {
+                 run_blocking(connection, "BEGIN", {}, timeout);
+                 in_transaction = true;
+               }
+               return run_blocking(connection, sql_of(statement), params, timeout);
+             });
       if (in_transaction) {
         committing = true;
         run_blocking(connection, "COMMIT", {}, timeout);
@@ -156,9 +155,9 @@ void Producer::send_in_transaction(std::span<const SentMessage> messages, SqlRun
     try {
       ensure_ready(connection);
     } catch (const StatementError& error) {
-      throw NotSent("cannot send in a transaction: " +
-                    std::string(logical ? "checking " : "making the connector's tables on ") + m_config.name +
-                    " failed (the messages were not sent): " + error.what());
+      throw NotSent(
+          "cannot send in a transaction: " + std::string(logical ? "checking " : "making the connector's tables on ") +
+          m_config.name + " failed (the messages were not sent): " + error.what());
     }
   }
   TransportStream& stream = sql.stream();
@@ -167,9 +166,9 @@ void Producer::send_in_transaction(std::span<const SentMessage> messages, SqlRun
     stream.origin = m_config.origin + "." + std::to_string(++sessions);
   }
   try {
-    (logical ? send_logical : send)(
-        messages, stream.origin, m_config.options.channel, stream.sequence,
-        [&](SendStatement statement, const Params& params) { return sql.run(sql_of(statement), params); });
+    (logical ? send_logical
+             : send)(messages, stream.origin, m_config.options.channel, stream.sequence,
+                     [&](SendStatement statement, const Params& params) { return sql.run(sql_of(statement), params); });
   } catch (...) {
     // Perhaps the connector's tables are gone: the next send makes sure
     // (CREATE TABLE IF NOT EXISTS) rather than failing forever.

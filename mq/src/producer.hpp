@@ -50,7 +50,7 @@ class Producer {
   std::mutex m_mutex;
   Connection m_connection;
   std::uint64_t m_sequence = 0;
-  bool m_send_prepared = false;  // on m_connection
+  bool m_send_prepared = false;               // on m_connection
   std::atomic<bool> m_server_checked{false};  // the logical transport's check passed
 };
 

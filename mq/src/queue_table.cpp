@@ -21,14 +21,15 @@ std::string filter_array(const Filter& filter) {
 std::uint64_t register_queue(PGconn* connection, const std::string& name, const Filter& filter,
                              std::chrono::milliseconds timeout) {
   const std::string literal = filter_array(filter);
-  const auto same = run_blocking(connection,
-                                 "INSERT INTO livestate_mq_queues (name, filter, any_suffix) VALUES ($1, $2::text[], $3) "
-                                 "ON CONFLICT (name) DO UPDATE SET last_active = now() "
-                                 "RETURNING (filter IS NOT DISTINCT FROM $2::text[] AND any_suffix = $3)::text",
-                                 {name, literal, filter.any_suffix() ? "true" : "false"}, timeout);
+  const auto same = run_blocking(
+      connection,
+      "INSERT INTO livestate_mq_queues (name, filter, any_suffix) VALUES ($1, $2::text[], $3) "
+      "ON CONFLICT (name) DO UPDATE SET last_active = now() "
+      "RETURNING (filter IS NOT DISTINCT FROM $2::text[] AND any_suffix = $3)::text",
+      {name, literal, filter.any_suffix() ? "true" : "false"}, timeout);
   if (same != "true") {
-    throw PersistentNameInUse("durable consumer '" + name + "' was created with another filter than " +
-                              filter.str() + ": use that filter, or another name");
+    throw PersistentNameInUse("durable consumer '" + name + "' was created with another filter than " + filter.str() +
+                              ": use that filter, or another name");
   }
   const auto expired = std::stoull(
       run_blocking(connection, "SELECT expired FROM livestate_mq_queues WHERE name = $1", {name}, timeout)

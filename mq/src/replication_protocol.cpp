@@ -139,8 +139,7 @@ Record parse_record(std::string_view record) {
       if (!reader.ok()) return unreadable(kind, "a logical message");
       return message;
     }
-    default:
-      return OtherRecord{kind};
+    default: return OtherRecord{kind};
   }
 }
 

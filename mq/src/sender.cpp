@@ -93,31 +93,22 @@ const std::string& sql_of(SendStatement statement) {
   static const std::string store_body = store_body_sql;
   static const std::string emit = emit_sql;
   switch (statement) {
-    case SendStatement::emit:
-      return emit;
-    case SendStatement::one:
-      return one;
-    case SendStatement::batch:
-      return batch;
-    case SendStatement::batch_as_text:
-      return batch_as_text;
-    case SendStatement::store_body:
-      break;
+    case SendStatement::emit: return emit;
+    case SendStatement::one: return one;
+    case SendStatement::batch: return batch;
+    case SendStatement::batch_as_text: return batch_as_text;
+    case SendStatement::store_body: break;
   }
   return store_body;
 }
 
 const char* prepared_name(SendStatement statement) noexcept {
   switch (statement) {
-    case SendStatement::one:
-      return "livestate_send_one";
-    case SendStatement::batch:
-      return "livestate_send";
-    case SendStatement::emit:
-      return "livestate_emit";
+    case SendStatement::one: return "livestate_send_one";
+    case SendStatement::batch: return "livestate_send";
+    case SendStatement::emit: return "livestate_emit";
     case SendStatement::batch_as_text:
-    case SendStatement::store_body:
-      break;
+    case SendStatement::store_body: break;
   }
   return nullptr;
 }
@@ -127,7 +118,7 @@ void send(std::span<const SentMessage> messages, std::string_view origin, std::s
   std::vector<wire::Outgoing> outgoing;
   std::vector<std::string> bodies;
   outgoing.reserve(messages.size());
-  bodies.reserve(messages.size());  // entries point into it: no reallocation
+  bodies.reserve(messages.size());   // entries point into it: no reallocation
   std::vector<std::size_t> body_of;  // each message's body, in `bodies`
   body_of.reserve(messages.size());
   const Json* last_body = nullptr;
@@ -179,7 +170,6 @@ void send(std::span<const SentMessage> messages, std::string_view origin, std::s
   run(SendStatement::batch_as_text, Params{std::string(origin), std::string(channel), text_array(payloads),
                                            text_array(sequences), text_array(keys), text_array(texts)});
 }
-
 
 void send_logical(std::span<const SentMessage> messages, std::string_view origin, std::string_view channel,
                   std::uint64_t& sequence, const RunStatement& run) {

@@ -34,8 +34,8 @@ enum class SendStatement {
 
 /// Runs one statement with its text parameters and returns the first column
 /// of its first row, if any; throws on failure.
-using RunStatement = std::function<std::optional<std::string>(
-    SendStatement statement, const std::vector<std::optional<std::string>>& params)>;
+using RunStatement = std::function<std::optional<std::string>(SendStatement statement,
+                                                              const std::vector<std::optional<std::string>>& params)>;
 
 /// Sends `messages`, in order, as `origin`, numbering them after `sequence`
 /// (which it advances) on `channel`, through `run`: one statement for the

@@ -97,9 +97,7 @@ struct PersistentQueue final : Route {
   std::shared_ptr<Subscription> active;  // null while stopped
   std::deque<KeptMessage> backlog;       // sorted by seq
 
-  PersistentQueue(std::string n, Filter f) : name(std::move(n)), filter(std::move(f)) {
-    persistent = true;
-  }
+  PersistentQueue(std::string n, Filter f) : name(std::move(n)), filter(std::move(f)) { persistent = true; }
 
   void keep(KeptMessage kept) {
     auto at = std::upper_bound(backlog.begin(), backlog.end(), kept.seq,
@@ -191,18 +189,16 @@ class SimpleMQCore final : public std::enable_shared_from_this<SimpleMQCore> {
     // before did.
     m_invoking.store(&subscription, std::memory_order_release);
     detail::asymmetric_fence_light();  // pairs with the heavy fence in stop()
-    if (m_attention.load(std::memory_order_relaxed) != 0) [[unlikely]] return begin_invoke_attending(subscription);
+    if (m_attention.load(std::memory_order_relaxed) != 0) [[unlikely]]
+      return begin_invoke_attending(subscription);
     return !subscription.stopped.load(std::memory_order_acquire);
   }
   bool begin_invoke_attending(Subscription& subscription) noexcept;
-  [[nodiscard]] bool closed() const noexcept {
-    return (m_attention.load(std::memory_order_relaxed) & closed_bit) != 0;
-  }
+  [[nodiscard]] bool closed() const noexcept { return (m_attention.load(std::memory_order_relaxed) & closed_bit) != 0; }
   void end_flight(std::unique_lock<std::mutex>& lock) noexcept;
   // Runs a callback; false when it threw (logged and counted).
   bool invoke(Subscription& subscription, const RoutingKey& key, const Json& body) noexcept;
-  void log_callback_error(const Subscription& subscription, const RoutingKey& key,
-                          const char* what) noexcept;
+  void log_callback_error(const Subscription& subscription, const RoutingKey& key, const char* what) noexcept;
   // Marks it stopped and takes it out of routing (once). Called with the mutex held.
   void withdraw(const std::shared_ptr<Subscription>& subscription) noexcept;
   // Drops a reference with the mutex released: the last one destroys a
@@ -220,8 +216,8 @@ class SimpleMQCore final : public std::enable_shared_from_this<SimpleMQCore> {
   detail::FilterIndex<Route*> m_index;
   std::map<std::string, std::unique_ptr<PersistentQueue>, std::less<>> m_persistent;
   std::deque<QueuedItem> m_queue;
-  std::vector<Target> m_targets;  // the dispatcher's scratch list
-  std::vector<Route*> m_routes;   // the dispatcher's scratch list
+  std::vector<Target> m_targets;            // the dispatcher's scratch list
+  std::vector<Route*> m_routes;             // the dispatcher's scratch list
   std::shared_ptr<Subscription> m_retired;  // stopped during this flight, linked by next_retired
   Pin m_self_pin;                           // set by close() during a dispatch
   std::uint64_t m_seq = 0;
@@ -354,8 +350,7 @@ void SimpleMQCore::produce(const RoutingKey& key, const Json& body) {
   queue_and_wait(lock, std::move(item), call, pin);
 }
 
-void SimpleMQCore::queue_and_wait(std::unique_lock<std::mutex>& lock, QueuedItem item, ProduceCall& call,
-                                  Pin& pin) {
+void SimpleMQCore::queue_and_wait(std::unique_lock<std::mutex>& lock, QueuedItem item, ProduceCall& call, Pin& pin) {
   m_queue.push_back(std::move(item));
   ++call.pending;
   while (call.pending > 0) {
@@ -369,8 +364,7 @@ void SimpleMQCore::queue_and_wait(std::unique_lock<std::mutex>& lock, QueuedItem
   }
 }
 
-void SimpleMQCore::dispatch(std::unique_lock<std::mutex>& lock, ProduceCall& call, QueuedItem* first,
-                            Pin& pin) {
+void SimpleMQCore::dispatch(std::unique_lock<std::mutex>& lock, ProduceCall& call, QueuedItem* first, Pin& pin) {
   DispatchScope scope(*this, lock, call, pin);
   if (first) deliver(lock, *first);
   while (call.pending > 0) {
@@ -391,8 +385,7 @@ void SimpleMQCore::deliver(std::unique_lock<std::mutex>& lock, QueuedItem& item)
   }
   m_routes.clear();
   if (m_index.collect(*item.key, m_routes) > 1) {
-    std::sort(m_routes.begin(), m_routes.end(),
-              [](const Route* a, const Route* b) { return a->order < b->order; });
+    std::sort(m_routes.begin(), m_routes.end(), [](const Route* a, const Route* b) { return a->order < b->order; });
   }
   m_targets.clear();
   for (Route* route : m_routes) {
@@ -443,8 +436,7 @@ void SimpleMQCore::deliver_backlog(std::unique_lock<std::mutex>& lock, Persisten
       invoke(*subscription, next.message->key, next.message->body);
       queue.backlog.pop_front();
       ++delivered;
-    } while (!queue.backlog.empty() && !subscription->stopped.load() &&
-             !closed());
+    } while (!queue.backlog.empty() && !subscription->stopped.load() && !closed());
   }
   lock.lock();
   m_kept -= delivered;
@@ -527,9 +519,10 @@ std::shared_ptr<Subscription> SimpleMQCore::start(Callback callback, Filter filt
   if (found == m_persistent.end()) {
     // Stored before it is indexed, so the index never points to a queue that
     // failed to be stored.
-    const auto stored =
-        m_persistent.emplace(*persistent_name, std::make_unique<PersistentQueue>(*persistent_name, subscription->filter))
-            .first;
+    const auto stored = m_persistent
+                            .emplace(*persistent_name,
+                                     std::make_unique<PersistentQueue>(*persistent_name, subscription->filter))
+                            .first;
     PersistentQueue& queue = *stored->second;
     queue.order = subscription->order;
     queue.created_seq = m_seq;

@@ -31,7 +31,8 @@ class Backoff {
   std::chrono::milliseconds next(std::uint64_t random) noexcept {
     const auto low = static_cast<std::uint64_t>(m_step.count() / 2);
     const auto high = static_cast<std::uint64_t>(m_step.count());
-    const auto delay = std::chrono::milliseconds(static_cast<std::chrono::milliseconds::rep>(low + random % (high - low + 1)));
+    const auto delay = std::chrono::milliseconds(
+        static_cast<std::chrono::milliseconds::rep>(low + random % (high - low + 1)));
     m_step = std::min(m_step * 2, m_max);
     return delay;
   }

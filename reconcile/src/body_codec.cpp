@@ -14,13 +14,13 @@ enum Tag : std::uint8_t {
   null_tag = 0,
   false_tag,
   true_tag,
-  integer_tag,   // zigzag varint
-  unsigned_tag,  // varint
-  float_tag,     // 8 bytes as held
-  string_tag,    // varint length, bytes
-  array_tag,     // varint count, values
-  object_tag,    // varint count, (key, value)…; a key is a varint: id << 1, or length << 1 | 1 and its bytes
-  binary_tag,    // varint length, bytes, then 0, or 1 and the subtype as a varint
+  integer_tag,          // zigzag varint
+  unsigned_tag,         // varint
+  float_tag,            // 8 bytes as held
+  string_tag,           // varint length, bytes
+  array_tag,            // varint count, values
+  object_tag,           // varint count, (key, value)…; a key is a varint: id << 1, or length << 1 | 1 and its bytes
+  binary_tag,           // varint length, bytes, then 0, or 1 and the subtype as a varint
   small_integer = 16,   // 16 + n: integer n, 0 <= n < 112
   small_unsigned = 128  // 128 + n: unsigned n, 0 <= n < 128
 };
@@ -73,12 +73,8 @@ Json BodyCodec::decode(std::string_view bytes) const {
 void BodyCodec::write(const Json& value, std::string& out) {
   switch (value.type()) {
     case Json::value_t::null:
-    case Json::value_t::discarded:
-      put_tag(out, null_tag);
-      return;
-    case Json::value_t::boolean:
-      put_tag(out, value.get<bool>() ? true_tag : false_tag);
-      return;
+    case Json::value_t::discarded: put_tag(out, null_tag); return;
+    case Json::value_t::boolean: put_tag(out, value.get<bool>() ? true_tag : false_tag); return;
     case Json::value_t::number_integer: {
       const auto number = value.get<std::int64_t>();
       if (number >= 0 && static_cast<std::uint64_t>(number) < small_integers) {

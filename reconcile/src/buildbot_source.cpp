@@ -30,8 +30,7 @@ const std::array<BuildbotType, 4>& types() {
         "complete", "results", "submitted_at", "complete_at", "waited_for", "properties"}},
       {"buildsets",
        "livestate_buildbot_buildsets",
-       {"bsid", "external_idstring", "reason", "submitted_at", "complete", "complete_at", "results",
-        "sourcestamps"}},
+       {"bsid", "external_idstring", "reason", "submitted_at", "complete", "complete_at", "results", "sourcestamps"}},
       {"builds",
        "livestate_buildbot_builds",
        {"buildid", "number", "builderid", "buildrequestid", "workerid", "masterid", "started_at", "complete_at",
@@ -58,7 +57,8 @@ std::string id_list(const std::vector<std::string>& ids, db::Backend backend) {
   const bool postgres = backend == db::Backend::postgresql;
   std::string list = postgres ? "{" : "[";
   for (const auto& id : ids) {
-    if (id.empty() || id.size() > 9 || !std::all_of(id.begin(), id.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    if (id.empty() || id.size() > 9 ||
+        !std::all_of(id.begin(), id.end(), [](char c) { return c >= '0' && c <= '9'; })) {
       continue;
     }
     if (list.size() > 1) list += ',';
@@ -77,8 +77,8 @@ class BuildbotSource final : public Source {
     if (!status.pending.empty()) {
       throw db::SchemaOutOfDate(store.name() + " is at version " + std::to_string(status.database_version) +
                                 " of the buildbot migration set, and this program reads version " +
-                                std::to_string(status.shipped_version) + ": run 'livestate migrate --set buildbot --db " +
-                                store.name() + "' first");
+                                std::to_string(status.shipped_version) +
+                                ": run 'livestate migrate --set buildbot --db " + store.name() + "' first");
     }
   }
 

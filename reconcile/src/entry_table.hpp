@@ -15,9 +15,9 @@
 #include <unordered_map>
 #include <vector>
 
-#include "livestate/core/json.hpp"
 #include "body_codec.hpp"
 #include "lifecycle.hpp"
+#include "livestate/core/json.hpp"
 
 namespace livestate::reconcile::detail {
 

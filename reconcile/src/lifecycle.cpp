@@ -87,8 +87,7 @@ EventVerdict Lifecycle::check(State current, std::string_view event) const {
       if (event == "new") return EventVerdict::violation;
       return EventVerdict::unknown;
     }
-    case Kind::free:
-      return EventVerdict::allowed;
+    case Kind::free: return EventVerdict::allowed;
   }
   return EventVerdict::allowed;
 }

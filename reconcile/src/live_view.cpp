@@ -61,8 +61,8 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
                            : nullptr),
         m_source(source),
         m_reload_source(options.reload_source != nullptr ? *options.reload_source
-                        : m_owned_reload              ? *m_owned_reload
-                                                      : source),
+                        : m_owned_reload                 ? *m_owned_reload
+                                                         : source),
         m_strand(asio::make_strand(std::move(executor))),
         m_rules(options, &m_reload_source != &m_source, Clock::now()),
         m_inbox(options.max_queued) {}
@@ -128,9 +128,8 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
     messages.reset();  // once these return, the connector calls nothing of the view's
     schema.reset();
     std::unique_lock lock(m_mutex);
-    m_announced.wait(lock, [&] {
-      return m_announcing == std::thread::id() || m_announcing == std::this_thread::get_id();
-    });
+    m_announced.wait(lock,
+                     [&] { return m_announcing == std::thread::id() || m_announcing == std::this_thread::get_id(); });
     if (m_announcing == std::thread::id()) m_callback = nullptr;  // its captures go now, not with the last read
     if (std::exchange(m_timers_cancelled, true)) return;
     lock.unlock();
@@ -233,8 +232,7 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
         m_callback(change);
       } catch (const std::exception& error) {
         ++errors;
-        log(LogLevel::error, component,
-            "view of " + m_rules.type() + ": a change callback threw: " + error.what());
+        log(LogLevel::error, component, "view of " + m_rules.type() + ": a change callback threw: " + error.what());
       } catch (...) {
         ++errors;
       }
@@ -310,8 +308,7 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
       if (step([&](detail::ViewRules& rules, Clock::time_point now) { rules.read_failed(*read, false, now); })) throw;
       return;
     } catch (const std::exception& error) {
-      log(LogLevel::warning, component,
-          "view of " + m_rules.type() + ": " + error.what() + "; retrying by a resync");
+      log(LogLevel::warning, component, "view of " + m_rules.type() + ": " + error.what() + "; retrying by a resync");
       step([&](detail::ViewRules& rules, Clock::time_point now) { rules.read_failed(*read, true, now); });
       return;
     }

@@ -27,8 +27,7 @@ std::int64_t ReloadSchedule::required(const std::string& id, std::int64_t held) 
   return needed;
 }
 
-std::optional<ReloadSchedule::Clock::time_point> ReloadSchedule::lagging(const std::string& id,
-                                                                          Clock::time_point now) {
+std::optional<ReloadSchedule::Clock::time_point> ReloadSchedule::lagging(const std::string& id, Clock::time_point now) {
   auto& lag = m_lag.try_emplace(id, Lag{now, m_options.retry_initial, 0}).first->second;
   if (now - lag.since > m_options.deadline) flag_stale(id, now);
   if (lag.retry != 0) return std::nullopt;
@@ -61,7 +60,7 @@ std::optional<ReloadSchedule::Clock::time_point> ReloadSchedule::arm(Clock::time
 }
 
 std::optional<ReloadSchedule::Clock::time_point> ReloadSchedule::retry_timer_fired(Clock::time_point armed,
-                                                                                    Clock::time_point now) {
+                                                                                   Clock::time_point now) {
   if (armed != m_armed_at) return std::nullopt;  // superseded by an earlier tick
   m_armed_at = Clock::time_point::max();
   const auto horizon = now + std::chrono::milliseconds(10);

@@ -99,7 +99,7 @@ class ReloadSchedule {
   std::uint64_t m_retries = 0;
   std::multimap<Clock::time_point, std::pair<std::string, std::uint64_t>> m_retry_at;  // -> (id, retry)
   Clock::time_point m_armed_at = Clock::time_point::max();
-  std::uint64_t m_unlogged_stale = 0;  // flagged stale since the last line about it
+  std::uint64_t m_unlogged_stale = 0;                  // flagged stale since the last line about it
   std::optional<Clock::time_point> m_stale_logged_at;  // none yet
 };
 

@@ -65,8 +65,8 @@ ViewRules::ViewRules(const ViewOptions& options, bool reload_may_lag, Clock::tim
       m_reloads_may_lag(reload_may_lag),
       m_revisionless_hints(options.revisionless_messages_are_hints),
       m_verified_at(now),
-      m_reloads({options.type, reload_may_lag, options.lag_retry_initial, options.lag_deadline,
-                 options.reload_batch}) {}
+      m_reloads({options.type, reload_may_lag, options.lag_retry_initial, options.lag_deadline, options.reload_batch}) {
+}
 
 // --- what happens ------------------------------------------------------------
 
@@ -327,7 +327,8 @@ void ViewRules::set(const std::string& id, Json body, std::int64_t revision, Clo
   Json before;
   const bool added = m_entries.set(id, body, revision, m_lifecycle.state_of(body), m_announce ? &before : nullptr);
   if (m_announce) {
-    m_actions.changes.push_back({added ? ChangeKind::added : ChangeKind::changed, id, std::move(before), std::move(body)});
+    m_actions.changes.push_back(
+        {added ? ChangeKind::added : ChangeKind::changed, id, std::move(before), std::move(body)});
   }
   ++m_stats.applied;
 }

@@ -19,11 +19,11 @@
 #include <unordered_set>
 #include <vector>
 
-#include "livestate/core/json.hpp"
-#include "livestate/reconcile/live_view_types.hpp"
 #include "entry_table.hpp"
 #include "expiring_revisions.hpp"
 #include "lifecycle.hpp"
+#include "livestate/core/json.hpp"
+#include "livestate/reconcile/live_view_types.hpp"
 #include "reload_schedule.hpp"
 #include "view_inbox.hpp"
 
@@ -175,7 +175,7 @@ class ViewRules {
   std::optional<std::string> m_watermark;
   bool m_full_due = true;
   std::unordered_set<std::string> m_touched;  // changed by messages since the last resync (see touched())
-  bool m_read_asked = false;     // the driver was asked for a read and hasn't asked next_read()
+  bool m_read_asked = false;                  // the driver was asked for a read and hasn't asked next_read()
   bool m_resync_retry_armed = false;
   std::chrono::milliseconds m_retry_backoff{50};
   ReloadSchedule m_reloads;

@@ -40,7 +40,8 @@ Json report(const Followed& followed, std::size_t differences, bool clean_at_fir
   const auto stats = followed.view->stats();
   Json anomalies = Json::object();
   for (std::size_t kind = 0; kind < reconcile::anomaly_kinds; ++kind) {
-    if (stats.anomalies[kind] > 0) anomalies[reconcile::to_string(static_cast<reconcile::Anomaly>(kind))] = stats.anomalies[kind];
+    if (stats.anomalies[kind] > 0)
+      anomalies[reconcile::to_string(static_cast<reconcile::Anomaly>(kind))] = stats.anomalies[kind];
   }
   return {{"view", followed.name},
           {"entries", followed.view->size()},

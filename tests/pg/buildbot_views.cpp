@@ -69,8 +69,10 @@ class BuildbotDatabase {
       pqxx::work work(*connection);
       const int priority =
           work.exec1("UPDATE buildrequests SET priority = priority + 1 WHERE id = 1 RETURNING priority")[0].as<int>();
-      const auto revision = work.exec1("SELECT revision FROM livestate_buildbot_revisions "
-                                       "WHERE type = 'buildrequests' AND id = 1")[0].as<std::int64_t>();
+      const auto revision = work.exec1(
+                                    "SELECT revision FROM livestate_buildbot_revisions "
+                                    "WHERE type = 'buildrequests' AND id = 1")[0]
+                                .as<std::int64_t>();
       work.commit();
       return std::make_pair(priority, revision);
     };

@@ -19,9 +19,9 @@
 #include <boost/asio/io_context.hpp>
 #include <pqxx/pqxx>
 
+#include "connector_fixtures.hpp"
 #include "livestate/livestate.hpp"
 #include "livestate/mq/postgres.hpp"
-#include "connector_fixtures.hpp"
 #include "pg_test_server.hpp"
 #include "stalled_backend.hpp"
 
@@ -34,9 +34,9 @@ using livestate::Message;
 using livestate::RoutingKey;
 namespace mq = livestate::mq;
 namespace db = livestate::db;
-using livestate::test::test_server_url;
 using livestate::test::Executor;
 using livestate::test::Inbox;
+using livestate::test::test_server_url;
 
 using livestate::test::fresh_channel;
 using livestate::test::logical_transport;
@@ -102,8 +102,8 @@ TEST_CASE("a message produced by another process arrives, all of them in the pro
     int status = 0;
     try {
       boost::asio::io_context io;
-      auto producer = mq::make_postgres_connector(livestate::test::connector_url(test_server_url()),
-                                                  io.get_executor(), options);
+      auto producer = mq::make_postgres_connector(livestate::test::connector_url(test_server_url()), io.get_executor(),
+                                                  options);
       for (int i = 0; i < count; ++i) producer->produce(RoutingKey{"builds", "1", "update"}, {{"n", i}});
     } catch (...) {
       status = 1;
@@ -120,8 +120,9 @@ TEST_CASE("a message produced by another process arrives, all of them in the pro
   CHECK(inbox.events().empty());
 }
 
-TEST_CASE("a 100 kB body arrives intact, in order with the messages around it (by reference on NOTIFY, inline on "
-          "logical messages)") {
+TEST_CASE(
+    "a 100 kB body arrives intact, in order with the messages around it (by reference on NOTIFY, inline on "
+    "logical messages)") {
   Executor executor;
   const auto options = fresh_channel();
   auto connector = listening(executor.get(), options);
@@ -149,12 +150,14 @@ TEST_CASE("ten thousand consumers on one connector each get exactly their messag
   std::vector<std::unique_ptr<mq::Consumer>> handles;
   handles.reserve(consumers);
   for (int i = 0; i < consumers; ++i) {
-    handles.push_back(connector->start_consuming([&counts, i](const RoutingKey&, const Json&) { ++counts[static_cast<std::size_t>(i)]; },
-                                                 Filter{"buildrequests", std::to_string(i), std::nullopt}));
+    handles.push_back(connector->start_consuming(
+        [&counts, i](const RoutingKey&, const Json&) { ++counts[static_cast<std::size_t>(i)]; },
+        Filter{"buildrequests", std::to_string(i), std::nullopt}));
   }
   Inbox last;
   auto marker = connector->start_consuming(last.callback(), Filter::parse("done"));
-  for (int i = 0; i < consumers; i += 97) connector->produce(RoutingKey{"buildrequests", std::to_string(i), "new"}, Json::object());
+  for (int i = 0; i < consumers; i += 97)
+    connector->produce(RoutingKey{"buildrequests", std::to_string(i), "new"}, Json::object());
   connector->produce(RoutingKey{"done"}, Json::object());
   REQUIRE(last.wait_for(1));
   for (int i = 0; i < consumers; ++i) CHECK(counts[static_cast<std::size_t>(i)] == (i % 97 == 0 ? 1 : 0));
@@ -209,7 +212,8 @@ TEST_CASE("a listener whose backend is terminated reconnects and tells its consu
     pqxx::nontransaction work(admin);
     const auto terminated = work.exec(
         "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE application_name = 'livestate-listener' "
-        "AND " + livestate::test::listening_backend(*connector, options.channel));
+        "AND " +
+        livestate::test::listening_backend(*connector, options.channel));
     REQUIRE(terminated.size() == 1);
   }
   REQUIRE(inbox.wait_for_event(mq::ControlKind::reconnected));
@@ -240,8 +244,10 @@ TEST_CASE("producing to a server that is not there fails with a clear error nami
   CHECK_FALSE(connector->postgres_stats().listening);
 }
 
-TEST_CASE("a connector whose tables were dropped makes them again: the next produce and the next store transaction "
-          "succeed" * doctest::skip(logical_transport())) {
+TEST_CASE(
+    "a connector whose tables were dropped makes them again: the next produce and the next store transaction "
+    "succeed" *
+    doctest::skip(logical_transport())) {
   livestate::test::FreshSchema schema;
   Executor executor;
   const auto options = fresh_channel();
@@ -270,7 +276,9 @@ TEST_CASE("a connector whose tables were dropped makes them again: the next prod
   CHECK(connector->postgres_stats().gaps == 0);
 }
 
-TEST_CASE("a store paired with the connector sends its messages in its transactions: delivered at commit, never after rollback") {
+TEST_CASE(
+    "a store paired with the connector sends its messages in its transactions: delivered at commit, never after "
+    "rollback") {
   livestate::test::FreshSchema schema;
   Executor executor;
   const auto options = fresh_channel();
@@ -283,7 +291,8 @@ TEST_CASE("a store paired with the connector sends its messages in its transacti
   std::mutex reload_mutex;
   auto reloader = connector->start_consuming(
       [&](const RoutingKey&, const Json& body) {
-        const bool claimed = store->get_buildrequest(body["buildrequestid"].get<std::int64_t>())->at("claimed").get<bool>();
+        const bool claimed =
+            store->get_buildrequest(body["buildrequestid"].get<std::int64_t>())->at("claimed").get<bool>();
         std::lock_guard lock(reload_mutex);
         claimed_on_reload.push_back(claimed);
       },
@@ -320,7 +329,9 @@ TEST_CASE("a store paired with the connector sends its messages in its transacti
   CHECK(connector->postgres_stats().gaps == 0);
 }
 
-TEST_CASE("a change whose large body goes out on three routing keys stores the body once, and all three arrive intact, fetched one after another") {
+TEST_CASE(
+    "a change whose large body goes out on three routing keys stores the body once, and all three arrive intact, "
+    "fetched one after another") {
   livestate::test::FreshSchema schema;
   Executor executor;
   const auto options = fresh_channel();
@@ -380,9 +391,10 @@ TEST_CASE("a hole in a producer's sequence reaches consumers as a gap event, in 
   check_one_gap(inbox, *connector, "master-x", 2);
 }
 
-TEST_CASE("origins silent for forget_origins_after are forgotten but their sequences kept: a quiet producer comes "
-          "back without a gap, one that skipped counts what it skipped, a stranger counts as one" *
-          doctest::skip(logical_transport())) {
+TEST_CASE(
+    "origins silent for forget_origins_after are forgotten but their sequences kept: a quiet producer comes "
+    "back without a gap, one that skipped counts what it skipped, a stranger counts as one" *
+    doctest::skip(logical_transport())) {
   Executor executor;
   auto options = fresh_channel();
   options.forget_origins_after = 1s;
@@ -423,7 +435,8 @@ TEST_CASE("origins silent for forget_origins_after are forgotten but their seque
   CHECK(inbox.events()[1].missed == 3);
 }
 
-TEST_CASE("consumers that fall behind lose messages past the bound, counted, and are told so; the listener keeps reading") {
+TEST_CASE(
+    "consumers that fall behind lose messages past the bound, counted, and are told so; the listener keeps reading") {
   // Two threads: the listener reads on one while a consumer blocks the other.
   struct TwoThreads {
     boost::asio::io_context io;
@@ -481,8 +494,9 @@ TEST_CASE("consumers that fall behind lose messages past the bound, counted, and
   }
 }
 
-TEST_CASE("a produce whose server stops answering fails within statement_timeout with MaybeSent; a producer waiting "
-          "behind it waits no longer, and goes through a new connection") {
+TEST_CASE(
+    "a produce whose server stops answering fails within statement_timeout with MaybeSent; a producer waiting "
+    "behind it waits no longer, and goes through a new connection") {
   using Clock = std::chrono::steady_clock;
   Executor executor;
   auto options = fresh_channel();
@@ -528,8 +542,9 @@ TEST_CASE("a produce whose server stops answering fails within statement_timeout
   stall.resume();
 }
 
-TEST_CASE("a channel PostgreSQL would cut short (over 63 bytes), an empty one and one with a NUL byte are refused "
-          "when the connector is made; 63 bytes work") {
+TEST_CASE(
+    "a channel PostgreSQL would cut short (over 63 bytes), an empty one and one with a NUL byte are refused "
+    "when the connector is made; 63 bytes work") {
   Executor executor;
   auto options = fresh_channel();
   options.channel = std::string(64, 'c');

@@ -101,7 +101,8 @@ class Inbox {
   bool wait_for_key(const std::string& key, std::chrono::milliseconds timeout = 10s) {
     std::unique_lock lock(m_mutex);
     return m_changed.wait_for(lock, timeout, [&] {
-      return std::any_of(m_messages.begin(), m_messages.end(), [&](const auto& message) { return message.key.str() == key; });
+      return std::any_of(m_messages.begin(), m_messages.end(),
+                         [&](const auto& message) { return message.key.str() == key; });
     });
   }
   bool wait_for_event(livestate::mq::ControlKind kind, std::chrono::milliseconds timeout = 15s) {

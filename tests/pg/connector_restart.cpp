@@ -29,12 +29,11 @@
 #include <thread>
 #include <vector>
 
+#include "connector_fixtures.hpp"
 #include "livestate/livestate.hpp"
 #include "livestate/mq/postgres.hpp"
-#include "connector_fixtures.hpp"
 #include "pg_test_server.hpp"
 #include "server_control.hpp"
-
 
 namespace {
 
@@ -69,8 +68,8 @@ using livestate::test::fresh_channel;
 
 std::unique_ptr<mq::PostgresConnector> listening(boost::asio::any_io_executor executor,
                                                  const mq::PostgresOptions& options) {
-  auto connector =
-      mq::make_postgres_connector(livestate::test::connector_url(test_server_url()), std::move(executor), options);
+  auto connector = mq::make_postgres_connector(livestate::test::connector_url(test_server_url()), std::move(executor),
+                                               options);
   REQUIRE(connector->wait_listening(bound));
   return connector;
 }
@@ -125,8 +124,9 @@ Failure failure_of(const mq::TransportError& error) {
 
 }  // namespace
 
-TEST_CASE("the server stopped and started again: produce fails clearly meanwhile, then consumers are told and "
-          "messages flow again, with no false gap") {
+TEST_CASE(
+    "the server stopped and started again: produce fails clearly meanwhile, then consumers are told and "
+    "messages flow again, with no false gap") {
   const auto ctl = server_control();
   if (!ctl) {
     MESSAGE(std::string(skip_reason));
@@ -229,9 +229,10 @@ TEST_CASE("the server stopped and started again: produce fails clearly meanwhile
   CHECK(server.running());
 }
 
-TEST_CASE("a producer that never stops while the server stops and starts: every produce succeeds or throws "
-          "TransportError in bounded time; what was surely not sent never arrives; everything after the "
-          "reconnect arrives in order; no false gap") {
+TEST_CASE(
+    "a producer that never stops while the server stops and starts: every produce succeeds or throws "
+    "TransportError in bounded time; what was surely not sent never arrives; everything after the "
+    "reconnect arrives in order; no false gap") {
   const auto ctl = server_control();
   if (!ctl) {
     MESSAGE(std::string(skip_reason));
@@ -342,8 +343,8 @@ TEST_CASE("a producer that never stops while the server stops and starts: every 
     not_sent += attempt.outcome == Outcome::not_sent;
     in_doubt += attempt.outcome == Outcome::in_doubt;
   }
-  MESSAGE(attempts.size(), " produce calls: ", producer.successes.load(), " sent, ", not_sent, " not sent, ",
-          in_doubt, " in doubt; ", received().size(), " messages received");
+  MESSAGE(attempts.size(), " produce calls: ", producer.successes.load(), " sent, ", not_sent, " not sent, ", in_doubt,
+          " in doubt; ", received().size(), " messages received");
   CHECK(not_sent + in_doubt >= 5);
 
   // What b got: increasing numbers (no duplicate, no reordering), none that was

@@ -18,8 +18,8 @@ TEST_CASE("across 200 seeds, views on PostgreSQL through reordering, dropping an
   livestate::test::Executor executor;
   livestate::mq::PostgresOptions options;
   options.channel = livestate::test::random_name("ch");
-  auto bus =
-      livestate::mq::make_postgres_connector(livestate::test::connector_url(schema.url()), executor.get(), options);
+  auto bus = livestate::mq::make_postgres_connector(livestate::test::connector_url(schema.url()), executor.get(),
+                                                    options);
   REQUIRE(bus->wait_listening(std::chrono::seconds(10)));
   auto store = livestate::db::Store::open(schema.url(), *bus);
   {

@@ -16,10 +16,10 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 
-#include "livestate/livestate.hpp"
-#include "livestate/mq/postgres.hpp"
 #include "../unit/eventually.hpp"
 #include "connector_fixtures.hpp"
+#include "livestate/livestate.hpp"
+#include "livestate/mq/postgres.hpp"
 #include "pg_test_server.hpp"
 #include "stalled_backend.hpp"
 
@@ -127,7 +127,9 @@ TEST_CASE("a second active consumer of a durable name is refused, from any conne
   CHECK(again != nullptr);
 }
 
-TEST_CASE("ten thousand messages from two producers with interleaved long transactions all reach a resumed durable consumer, in each producer's order") {
+TEST_CASE(
+    "ten thousand messages from two producers with interleaved long transactions all reach a resumed durable consumer, "
+    "in each producer's order") {
   Setup setup;
   auto consumer_side = setup.connector();
   {
@@ -171,7 +173,9 @@ TEST_CASE("ten thousand messages from two producers with interleaved long transa
   CHECK(by_producer["b"] == range(0, per_producer));
 }
 
-TEST_CASE("a store transaction's messages reach a stopped durable consumer exactly: bodies by reference, odd text, NUL, only the keys its filter matches") {
+TEST_CASE(
+    "a store transaction's messages reach a stopped durable consumer exactly: bodies by reference, odd text, NUL, only "
+    "the keys its filter matches") {
   Setup setup;
   auto consumer_side = setup.connector();
   {
@@ -212,8 +216,9 @@ TEST_CASE("a store transaction's messages reach a stopped durable consumer exact
   }
 }
 
-TEST_CASE("a durable consumer whose server connection stalls delays nobody: another consumer of the same connector "
-          "gets what is produced meanwhile at once, and the queue catches up when the server answers again") {
+TEST_CASE(
+    "a durable consumer whose server connection stalls delays nobody: another consumer of the same connector "
+    "gets what is produced meanwhile at once, and the queue catches up when the server answers again") {
   Setup setup;
   // The schema's search_path without its application_name: the queue's
   // connection keeps the connector's own ("livestate-queue").
@@ -221,8 +226,8 @@ TEST_CASE("a durable consumer whose server connection stalls delays nobody: anot
       livestate::test::test_server_url(), "options=-csearch_path%3D" + setup.schema.name(),
       "options='-csearch_path=" + setup.schema.name() + "'");
   auto producer = mq::make_postgres_connector(livestate::test::connector_url(url), setup.executor.get(), setup.options);
-  auto consumer_side =
-      mq::make_postgres_connector(livestate::test::connector_url(url), setup.executor.get(), setup.options);
+  auto consumer_side = mq::make_postgres_connector(livestate::test::connector_url(url), setup.executor.get(),
+                                                   setup.options);
   REQUIRE(consumer_side->wait_listening(10s));
   Inbox durable, other;
   auto stalled = consumer_side->start_consuming(durable.callback(), Filter::parse("work.#"), "stalled");
@@ -270,9 +275,10 @@ TEST_CASE("a durable consumer whose server connection stalls delays nobody: anot
     pqxx::nontransaction work(connection);
     if (logical_transport()) {
       return work
-          .exec_params1("SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'livestate\\_stalled\\_%' "
-                        "AND confirmed_flush_lsn < $1::pg_lsn",
-                        written)[0]
+          .exec_params1(
+              "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'livestate\\_stalled\\_%' "
+              "AND confirmed_flush_lsn < $1::pg_lsn",
+              written)[0]
           .as<int>();
     }
     return work.exec("SELECT count(*) FROM livestate_mq_queued WHERE queue = 'stalled'")[0][0].as<int>();
@@ -285,8 +291,9 @@ TEST_CASE("a durable consumer whose server connection stalls delays nobody: anot
   CHECK(firsts == range(0, count + 1));
 }
 
-TEST_CASE("a durable consumer resuming with a backlog of 50,000 messages gets them all, in order, before what comes "
-          "live, reading its table a page of 1,000 rows at a time") {
+TEST_CASE(
+    "a durable consumer resuming with a backlog of 50,000 messages gets them all, in order, before what comes "
+    "live, reading its table a page of 1,000 rows at a time") {
   Setup setup;
   auto consumer_side = setup.connector();
   {
@@ -319,8 +326,10 @@ TEST_CASE("a durable consumer resuming with a backlog of 50,000 messages gets th
 
 // On logical decoding the server keeps a slot's WAL (max_slot_wal_keep_size
 // bounds it): tests/pg/logical_slot_expiry.cpp.
-TEST_CASE("what is kept past its retention is pruned also when every message travels in store transactions, and "
-          "the durable consumer that comes back is told how many it lost" * doctest::skip(logical_transport())) {
+TEST_CASE(
+    "what is kept past its retention is pruned also when every message travels in store transactions, and "
+    "the durable consumer that comes back is told how many it lost" *
+    doctest::skip(logical_transport())) {
   Setup setup;
   setup.options.queue_retention = 1s;
   setup.options.body_retention = 1s;

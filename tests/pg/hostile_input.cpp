@@ -44,16 +44,16 @@ std::string hostile(std::mt19937_64& random, int n) {
       }
       return noise + tag;
     }
-    case 1: return R"({"v":1,"m":[{"k":["a",")" + tag;  // truncated
-    case 2: return std::string(100 + random() % 3000, '[') + tag;  // deep nesting
+    case 1: return R"({"v":1,"m":[{"k":["a",")" + tag;                              // truncated
+    case 2: return std::string(100 + random() % 3000, '[') + tag;                   // deep nesting
     case 3: return R"({"v":1,"m":[{"k":["n"],"b":{"n":1e999,"t":)" + tag + "}}]}";  // beyond a double
-    case 4: return R"({"v":"1","m":[{"k":["a"],"b":{"t":)" + tag + "}}]}";  // v is a string
-    case 5: return R"({"v":1,"m":{"k":["a"],"b":)" + tag + "}}";  // m is not an array
-    case 6: return R"({"v":1,"m":[{"k":"builds.1.new","b":)" + tag + "}]}";  // k is text
-    case 7: return R"({"v":1,"m":[{"k":["caf\u00e9"],"b":)" + tag + "}]}";  // non-ASCII key
-    case 8: return R"({"v":1,"m":[{"k":["a"],"b":{},"r":)" + tag + "}]}";  // both b and r
-    case 9: return R"({"v":1,"o":5,"m":[{"k":["a"],"b":)" + tag + "}]}";  // origin not a string
-    case 10: return R"({"v":1,"m":[{"k":["a"],"s":-)" + tag + R"(,"b":{}}]})";  // negative sequence
+    case 4: return R"({"v":"1","m":[{"k":["a"],"b":{"t":)" + tag + "}}]}";          // v is a string
+    case 5: return R"({"v":1,"m":{"k":["a"],"b":)" + tag + "}}";                    // m is not an array
+    case 6: return R"({"v":1,"m":[{"k":"builds.1.new","b":)" + tag + "}]}";         // k is text
+    case 7: return R"({"v":1,"m":[{"k":["caf\u00e9"],"b":)" + tag + "}]}";          // non-ASCII key
+    case 8: return R"({"v":1,"m":[{"k":["a"],"b":{},"r":)" + tag + "}]}";           // both b and r
+    case 9: return R"({"v":1,"o":5,"m":[{"k":["a"],"b":)" + tag + "}]}";            // origin not a string
+    case 10: return R"({"v":1,"m":[{"k":["a"],"s":-)" + tag + R"(,"b":{}}]})";      // negative sequence
     default: {  // 7,999 bytes of a string that never ends
       std::string payload = R"({"v":1,"m":[{"k":["big"],"b":")" + tag;
       payload.append(7999 - payload.size(), 'x');
@@ -94,7 +94,8 @@ std::string text_array(const std::vector<std::string>& elements) {
 
 }  // namespace
 
-TEST_CASE("100,000 hostile payloads mixed with valid ones: every valid message arrives verbatim, the others are counted") {
+TEST_CASE(
+    "100,000 hostile payloads mixed with valid ones: every valid message arrives verbatim, the others are counted") {
   livestate::test::Executor executor;
   mq::PostgresOptions options;
   options.channel = livestate::test::random_name("ch");

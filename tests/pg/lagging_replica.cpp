@@ -104,13 +104,12 @@ class StalePeaks {
 
 std::string widget(const char* prefix, int index) { return std::string(prefix) + "-" + std::to_string(index); }
 
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
 }  // namespace
 
-TEST_CASE("views reloading through a lagging replica flag stale entries, never go back, and converge once it catches up") {
+TEST_CASE(
+    "views reloading through a lagging replica flag stale entries, never go back, and converge once it catches up") {
   const auto harness = livestate::test::harness_for_replica();
   if (!harness) {
     MESSAGE(std::string(livestate::test::skip_reason));

@@ -13,10 +13,10 @@
 
 #include <pqxx/pqxx>
 
-#include "livestate/livestate.hpp"
-#include "connector_fixtures.hpp"
-#include "pg_test_server.hpp"
 #include "../unit/eventually.hpp"
+#include "connector_fixtures.hpp"
+#include "livestate/livestate.hpp"
+#include "pg_test_server.hpp"
 
 namespace {
 
@@ -54,8 +54,8 @@ TEST_CASE("a view of build requests converges while two masters race to claim an
   Master b(schema.url(), executor.get(), options, "b");
   const auto builder = a.store->builder_started("builder", a.id);
 
-  auto view_connector =
-      mq::make_postgres_connector(livestate::test::connector_url(schema.url()), executor.get(), options);
+  auto view_connector = mq::make_postgres_connector(livestate::test::connector_url(schema.url()), executor.get(),
+                                                    options);
   REQUIRE(view_connector->wait_listening(10s));
   auto view_store = db::Store::open(schema.url(), *view_connector);
   // The view runs on an executor declared after its store, so that a read
@@ -107,8 +107,8 @@ TEST_CASE("a view whose listening connection is killed resyncs on reconnect and 
   master.store->upsert_resource("widgets", "a", {{"size", 1}});
   master.store->upsert_resource("widgets", "b", {{"size", 1}});
 
-  auto view_connector =
-      mq::make_postgres_connector(livestate::test::connector_url(schema.url()), executor.get(), options);
+  auto view_connector = mq::make_postgres_connector(livestate::test::connector_url(schema.url()), executor.get(),
+                                                    options);
   REQUIRE(view_connector->wait_listening(10s));
   auto view_store = db::Store::open(schema.url(), *view_connector);
   Executor view_executor;  // after the store, as above

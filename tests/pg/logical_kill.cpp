@@ -75,13 +75,13 @@ std::vector<std::string> received_ids(const std::string& file) {
 
 }  // namespace
 
-TEST_CASE("a durable consumer killed at random moments while four writers commit 20,000 changes gets every "
-          "committed change at least once, in each writer's commit order, and none rolled back") {
+TEST_CASE(
+    "a durable consumer killed at random moments while four writers commit 20,000 changes gets every "
+    "committed change at least once, in each writer's commit order, and none rolled back") {
   livestate::test::FreshSchema schema;
   livestate::test::Executor executor;
   const auto options = livestate::test::fresh_channel();
-  const auto url =
-      livestate::test::with_connection_parameters(schema.url(), "transport=logical", "transport=logical");
+  const auto url = livestate::test::with_connection_parameters(schema.url(), "transport=logical", "transport=logical");
   const std::string name = "killed";
   const std::string file = "/tmp/" + livestate::test::random_name("livestate_kill") + ".lines";
   const std::shared_ptr<void> remove_file(nullptr, [&](void*) { std::remove(file.c_str()); });
@@ -170,6 +170,6 @@ TEST_CASE("a durable consumer killed at random moments while four writers commit
     if (found->second.second == frontier) ++frontier;
   }
   CHECK(out_of_order == 0);
-  MESSAGE(kills, " kills; ", expected.size(), " changes committed, ", rolled_back.size(), " rolled back; ",
-          ids.size(), " deliveries (", ids.size() - distinct.size(), " again after a kill)");
+  MESSAGE(kills, " kills; ", expected.size(), " changes committed, ", rolled_back.size(), " rolled back; ", ids.size(),
+          " deliveries (", ids.size() - distinct.size(), " again after a kill)");
 }

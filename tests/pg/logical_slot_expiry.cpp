@@ -41,8 +41,9 @@ std::string slot_status(const std::string& channel) {
 
 }  // namespace
 
-TEST_CASE("a slot invalidated by max_slot_wal_keep_size while its consumer was away: the consumer is told its "
-          "messages expired, then gets what comes live") {
+TEST_CASE(
+    "a slot invalidated by max_slot_wal_keep_size while its consumer was away: the consumer is told its "
+    "messages expired, then gets what comes live") {
   const auto ctl = livestate::test::server_control();
   if (!ctl) {
     MESSAGE(std::string(livestate::test::skip_reason));
@@ -50,8 +51,8 @@ TEST_CASE("a slot invalidated by max_slot_wal_keep_size while its consumer was a
   }
   livestate::test::Executor executor;
   const auto options = livestate::test::fresh_channel();
-  const auto url = livestate::test::with_connection_parameters(livestate::test::test_server_url(),
-                                                               "transport=logical", "transport=logical");
+  const auto url = livestate::test::with_connection_parameters(livestate::test::test_server_url(), "transport=logical",
+                                                               "transport=logical");
   auto connector = mq::make_postgres_connector(url, executor.get(), options);
   livestate::test::Inbox first;
   auto consumer = connector->start_consuming(first.callback(), Filter::parse("kept.#"), "expiring");
@@ -78,7 +79,8 @@ TEST_CASE("a slot invalidated by max_slot_wal_keep_size while its consumer was a
       30s, 10ms));
 
   livestate::test::Inbox back;
-  consumer = connector->start_consuming(back.callback(), Filter::parse("kept.#"), mq::ConsumeOptions{"expiring", back.control()});
+  consumer = connector->start_consuming(back.callback(), Filter::parse("kept.#"),
+                                        mq::ConsumeOptions{"expiring", back.control()});
   REQUIRE(back.wait_for_event(mq::ControlKind::expired));
   connector->produce(RoutingKey{"kept", "2"}, {{"n", 2}});
   REQUIRE(back.wait_for(1));

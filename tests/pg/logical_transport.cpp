@@ -83,8 +83,9 @@ class Positions {
 
 }  // namespace
 
-TEST_CASE("every message carries its commit position: one transaction's share it, and a consumer of two producers "
-          "can put them in commit order") {
+TEST_CASE(
+    "every message carries its commit position: one transaction's share it, and a consumer of two producers "
+    "can put them in commit order") {
   Setup setup;
   const auto& schema = setup.schema;
   auto consumer_side = setup.listening();
@@ -114,11 +115,11 @@ TEST_CASE("every message carries its commit position: one transaction's share it
     CHECK(*got[i].position > static_cast<std::uint64_t>(wal_before));
     CHECK(*got[i].position < static_cast<std::uint64_t>(wal_after));
     if (i > 0) CHECK(*got[i].position > *got[i - 1].position);  // committed later
-    CHECK(got[i].body["n"] == static_cast<int>(i / 2));  // and they arrive in commit order
+    CHECK(got[i].body["n"] == static_cast<int>(i / 2));         // and they arrive in commit order
   }
   // A waiter's message has its position too; equality is still key and body.
-  auto next = consumer_side->async_wait_until_event(Filter::parse("last"), [] { return false; },
-                                                     boost::asio::use_future);
+  auto next = consumer_side->async_wait_until_event(
+      Filter::parse("last"), [] { return false; }, boost::asio::use_future);
   a->produce(RoutingKey{"last"}, {{"n", 99}});
   REQUIRE(next.wait_for(10s) == std::future_status::ready);
   const auto last = next.get();
@@ -142,14 +143,15 @@ TEST_CASE("a body of a megabyte travels inline, in one logical message, and arri
   CHECK(count("SELECT count(*) FROM pg_tables WHERE schemaname = '" + setup.schema.name() + "'") == 0);
 }
 
-TEST_CASE("a connector that only produces holds no WAL sender and no slot; its first consumer makes one, and it "
-          "goes with the connector") {
+TEST_CASE(
+    "a connector that only produces holds no WAL sender and no slot; its first consumer makes one, and it "
+    "goes with the connector") {
   Executor executor;
   const auto options = livestate::test::fresh_channel();
   auto connector = connector_on(livestate::test::test_server_url(), executor.get(), options);
   connector->produce(RoutingKey{"a"}, Json::object());
-  const std::string slots =
-      "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'livestate_live_" + connector->origin() + "%'";
+  const std::string slots = "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'livestate_live_" +
+                            connector->origin() + "%'";
   CHECK(count(slots) == 0);
   Inbox inbox;
   auto consumer = connector->start_consuming(inbox.callback(), Filter::parse("#"));
@@ -160,8 +162,9 @@ TEST_CASE("a connector that only produces holds no WAL sender and no slot; its f
   CHECK(livestate::test::eventually([&] { return count(slots) == 0; }, 10s));
 }
 
-TEST_CASE("a durable consumer's slot is listed with its name, channel, filter and the WAL it keeps; dropping it "
-          "forgets the name, and the next consumer starts afresh") {
+TEST_CASE(
+    "a durable consumer's slot is listed with its name, channel, filter and the WAL it keeps; dropping it "
+    "forgets the name, and the next consumer starts afresh") {
   Setup setup;
   const auto& [schema, executor, options] = setup;
   auto connector = setup.connector();
@@ -207,8 +210,9 @@ TEST_CASE("a durable consumer's slot is listed with its name, channel, filter an
   CHECK(second.messages()[0].body["n"] == 60);
 }
 
-TEST_CASE("a durable consumer stopped and started again at once, in the same process, waits for the server to give "
-          "its slot back rather than being refused, and misses nothing") {
+TEST_CASE(
+    "a durable consumer stopped and started again at once, in the same process, waits for the server to give "
+    "its slot back rather than being refused, and misses nothing") {
   Setup setup;
   auto producer = setup.connector();
   auto connector = setup.connector();
@@ -235,8 +239,9 @@ TEST_CASE("a durable consumer stopped and started again at once, in the same pro
   CHECK(next == produced);
 }
 
-TEST_CASE("a role without the REPLICATION privilege: a durable consumer is refused naming it, and the live stream "
-          "says why it can't listen") {
+TEST_CASE(
+    "a role without the REPLICATION privilege: a durable consumer is refused naming it, and the live stream "
+    "says why it can't listen") {
   const auto role = livestate::test::random_name("noreplication");
   livestate::test::run_on_server("CREATE ROLE " + role + " LOGIN");
   const std::shared_ptr<void> drop_role(nullptr, [&](void*) {
@@ -262,8 +267,9 @@ TEST_CASE("a role without the REPLICATION privilege: a durable consumer is refus
   connector.reset();
 }
 
-TEST_CASE("the transport parameter works in a conninfo string for the store and the connector; an unknown "
-          "transport is refused") {
+TEST_CASE(
+    "the transport parameter works in a conninfo string for the store and the connector; an unknown "
+    "transport is refused") {
   livestate::test::FreshSchema schema;
   // postgresql://postgres@127.0.0.1:PORT/livestate_test as conninfo words.
   const std::string url = livestate::test::test_server_url();
@@ -271,8 +277,8 @@ TEST_CASE("the transport parameter works in a conninfo string for the store and 
   const auto port_at = url.find(':', host_at) + 1;
   const auto database_at = url.find('/', port_at) + 1;
   const std::string conninfo = "host=127.0.0.1 port=" + url.substr(port_at, database_at - 1 - port_at) +
-                               " user=postgres dbname=" + url.substr(database_at) + " options='-csearch_path=" +
-                               schema.name() + "' transport=logical";
+                               " user=postgres dbname=" + url.substr(database_at) +
+                               " options='-csearch_path=" + schema.name() + "' transport=logical";
   Executor executor;
   const auto options = livestate::test::fresh_channel();
   auto connector = mq::make_postgres_connector(conninfo, executor.get(), options);

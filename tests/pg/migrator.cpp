@@ -54,8 +54,8 @@ inline std::string before_sets_dump() { return LIVESTATE_SOURCE_DIR "/tests/data
 
 }  // namespace migrator_suite
 
-#include "../unit/migrator_suite.hpp"
 #include "../unit/migration_sets_suite.hpp"
+#include "../unit/migrator_suite.hpp"
 
 TEST_CASE("migrating holds the advisory lock, so a second migrator waits for the first") {
   Fixture f;
@@ -83,8 +83,7 @@ TEST_CASE("migrating holds the advisory lock, so a second migrator waits for the
   CHECK(migrated_to == f.latest());
   CHECK(recorded_versions(*f.store) == versions_up_to(f.latest()));
   // The migrator let go of the lock: it can be taken at once.
-  CHECK(hold.exec1("SELECT pg_try_advisory_lock(" + std::to_string(detail::migration_lock_key()) + ")")[0]
-            .as<bool>());
+  CHECK(hold.exec1("SELECT pg_try_advisory_lock(" + std::to_string(detail::migration_lock_key()) + ")")[0].as<bool>());
 }
 
 TEST_CASE("the lock is released when a migration fails, so the next migrate can run") {
@@ -93,8 +92,7 @@ TEST_CASE("the lock is released when a migration fails, so the next migrate can 
   CHECK_THROWS_AS(detail::migrate_with(*f.store, broken, std::nullopt), MigrationFailed);
   pqxx::connection other(f.database.url());
   pqxx::nontransaction work(other);
-  CHECK(work.exec1("SELECT pg_try_advisory_lock(" + std::to_string(detail::migration_lock_key()) + ")")[0]
-            .as<bool>());
+  CHECK(work.exec1("SELECT pg_try_advisory_lock(" + std::to_string(detail::migration_lock_key()) + ")")[0].as<bool>());
   work.exec("SELECT pg_advisory_unlock_all()");
   CHECK(migrate(*f.store) == f.latest());
 }

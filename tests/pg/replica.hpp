@@ -35,10 +35,10 @@ namespace livestate::test {
 
 // What a replica needs from the harness; nullopt when a variable is missing.
 struct HarnessServer {
-  std::string bin;    // the server's bin directory
-  std::string data;   // the primary's data directory
-  std::string user;   // the OS user the server runs as
-  std::string port;   // the primary's port (from LIVESTATE_TEST_PG)
+  std::string bin;   // the server's bin directory
+  std::string data;  // the primary's data directory
+  std::string user;  // the OS user the server runs as
+  std::string port;  // the primary's port (from LIVESTATE_TEST_PG)
 };
 
 inline std::optional<HarnessServer> harness_for_replica() {

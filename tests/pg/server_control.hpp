@@ -84,7 +84,8 @@ class Server {
   ~Server() {
     if (running()) return;
     std::fprintf(stderr, "the test: the server was left stopped; starting it again\n");
-    if (!start()) std::fprintf(stderr, "the test: the server did not start again: the tests after this one will fail\n");
+    if (!start())
+      std::fprintf(stderr, "the test: the server did not start again: the tests after this one will fail\n");
   }
 
   [[nodiscard]] bool running() const { return pg_ctl(m_ctl, {"status"}) == 0; }

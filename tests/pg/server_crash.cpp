@@ -44,7 +44,9 @@ struct Ledger {
 
 }  // namespace
 
-TEST_CASE("a server crash while masters write: committed writes and their messages survive, failed ones leave no trace, views converge") {
+TEST_CASE(
+    "a server crash while masters write: committed writes and their messages survive, failed ones leave no trace, "
+    "views converge") {
   const auto ctl = livestate::test::server_control();
   if (!ctl) {
     MESSAGE(std::string(livestate::test::skip_reason));
@@ -149,6 +151,6 @@ TEST_CASE("a server crash while masters write: committed writes and their messag
         return true;
       },
       20s));
-  MESSAGE(ledger.committed.size(), " ids written, ", failures.load(), " writes failed around the crash; view: ",
-          view.stats().resyncs, " resyncs");
+  MESSAGE(ledger.committed.size(), " ids written, ", failures.load(),
+          " writes failed around the crash; view: ", view.stats().resyncs, " resyncs");
 }

@@ -9,8 +9,8 @@
 
 #include <atomic>
 #include <chrono>
-#include <map>
 #include <condition_variable>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -20,10 +20,10 @@
 
 #include <boost/asio/thread_pool.hpp>
 
-#include "livestate/livestate.hpp"
-#include "connector_fixtures.hpp"
-#include "pg_test_server.hpp"
 #include "../unit/eventually.hpp"
+#include "connector_fixtures.hpp"
+#include "livestate/livestate.hpp"
+#include "pg_test_server.hpp"
 
 namespace {
 
@@ -84,8 +84,8 @@ struct Setup {
   explicit Setup(std::size_t max_buffered) : options(fresh_channel()) {
     options.max_buffered = max_buffered;  // before the connectors: declared after
     connector = mq::make_postgres_connector(livestate::test::connector_url(schema.url()), pool.get_executor(), options);
-    producer_connector =
-        mq::make_postgres_connector(livestate::test::connector_url(schema.url()), pool.get_executor(), options);
+    producer_connector = mq::make_postgres_connector(livestate::test::connector_url(schema.url()), pool.get_executor(),
+                                                     options);
     producer = db::Store::open(schema.url(), *producer_connector);
     REQUIRE(connector->wait_listening(10s));
   }
@@ -99,8 +99,9 @@ struct Setup {
 
 }  // namespace
 
-TEST_CASE("a consumer that blocks for seconds delays nobody: the others get every message, it loses only its own past "
-          "the bound and is told how many") {
+TEST_CASE(
+    "a consumer that blocks for seconds delays nobody: the others get every message, it loses only its own past "
+    "the bound and is told how many") {
   Setup setup(1000);
   auto& [schema, pool, options, connector, producer_connector, producer] = setup;
   auto view_store = db::Store::open(schema.url(), *connector);
@@ -203,8 +204,9 @@ TEST_CASE("a consumer that blocks for seconds delays nobody: the others get ever
   CHECK(stats.reconnects == 0);
 }
 
-TEST_CASE("a durable consumer that falls behind past the bound loses nothing: what it missed comes from its table "
-          "(NOTIFY) or its slot (logical decoding), in order") {
+TEST_CASE(
+    "a durable consumer that falls behind past the bound loses nothing: what it missed comes from its table "
+    "(NOTIFY) or its slot (logical decoding), in order") {
   Setup setup(100);
   auto& [schema, pool, options, connector, producer_connector, producer] = setup;
 

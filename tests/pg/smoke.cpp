@@ -47,10 +47,8 @@ std::string unique_channel(const pqxx::connection& listener, const std::string& 
   return "livestate_smoke_" + purpose + "_" + std::to_string(listener.backendpid());
 }
 
-void notify(pqxx::transaction_base& transaction, const std::string& channel,
-            const std::string& payload) {
-  transaction.exec("SELECT pg_notify(" + transaction.quote(channel) + ", " +
-                   transaction.quote(payload) + ")");
+void notify(pqxx::transaction_base& transaction, const std::string& channel, const std::string& payload) {
+  transaction.exec("SELECT pg_notify(" + transaction.quote(channel) + ", " + transaction.quote(payload) + ")");
 }
 
 // Reads notifications on `connection` until `done()` or until `limit` has
@@ -59,8 +57,8 @@ bool await_notifications_until(pqxx::connection& connection, const std::function
                                std::chrono::microseconds limit) {
   const auto deadline = std::chrono::steady_clock::now() + limit;
   while (!done()) {
-    const auto left = std::chrono::duration_cast<std::chrono::microseconds>(
-        deadline - std::chrono::steady_clock::now());
+    const auto left = std::chrono::duration_cast<std::chrono::microseconds>(deadline -
+                                                                            std::chrono::steady_clock::now());
     if (left <= 0us) return done();
     connection.await_notification(static_cast<long>(left.count() / 1'000'000),
                                   static_cast<long>(left.count() % 1'000'000));
@@ -71,7 +69,8 @@ bool await_notifications_until(pqxx::connection& connection, const std::function
 // Gives a notification that should not arrive the time to arrive if it were
 // going to, reading whatever does.
 void drain_for(pqxx::connection& connection, std::chrono::microseconds period) {
-  await_notifications_until(connection, [] { return false; }, period);
+  await_notifications_until(
+      connection, [] { return false; }, period);
 }
 
 constexpr std::chrono::microseconds delivery_deadline = 5s;
@@ -83,8 +82,7 @@ TEST_CASE("the test server answers on loopback") {
   pqxx::work work{connection};
   CHECK(work.exec1("SELECT 1")[0].as<int>() == 1);
   const auto address = work.exec1("SELECT host(inet_server_addr())")[0];
-  REQUIRE_MESSAGE(!address.is_null(),
-                  "the server was reached over a unix socket, not TCP on 127.0.0.1");
+  REQUIRE_MESSAGE(!address.is_null(), "the server was reached over a unix socket, not TCP on 127.0.0.1");
   CHECK(address.as<std::string>() == "127.0.0.1");
   CHECK(work.exec1("SELECT current_setting('server_encoding')")[0].as<std::string>() == "UTF8");
 }
@@ -111,8 +109,7 @@ TEST_CASE("a NOTIFY sent in a committed transaction reaches a listening connecti
                   "no notification arrived within 5 s of the commit");
   REQUIRE(receiver.received().size() == 1);
   CHECK(receiver.received()[0].channel == channel);
-  CHECK(receiver.received()[0].payload ==
-        R"({"v":1,"m":[{"k":["builds","7","finished"],"b":{"buildid":7}}]})");
+  CHECK(receiver.received()[0].payload == R"({"v":1,"m":[{"k":["builds","7","finished"],"b":{"buildid":7}}]})");
   CHECK(other_receiver.received().empty());
 }
 

@@ -53,8 +53,8 @@ inline std::vector<int> own_backends(const std::string& application) {
   pqxx::connection connection(test_server_url());
   pqxx::nontransaction work(connection);
   std::vector<int> pids;
-  for (const auto& row : work.exec_params(
-           "SELECT pid, client_port FROM pg_stat_activity WHERE application_name = $1", application)) {
+  for (const auto& row :
+       work.exec_params("SELECT pid, client_port FROM pg_stat_activity WHERE application_name = $1", application)) {
     if (!row[1].is_null() && ports.count(row[1].as<int>()) > 0) pids.push_back(row[0].as<int>());
   }
   return pids;

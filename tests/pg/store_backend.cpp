@@ -24,8 +24,8 @@
 
 #include "livestate/livestate.hpp"
 #include "pg_test_server.hpp"
-#include "stalled_backend.hpp"
 #include "session.hpp"
+#include "stalled_backend.hpp"
 
 namespace {
 
@@ -33,8 +33,8 @@ namespace db = livestate::db;
 using livestate::Filter;
 using livestate::Json;
 using livestate::RoutingKey;
-using livestate::test::FreshSchema;
 using livestate::test::fresh_schema_url;
+using livestate::test::FreshSchema;
 using livestate::test::test_server_url;
 
 constexpr const char* password = "s3cr3t-Pa55";
@@ -57,8 +57,7 @@ int closed_port() {
 
 // The test server's URL with another user, password and database: a URL
 // rebuilt, or a conninfo string with the keywords added (the last one wins).
-std::string server_url_as(const std::string& user, const std::string& secret,
-                          const std::string& database) {
+std::string server_url_as(const std::string& user, const std::string& secret, const std::string& database) {
   const std::string url = test_server_url();
   const auto scheme = url.find("://");
   if (scheme == std::string::npos) {
@@ -130,11 +129,10 @@ TEST_CASE("opening a store where no server listens throws ConnectionFailed namin
   const std::string port = std::to_string(closed_port());
 
   SUBCASE("a URL") {
-    const std::string url =
-        "postgresql://livestate:" + std::string(password) + "@127.0.0.1:" + port + "/livestate_test";
+    const std::string url = "postgresql://livestate:" + std::string(password) + "@127.0.0.1:" + port +
+                            "/livestate_test";
     const std::string message = open_failure<db::ConnectionFailed>(url);
-    CHECK_MESSAGE(message.find("postgresql://livestate:***@127.0.0.1:" + port + "/livestate_test") !=
-                      std::string::npos,
+    CHECK_MESSAGE(message.find("postgresql://livestate:***@127.0.0.1:" + port + "/livestate_test") != std::string::npos,
                   message);
     CHECK_MESSAGE(message.find("Connection refused") != std::string::npos, message);
     CHECK_MESSAGE(message.find(password) == std::string::npos, message);
@@ -143,13 +141,12 @@ TEST_CASE("opening a store where no server listens throws ConnectionFailed namin
   SUBCASE("a postgres:// URL") {
     const std::string url = "postgres://livestate:" + std::string(password) + "@127.0.0.1:" + port + "/x";
     const std::string message = open_failure<db::ConnectionFailed>(url);
-    CHECK_MESSAGE(message.find("postgres://livestate:***@127.0.0.1:" + port + "/x") != std::string::npos,
-                  message);
+    CHECK_MESSAGE(message.find("postgres://livestate:***@127.0.0.1:" + port + "/x") != std::string::npos, message);
     CHECK_MESSAGE(message.find(password) == std::string::npos, message);
   }
   SUBCASE("a conninfo string") {
-    const std::string url = "host=127.0.0.1 port=" + port + " dbname=livestate_test user=livestate password=" +
-                            std::string(password);
+    const std::string url = "host=127.0.0.1 port=" + port +
+                            " dbname=livestate_test user=livestate password=" + std::string(password);
     const std::string message = open_failure<db::ConnectionFailed>(url);
     CHECK_MESSAGE(message.find("host=127.0.0.1 port=" + port + " dbname=livestate_test user=livestate password=***") !=
                       std::string::npos,
@@ -161,10 +158,8 @@ TEST_CASE("opening a store where no server listens throws ConnectionFailed namin
 TEST_CASE("opening a database the server does not have throws a DatabaseError that says so") {
   const std::string url = server_url_as("postgres", password, "livestate_no_such_database");
   const std::string message = open_failure<db::DatabaseError>(url);
-  CHECK_MESSAGE(message.find(R"(database "livestate_no_such_database" does not exist)") != std::string::npos,
-                message);
-  CHECK_MESSAGE(message.find(server_url_as("postgres", "***", "livestate_no_such_database")) !=
-                    std::string::npos,
+  CHECK_MESSAGE(message.find(R"(database "livestate_no_such_database" does not exist)") != std::string::npos, message);
+  CHECK_MESSAGE(message.find(server_url_as("postgres", "***", "livestate_no_such_database")) != std::string::npos,
                 message);
   CHECK_MESSAGE(message.find(password) == std::string::npos, message);
 }
@@ -449,9 +444,12 @@ TEST_CASE("a PostgreSQL session binds every kind of value and reads it back") {
   session->execute_script(
       "CREATE TABLE t (i BIGINT, d DOUBLE PRECISION, s TEXT, b BOOLEAN, j JSONB, n TEXT);"
       "CREATE TABLE u (k INTEGER)");
-  const std::vector<detail::Value> values = {std::int64_t{-9223372036854775807LL - 1}, 0.1,
-                                             std::string("it's ? $1 \\ 'x'"), true,
-                                             std::string(R"({"a": "?"})"), std::monostate{}};
+  const std::vector<detail::Value> values = {std::int64_t{-9223372036854775807LL - 1},
+                                             0.1,
+                                             std::string("it's ? $1 \\ 'x'"),
+                                             true,
+                                             std::string(R"({"a": "?"})"),
+                                             std::monostate{}};
   CHECK(session->execute("INSERT INTO t (i, d, s, b, j, n) VALUES (?, ?, ?, ?, ?, ?)", values) == 1);
   CHECK(session->execute("INSERT INTO t (i, d, s, b, j, n) VALUES (?, ?, ?, ?, ?, ?)",
                          std::vector<detail::Value>{std::int64_t{7}, 1795838741.1234567, std::string(), false,
@@ -473,15 +471,17 @@ TEST_CASE("a PostgreSQL session binds every kind of value and reads it back") {
   CHECK_FALSE(rows[1].as_bool(3));
 
   // Doubles that have no digits, and affected-row counts.
-  CHECK(session->execute("UPDATE t SET d = ?", std::vector<detail::Value>{-std::numeric_limits<double>::infinity()}) == 2);
+  CHECK(session->execute("UPDATE t SET d = ?", std::vector<detail::Value>{-std::numeric_limits<double>::infinity()}) ==
+        2);
   CHECK(session->query("SELECT d FROM t")[0].as_text(0) == "-Infinity");
   CHECK(session->execute("DELETE FROM t WHERE n IS NULL") == 1);
   session->commit();
 
   // The same statement again, from the session's cache, in a new transaction.
   session->begin(false);
-  CHECK(session->query("SELECT i, d, s, b, j, n, '?' FROM t WHERE i < ? ORDER BY i",
-                       std::vector<detail::Value>{std::int64_t{100}})
+  CHECK(session
+            ->query("SELECT i, d, s, b, j, n, '?' FROM t WHERE i < ? ORDER BY i",
+                    std::vector<detail::Value>{std::int64_t{100}})
             .size() == 1);
   session->rollback();
   CHECK(session->healthy());
@@ -615,8 +615,8 @@ TEST_CASE("an advisory lock belongs to the session, across its transactions, unt
   const auto other = open_session(schema);
   const auto other_can_take_it = [&] {
     other->begin(false);
-    const bool taken = other->query("SELECT pg_try_advisory_lock(?)", std::vector<detail::Value>{std::int64_t{4242}})[0]
-                           .as_bool(0);
+    const bool taken =
+        other->query("SELECT pg_try_advisory_lock(?)", std::vector<detail::Value>{std::int64_t{4242}})[0].as_bool(0);
     other->rollback();
     if (taken) other->unlock_advisory(4242);
     return taken;
@@ -668,17 +668,17 @@ TEST_CASE("a string with a NUL character is refused, not cut short") {
   const FreshSchema schema = fresh_schema_url();
   const auto session = open_session(schema);
   session->begin(false);
-  const auto refused = failure_of([&] {
-    (void)session->query("SELECT ?", std::vector<detail::Value>{std::string("before\0after", 12)});
-  });
+  const auto refused = failure_of(
+      [&] { (void)session->query("SELECT ?", std::vector<detail::Value>{std::string("before\0after", 12)}); });
   CHECK_MESSAGE(std::string(refused.what()).find("NUL") != std::string::npos, refused.what());
   // Nothing was sent: the transaction goes on.
   CHECK(session->query("SELECT 1").size() == 1);
   session->commit();
 }
 
-TEST_CASE("a store whose server stops answering gives up on that connection after statement_timeout: a statement "
-          "is retried on a new one, a COMMIT is reported in doubt") {
+TEST_CASE(
+    "a store whose server stops answering gives up on that connection after statement_timeout: a statement "
+    "is retried on a new one, a COMMIT is reported in doubt") {
   Fixture f;
   db::StoreOptions options;
   options.statement_timeout = std::chrono::milliseconds(1000);

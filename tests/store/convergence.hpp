@@ -15,8 +15,8 @@
 
 #include <chrono>
 #include <cstdint>
-#include <functional>
 #include <cstdlib>
+#include <functional>
 #include <mutex>
 #include <random>
 #include <string>
@@ -178,8 +178,11 @@ inline ConvergenceResult run_convergence(const ConvergenceRun& run, db::Store& s
     result.resyncs += stats.resyncs;
     result.full_resyncs += stats.full_resyncs;
     if (std::getenv("LIVESTATE_DEBUG_CONVERGENCE") != nullptr) {
-      std::string line = "seed " + std::to_string(run.seed) + ": messages " + std::to_string(stats.messages) + " resyncs " + std::to_string(stats.resyncs);
-      for (std::size_t i = 0; i < reconcile::anomaly_kinds; ++i) line += std::string(", ") + reconcile::to_string(static_cast<reconcile::Anomaly>(i)) + " " + std::to_string(stats.anomalies[i]);
+      std::string line = "seed " + std::to_string(run.seed) + ": messages " + std::to_string(stats.messages) +
+                         " resyncs " + std::to_string(stats.resyncs);
+      for (std::size_t i = 0; i < reconcile::anomaly_kinds; ++i)
+        line += std::string(", ") + reconcile::to_string(static_cast<reconcile::Anomaly>(i)) + " " +
+                std::to_string(stats.anomalies[i]);
       MESSAGE(line);
     }
   }

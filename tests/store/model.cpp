@@ -31,11 +31,12 @@ struct Fixture {
   std::unique_ptr<livestate::mq::Connector> mq = livestate::mq::make_simple_mq();
   std::mutex mutex;
   std::vector<Message> messages;
-  std::unique_ptr<livestate::mq::Consumer> consumer =
-      mq->start_consuming([this](const RoutingKey& key, const Json& body) {
+  std::unique_ptr<livestate::mq::Consumer> consumer = mq->start_consuming(
+      [this](const RoutingKey& key, const Json& body) {
         std::lock_guard lock(mutex);
         messages.push_back({key, body});
-      }, Filter::parse("#"));
+      },
+      Filter::parse("#"));
   double clock = 1795838740.0;
   std::unique_ptr<db::Store> store = open();
 
@@ -195,8 +196,7 @@ TEST_CASE("a claim of several requests of which another master holds one claims 
 TEST_CASE("claiming an unknown build request throws NotFound and claims nothing") {
   Fixture f;
   const auto s = f.scene();
-  CHECK_THROWS_AS(f.store->claim_buildrequests(std::vector<std::int64_t>{s.brid, 999}, s.masterid),
-                  db::NotFound);
+  CHECK_THROWS_AS(f.store->claim_buildrequests(std::vector<std::int64_t>{s.brid, 999}, s.masterid), db::NotFound);
   CHECK(f.store->get_buildrequest(s.brid)->at("claimed") == false);
   CHECK(f.take().empty());
 }
@@ -410,8 +410,14 @@ TEST_CASE("deletions are read with their revisions, all of them or only the rece
 
 TEST_CASE("strings and bodies that look like SQL, quote or escape are stored and announced verbatim") {
   Fixture f;
-  const std::vector<std::string> nasty{"it's", "\"quoted\"", "back\\slash", "semi;colon",
-                                       "'); DROP TABLE builds; --", "?", "$1", "unicode \xe2\x9c\x93 \xf0\x9f\x9a\x80"};
+  const std::vector<std::string> nasty{"it's",
+                                       "\"quoted\"",
+                                       "back\\slash",
+                                       "semi;colon",
+                                       "'); DROP TABLE builds; --",
+                                       "?",
+                                       "$1",
+                                       "unicode \xe2\x9c\x93 \xf0\x9f\x9a\x80"};
   for (std::size_t i = 0; i < nasty.size(); ++i) {
     const std::string id = "r" + std::to_string(i);
     f.store->upsert_resource("things", id, Json{{"name", nasty[i]}, {nasty[i], nasty[i]}});
@@ -514,8 +520,7 @@ TEST_CASE("an operation that fails inside a transaction leaves the transaction a
 
   auto tx = f.store->begin();
   tx.upsert_resource("notes", "before", Json::object());
-  CHECK_THROWS_AS(tx.claim_buildrequests(std::vector<std::int64_t>{s.brid, theirs}, s.masterid),
-                  db::AlreadyClaimed);
+  CHECK_THROWS_AS(tx.claim_buildrequests(std::vector<std::int64_t>{s.brid, theirs}, s.masterid), db::AlreadyClaimed);
   tx.upsert_resource("notes", "after", Json::object());
   tx.commit();
   CHECK(f.keys() == std::vector<std::string>{"notes.before.new", "notes.after.new"});
@@ -527,9 +532,7 @@ TEST_CASE("a consumer that reloads on a message finds the change the message ann
   const auto s = f.scene();
   std::vector<Json> reloaded;
   auto reloader = f.mq->start_consuming(
-      [&](const RoutingKey& key, const Json&) {
-        reloaded.push_back(*f.store->get_buildrequest(std::stoll(key[1])));
-      },
+      [&](const RoutingKey& key, const Json&) { reloaded.push_back(*f.store->get_buildrequest(std::stoll(key[1]))); },
       Filter::parse("buildrequests.*.*"));
   f.store->claim_buildrequests(std::vector<std::int64_t>{s.brid}, s.masterid);
   f.store->complete_buildrequests(std::vector<std::int64_t>{s.brid}, db::results::success, s.masterid);
@@ -551,9 +554,9 @@ TEST_CASE("list reads a type with field equalities and ids, and refuses unknown 
   REQUIRE(claimed.size() == 1);
   CHECK(claimed[0]["buildrequestid"] == second);
   CHECK(f.store->list_buildrequests({.claimed = false}).at(0)["buildrequestid"] == s.brid);
-  CHECK(f.store->list("buildrequests", Json{{"builderid", s.builderid}},
-                      std::vector<std::string>{std::to_string(s.brid)})
-            .size() == 1);
+  CHECK(
+      f.store->list("buildrequests", Json{{"builderid", s.builderid}}, std::vector<std::string>{std::to_string(s.brid)})
+          .size() == 1);
   CHECK(f.store->list("masters", Json{{"name", "m1"}}).at(0)["masterid"] == s.masterid);
   CHECK(f.store->list("builders").at(0)["masterids"] == Json::array({s.masterid}));
   CHECK(db::Operations::id_of("buildrequests", claimed[0]) == std::to_string(second));
@@ -661,10 +664,11 @@ TEST_CASE("a watermark the database can't answer from is refused, never misread"
   std::string other_database = watermark;
   other_database[other_database.find(':') + 1] = other_database[other_database.find(':') + 1] == 'f' ? 'e' : 'f';
   const auto of_requests = f.store->change_watermark("buildrequests").value();
-  for (const std::string& refused : {std::string("not a watermark"), std::string(""), ahead, other_database,
-                                     of_requests,
-                                     std::string(f.store->backend() == db::Backend::postgresql ? "sqlite:x:resources:1" : "postgresql:x:resources:1:2:"),
-                                     watermark + "'; DROP TABLE resources; --"}) {
+  for (const std::string& refused :
+       {std::string("not a watermark"), std::string(""), ahead, other_database, of_requests,
+        std::string(f.store->backend() == db::Backend::postgresql ? "sqlite:x:resources:1"
+                                                                  : "postgresql:x:resources:1:2:"),
+        watermark + "'; DROP TABLE resources; --"}) {
     CAPTURE(refused);
     CHECK_FALSE(f.store->changes_since("widgets", refused).has_value());
   }

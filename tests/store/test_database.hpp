@@ -31,8 +31,7 @@ class TestDatabase {
 #else
 class TestDatabase {
  public:
-  TestDatabase()
-      : m_directory(std::filesystem::temp_directory_path() / ("livestate-test-" + random_suffix())) {
+  TestDatabase() : m_directory(std::filesystem::temp_directory_path() / ("livestate-test-" + random_suffix())) {
     std::filesystem::create_directories(m_directory);
   }
   ~TestDatabase() {

@@ -24,13 +24,19 @@ Json random_value(std::mt19937_64& random, int depth) {
   switch (pick(depth > 0 ? 12 : 9)) {
     case 0: return nullptr;
     case 1: return pick(2) == 0;
-    case 2: return static_cast<std::int64_t>(random());  // any signed value, negative ones too
+    case 2: return static_cast<std::int64_t>(random());        // any signed value, negative ones too
     case 3: return static_cast<std::int64_t>(pick(300)) - 20;  // around the small ones' bounds
-    case 4: return random();                                    // any unsigned value
+    case 4: return random();                                   // any unsigned value
     case 5: return std::uint64_t{pick(300)};
     case 6: {
-      const double special[] = {0.0, -0.0, 1.5, -1e308, 5e-324, std::numeric_limits<double>::infinity(),
-                                1795838740.123456, static_cast<double>(random()) / 7.0};
+      const double special[] = {0.0,
+                                -0.0,
+                                1.5,
+                                -1e308,
+                                5e-324,
+                                std::numeric_limits<double>::infinity(),
+                                1795838740.123456,
+                                static_cast<double>(random()) / 7.0};
       return special[pick(std::size(special))];
     }
     case 7: {
@@ -73,10 +79,11 @@ TEST_CASE("a body decoded from its compact bytes is identical to the one encoded
     REQUIRE(livestate::test::identical(decoded, body));
   }
   // The extremes of each kind of number.
-  for (const Json& body : {Json(std::numeric_limits<std::int64_t>::min()), Json(std::numeric_limits<std::int64_t>::max()),
-                          Json(std::numeric_limits<std::uint64_t>::max()), Json(std::int64_t{-1}),
-                          Json(std::int64_t{111}), Json(std::int64_t{112}), Json(std::uint64_t{127}),
-                          Json(std::uint64_t{128}), Json(-0.0), Json::object(), Json::array(), Json("")}) {
+  for (const Json& body :
+       {Json(std::numeric_limits<std::int64_t>::min()), Json(std::numeric_limits<std::int64_t>::max()),
+        Json(std::numeric_limits<std::uint64_t>::max()), Json(std::int64_t{-1}), Json(std::int64_t{111}),
+        Json(std::int64_t{112}), Json(std::uint64_t{127}), Json(std::uint64_t{128}), Json(-0.0), Json::object(),
+        Json::array(), Json("")}) {
     codec.encode(body, bytes);
     CHECK(livestate::test::identical(codec.decode(bytes), body));
   }

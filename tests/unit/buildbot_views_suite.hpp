@@ -39,15 +39,16 @@ using namespace livestate;
 
 // The first buildset of a real master, as Buildbot's connectors write it.
 inline void first_buildset(const BuildbotDatabase& database) {
-  database.sql("INSERT INTO masters (id, name, name_hash, active, last_active) VALUES (1, 'm1', 'h1', 1, 1796544677);"
-               "INSERT INTO builders (id, name, name_hash) VALUES (1, 'b', 'hb');"
-               "INSERT INTO sourcestamps (id, ss_hash, branch, revision, patchid, repository, codebase, project, "
-               "created_at) VALUES (1, 's1', 'main', NULL, NULL, '', '', '', 1796544677);"
-               "INSERT INTO buildsets (id, external_idstring, reason, submitted_at, complete, complete_at, results) "
-               "VALUES (1, NULL, 'a push', 1796544677, 0, NULL, -1);"
-               "INSERT INTO buildset_sourcestamps (id, buildsetid, sourcestampid) VALUES (1, 1, 1);"
-               "INSERT INTO buildrequests (id, buildsetid, builderid, priority, complete, results, submitted_at, "
-               "complete_at, waited_for) VALUES (1, 1, 1, 0, 0, -1, 1796544677, NULL, 0);");
+  database.sql(
+      "INSERT INTO masters (id, name, name_hash, active, last_active) VALUES (1, 'm1', 'h1', 1, 1796544677);"
+      "INSERT INTO builders (id, name, name_hash) VALUES (1, 'b', 'hb');"
+      "INSERT INTO sourcestamps (id, ss_hash, branch, revision, patchid, repository, codebase, project, "
+      "created_at) VALUES (1, 's1', 'main', NULL, NULL, '', '', '', 1796544677);"
+      "INSERT INTO buildsets (id, external_idstring, reason, submitted_at, complete, complete_at, results) "
+      "VALUES (1, NULL, 'a push', 1796544677, 0, NULL, -1);"
+      "INSERT INTO buildset_sourcestamps (id, buildsetid, sourcestampid) VALUES (1, 1, 1);"
+      "INSERT INTO buildrequests (id, buildsetid, builderid, priority, complete, results, submitted_at, "
+      "complete_at, waited_for) VALUES (1, 1, 1, 0, 0, -1, 1796544677, NULL, 0);");
 }
 
 inline Json read(const BuildbotDatabase& database, const std::string& type, const std::string& id) {
@@ -77,11 +78,12 @@ TEST_CASE("the buildbot set adds its revisions beside Buildbot's tables and leav
 TEST_CASE("a Buildbot source reads the bodies Buildbot's messages carry, with their revisions") {
   BuildbotDatabase database;
   first_buildset(database);
-  database.sql("INSERT INTO buildrequest_claims (brid, masterid, claimed_at) VALUES (1, 1, 1796544678);"
-               "INSERT INTO builds (id, number, builderid, buildrequestid, workerid, masterid, started_at, "
-               "complete_at, state_string, results) VALUES (1, 1, 1, 1, NULL, 1, 1796544678, NULL, 'starting', NULL);"
-               "INSERT INTO steps (id, number, name, buildid, started_at, complete_at, state_string, results, "
-               "urls_json, hidden) VALUES (1, 0, 'worker_preparation', 1, NULL, NULL, 'pending', NULL, '[]', 0);");
+  database.sql(
+      "INSERT INTO buildrequest_claims (brid, masterid, claimed_at) VALUES (1, 1, 1796544678);"
+      "INSERT INTO builds (id, number, builderid, buildrequestid, workerid, masterid, started_at, "
+      "complete_at, state_string, results) VALUES (1, 1, 1, 1, NULL, 1, 1796544678, NULL, 'starting', NULL);"
+      "INSERT INTO steps (id, number, name, buildid, started_at, complete_at, state_string, results, "
+      "urls_json, hidden) VALUES (1, 0, 'worker_preparation', 1, NULL, NULL, 'pending', NULL, '[]', 0);");
 
   Json request = read(database, "buildrequests", "1");
   CHECK(rev(request) > 0);
@@ -129,8 +131,9 @@ TEST_CASE("every change to an entry, its claim or its sourcestamps bumps its rev
   CHECK(read(database, "buildrequests", "1").at("results") == 0);
 
   const std::int64_t buildset = rev(read(database, "buildsets", "1"));
-  database.sql("INSERT INTO sourcestamps (id, ss_hash, created_at) VALUES (2, 's2', 1);"
-               "INSERT INTO buildset_sourcestamps (id, buildsetid, sourcestampid) VALUES (2, 1, 2)");
+  database.sql(
+      "INSERT INTO sourcestamps (id, ss_hash, created_at) VALUES (2, 's2', 1);"
+      "INSERT INTO buildset_sourcestamps (id, buildsetid, sourcestampid) VALUES (2, 1, 2)");
   CHECK(rev(read(database, "buildsets", "1")) > buildset);
   CHECK(read(database, "buildsets", "1").at("sourcestamps").size() == 2);
 

@@ -23,7 +23,8 @@ TEST_CASE("across 200 seeds, views through reordering, dropping and duplicating 
     livestate::test::ConvergenceRun run;
     run.seed = seed;
     const auto result = livestate::test::run_convergence(
-        run, *store, *bus, io.get_executor(), [&](const std::function<bool()>& done) {
+        run, *store, *bus, io.get_executor(),
+        [&](const std::function<bool()>& done) {
           const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
           while (std::chrono::steady_clock::now() < deadline) {
             io.restart();

@@ -20,10 +20,10 @@
 
 #include <boost/asio/error.hpp>
 
+#include "eventually.hpp"
 #include "livestate/core/error.hpp"
 #include "livestate/mq/faulty.hpp"
 #include "livestate/mq/simple_mq.hpp"
-#include "eventually.hpp"
 
 using namespace livestate;
 using namespace std::chrono_literals;
@@ -86,8 +86,7 @@ class ControlledConnector final : public mq::Connector {
   void produce(const RoutingKey& key, const Json& body) override {
     for (auto& [callback, control] : m_consumers) callback(key, body);
   }
-  std::unique_ptr<mq::Consumer> start_consuming(mq::Callback callback, Filter,
-                                                std::optional<std::string>) override {
+  std::unique_ptr<mq::Consumer> start_consuming(mq::Callback callback, Filter, std::optional<std::string>) override {
     m_consumers.push_back({std::move(callback), nullptr});
     return std::make_unique<Handle>();
   }
@@ -297,8 +296,9 @@ TEST_CASE("delayed messages arrive by themselves, from the fault thread, within 
   CHECK(faulty.faults().held == 0);
 }
 
-TEST_CASE("a partition drops what comes and then sends a reconnected event with the number missed, "
-          "to consumers with on_control only") {
+TEST_CASE(
+    "a partition drops what comes and then sends a reconnected event with the number missed, "
+    "to consumers with on_control only") {
   auto inner = mq::make_simple_mq();
   mq::FaultOptions options;
   options.partition_every = 1ms;
@@ -455,9 +455,9 @@ TEST_CASE("invalid options throw std::invalid_argument naming the field and the 
   CHECK_THROWS_WITH_AS(mq::FaultyConnector(*inner, with([](auto& o) { o.delay = 0.5; })),
                        doctest::Contains("max_delay must be more than 0 ms when delay is 0.5"), std::invalid_argument);
   CHECK_THROWS_WITH_AS(mq::FaultyConnector(*inner, with([](auto& o) {
-                                             o.reorder = 0.5;
-                                             o.reorder_window = 0;
-                                           })),
+                         o.reorder = 0.5;
+                         o.reorder_window = 0;
+                       })),
                        doctest::Contains("reorder_window must be at least 1"), std::invalid_argument);
   CHECK_THROWS_WITH_AS(mq::FaultyConnector(*inner, with([](auto& o) { o.partition_every = 10ms; })),
                        doctest::Contains("partition_length must be more than 0 ms"), std::invalid_argument);
@@ -466,9 +466,9 @@ TEST_CASE("invalid options throw std::invalid_argument naming the field and the 
   CHECK_THROWS_WITH_AS(mq::FaultyConnector(*inner, with([](auto& o) { o.max_delay = -1ms; })),
                        doctest::Contains("max_delay must not be negative, not -1 ms"), std::invalid_argument);
   CHECK_NOTHROW(mq::FaultyConnector(*inner, with([](auto& o) {
-                  o.drop = 1.0;
-                  o.duplicate = 0.0;
-                })));
+    o.drop = 1.0;
+    o.duplicate = 0.0;
+  })));
 }
 
 TEST_CASE("a callback that throws is logged and counted, and the consumer keeps getting messages") {
@@ -501,12 +501,13 @@ TEST_CASE("async_wait_until_event works through the decorator, faults included")
   mq::FaultyConnector faulty(*inner, options);
   int calls = 0;
   std::optional<Message> got;
-  faulty.async_wait_until_event(Filter::parse("builds.*.finished"), [] { return false; },
-                                [&](boost::system::error_code error, std::optional<Message> message) {
-                                  CHECK_FALSE(error);
-                                  ++calls;
-                                  got = std::move(message);
-                                });
+  faulty.async_wait_until_event(
+      Filter::parse("builds.*.finished"), [] { return false; },
+      [&](boost::system::error_code error, std::optional<Message> message) {
+        CHECK_FALSE(error);
+        ++calls;
+        got = std::move(message);
+      });
   faulty.produce(RoutingKey{"builds", "1", "finished"}, {{"results", 0}});
   CHECK(calls == 0);  // delayed
   faulty.flush();
@@ -522,11 +523,12 @@ TEST_CASE("a pending async_wait_until_event is aborted when the decorator is des
   int calls = 0;
   {
     mq::FaultyConnector faulty(*inner, {});
-    faulty.async_wait_until_event(Filter::parse("never"), [] { return false; },
-                                  [&](boost::system::error_code e, std::optional<Message>) {
-                                    ++calls;
-                                    error = e;
-                                  });
+    faulty.async_wait_until_event(
+        Filter::parse("never"), [] { return false; },
+        [&](boost::system::error_code e, std::optional<Message>) {
+          ++calls;
+          error = e;
+        });
   }
   CHECK(calls == 1);
   CHECK(error == boost::asio::error::operation_aborted);
@@ -574,7 +576,7 @@ TEST_CASE("a callback may produce through the decorator and stop its own consume
   const int after_stop = calls;
   produce_numbered(faulty, 5);
   faulty.flush();
-  CHECK(calls == after_stop);  // stopped: nothing more, held ones included
+  CHECK(calls == after_stop);                               // stopped: nothing more, held ones included
   CHECK(echoes.size() >= static_cast<std::size_t>(calls));  // every call echoed, some twice
 }
 

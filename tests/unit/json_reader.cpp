@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "livestate/core/detail/json_reader.hpp"
 #include "json_identical.hpp"
+#include "livestate/core/detail/json_reader.hpp"
 
 namespace {
 
@@ -49,15 +49,18 @@ TEST_CASE("a Buildbot message body reads to the same value as Json::parse gives"
       R"({"_rev":3,"buildrequestid":17,"builderid":2,"buildsetid":9,"claimed":true,"claimed_at":1732871234.25,)"
       R"("claimed_by_masterid":1,"complete":false,"complete_at":null,"priority":0,"properties":{},"results":-1,)"
       R"("submitted_at":1732871200.5,"waited_for":false})");
-  reads_as_nlohmann(R"({"v":1,"o":"master-1.3","m":[{"s":18446744073709551615,"k":["builds","7","finished"],"b":{"buildid":7}}]})");
+  reads_as_nlohmann(
+      R"({"v":1,"o":"master-1.3","m":[{"s":18446744073709551615,"k":["builds","7","finished"],"b":{"buildid":7}}]})");
 }
 
 TEST_CASE("numbers keep nlohmann's types: unsigned without a sign, signed when negative, a double past 64 bits") {
+  // clang-format off
   for (const char* text : {"0", "-0", "5", "-5", "18446744073709551615", "18446744073709551616", "-9223372036854775808",
                            "-9223372036854775809", "9223372036854775808", "1.5", "-0.0", "1e3", "1E+3", "-1.5e-3",
                            "0.1", "123456789012345678901234567890", "1e308", "1.7976931348623157e308",
                            "2.2250738585072014e-308", "4.9406564584124654e-324", "0.30000000000000004",
                            "[1,-1,1.0,-1.0,1e0]"}) {
+    // clang-format on
     reads_as_nlohmann(text);
   }
   CHECK(read_json("5")->is_number_unsigned());
@@ -67,10 +70,12 @@ TEST_CASE("numbers keep nlohmann's types: unsigned without a sign, signed when n
 }
 
 TEST_CASE("strings: escapes, surrogate pairs, NUL, and UTF-8 of every length read as Json::parse reads them") {
+  // clang-format off
   for (const char* text :
        {R"("")", R"("plain")", R"("\" \\ \/ \b \f \n \r \t")", R"("\u0041\u00e9\u2603\uD834\uDD1E")", R"("\u0000")",
         R"("\uFFFF\uE000\uD7FF")", "\"caf\xc3\xa9 \xe2\x98\x83 \xf0\x9d\x84\x9e \xf4\x8f\xbf\xbf\"",
         "\"\xed\x9f\xbf \xee\x80\x80 \xef\xbf\xbf\""}) {
+    // clang-format on
     reads_as_nlohmann(text);
   }
   CHECK(read_json(R"("a\u0000b")")->get<std::string>() == std::string("a\0b", 3));
@@ -85,6 +90,7 @@ TEST_CASE("objects: a repeated key keeps its last value, keys in any order, whit
 }
 
 TEST_CASE("what Json::parse refuses, parse_json refuses with the same exception and message") {
+  // clang-format off
   for (const char* text :
        {"", " ", "{", "}", "[", "[1,]", "{\"a\":1,}", "{\"a\" 1}", "{a:1}", "{\"a\":}", "[1 2]", "01", "-", "-01",
         "1.", ".5", "1e", "1e+", "+1", "0x10", "NaN", "Infinity", "tru", "nul", "falsey", "\"unterminated",
@@ -93,12 +99,14 @@ TEST_CASE("what Json::parse refuses, parse_json refuses with the same exception 
         "\"\xe0\x80\xaf\"", "\"\xed\xa0\x80\"", "\"\xf0\x80\x80\xaf\"", "\"\xf4\x90\x80\x80\"", "\"\xf5\x80\x80\x80\"",
         "\"\xff\"", "\"\xc3\"", "\"\xe2\x98\"", "{} {}", "[] x", "1 2", "/* comment */ 1", "[1] // comment",
         "1e400", "-1e400", "\xef\xbb"}) {
+    // clang-format on
     refused_as_nlohmann(text);
   }
 }
 
 TEST_CASE("a byte-order mark, an underflowing number and deep nesting are left to Json::parse, which reads them") {
-  for (const std::string& text : {std::string("\xef\xbb\xbf{\"a\":1}"), std::string("1e-400"), std::string("-1e-400")}) {
+  for (const std::string& text :
+       {std::string("\xef\xbb\xbf{\"a\":1}"), std::string("1e-400"), std::string("-1e-400")}) {
     CAPTURE(text);
     CHECK_FALSE(read_json(text).has_value());
     CHECK(identical(parse_json(text), Json::parse(text)));

@@ -32,7 +32,9 @@ using livestate::test::has;
 std::vector<std::string> delivered(const ListenerActions& actions) {
   return livestate::test::delivered<action::Deliver>(actions);
 }
-std::vector<ControlEvent> events(const ListenerActions& actions) { return livestate::test::events<action::Deliver>(actions); }
+std::vector<ControlEvent> events(const ListenerActions& actions) {
+  return livestate::test::events<action::Deliver>(actions);
+}
 
 // A machine, the time it lives in and the timers it armed, driven as the Asio
 // driver would drive it.
@@ -173,8 +175,9 @@ TEST_CASE("a gap in an origin's sequence yields a gap event after the messages b
   CHECK(events(harness.receive({R"({"v":1,"o":"m1","m":[{"s":6,"k":["again"],"b":{}}]})"})).empty());
 }
 
-TEST_CASE("an entry refused as malformed is a message missed: a gap event at once, between the messages around "
-          "it, and none again at the next message") {
+TEST_CASE(
+    "an entry refused as malformed is a message missed: a gap event at once, between the messages around "
+    "it, and none again at the next message") {
   Harness harness;
   started(harness);
   harness.listen();
@@ -189,8 +192,9 @@ TEST_CASE("an entry refused as malformed is a message missed: a gap event at onc
   CHECK(delivered(actions) == std::vector<std::string>{"d"});
 }
 
-TEST_CASE("a body sent by reference holds back the messages after it until it arrives; a missing one is dropped, "
-          "counted, logged and told as a gap in its place") {
+TEST_CASE(
+    "a body sent by reference holds back the messages after it until it arrives; a missing one is dropped, "
+    "counted, logged and told as a gap in its place") {
   Harness harness;
   started(harness);
   harness.listen();
@@ -235,8 +239,9 @@ TEST_CASE("a body by reference nested deeper than any payload may be is refused 
   CHECK(all_of<action::PublishCounters>(actions).back().counters.missing_references == 1);
 }
 
-TEST_CASE("a lost connection reconnects after a backoff with jitter that doubles up to reconnect_max; once "
-          "listening again, consumers are told, and the backoff starts over") {
+TEST_CASE(
+    "a lost connection reconnects after a backoff with jitter that doubles up to reconnect_max; once "
+    "listening again, consumers are told, and the backoff starts over") {
   Harness harness;
   started(harness);
   harness.listen();
@@ -333,8 +338,9 @@ TEST_CASE("connecting for longer than connect_timeout is a lost connection") {
   CHECK(harness.armed(ListenerTimer::retry));
 }
 
-TEST_CASE("origins silent for forget_origins_after are forgotten but their sequences kept: a quiet one comes back "
-          "without a gap, one that skipped counts what it skipped, a stranger counts as a gap but not right after LISTEN") {
+TEST_CASE(
+    "origins silent for forget_origins_after are forgotten but their sequences kept: a quiet one comes back "
+    "without a gap, one that skipped counts what it skipped, a stranger counts as a gap but not right after LISTEN") {
   auto settings = Harness::defaults();
   settings.forget_origins_after = 10s;
   Harness harness(settings);
@@ -342,8 +348,8 @@ TEST_CASE("origins silent for forget_origins_after are forgotten but their seque
   harness.listen();
 
   // Just after LISTEN, an origin past its first message started before us.
-  auto actions = harness.receive({R"({"v":1,"o":"early","m":[{"s":5,"k":["a"],"b":{}}]})",
-                                  R"({"v":1,"o":"m1","m":[{"s":1,"k":["b"],"b":{}}]})"});
+  auto actions = harness.receive(
+      {R"({"v":1,"o":"early","m":[{"s":5,"k":["a"],"b":{}}]})", R"({"v":1,"o":"m1","m":[{"s":1,"k":["b"],"b":{}}]})"});
   CHECK(events(actions).empty());
   CHECK(all_of<action::PublishCounters>(actions).back().counters.origins == 2);
 
@@ -386,8 +392,9 @@ TEST_CASE("the archive of forgotten origins is bounded: the oldest forgotten go 
   CHECK(sequences.arrived("o" + std::to_string(limit + 9), 2, false, since, now).count == 0);
 }
 
-TEST_CASE("malformed payloads are counted, dropped without stopping the valid ones, and logged at most once a "
-          "minute per kind") {
+TEST_CASE(
+    "malformed payloads are counted, dropped without stopping the valid ones, and logged at most once a "
+    "minute per kind") {
   Harness harness;
   started(harness);
   harness.listen();

@@ -429,7 +429,7 @@ TEST_CASE("after a gap a view reads the rows changed since it last read, not eve
   const auto stats = view.stats();
   CHECK(stats.count(Anomaly::stream_gap) >= 1);
   CHECK(stats.resyncs == 2);
-  CHECK(stats.full_resyncs == 1);  // the load
+  CHECK(stats.full_resyncs == 1);       // the load
   CHECK(stats.resync_rows == 200 + 4);  // w1 too: changed since the load
   CHECK(stats.resync_repairs == 3);
   CHECK(view.size() == 200);
@@ -753,7 +753,8 @@ struct Replica {
 
 }  // namespace
 
-TEST_CASE("reloads from a lagging replica are retried until it catches up, and flag the entry stale past the deadline") {
+TEST_CASE(
+    "reloads from a lagging replica are retried until it catches up, and flag the entry stale past the deadline") {
   Fixture f;
   f.store->upsert_resource("widgets", "a", {{"size", 1}});
   Replica replica(f);
@@ -777,7 +778,7 @@ TEST_CASE("reloads from a lagging replica are retried until it catches up, and f
   f.view_mq->produce(RoutingKey{"widgets", "a", "polished"}, body);
   f.settle_for(std::chrono::milliseconds(100));
   auto stats = view.stats();
-  CHECK(stats.count(Anomaly::stale_read) >= 2);  // retried
+  CHECK(stats.count(Anomaly::stale_read) >= 2);            // retried
   CHECK(view.get("a")->at("state") == Json{{"size", 3}});  // never went back to the replica's size 1
   CHECK(stats.stale_entries == 0);
 
@@ -792,7 +793,9 @@ TEST_CASE("reloads from a lagging replica are retried until it catches up, and f
   CHECK(view.verify().empty());
 }
 
-TEST_CASE("a resync through a lagging replica neither drops nor rolls back what the view holds, and stays stale until it catches up") {
+TEST_CASE(
+    "a resync through a lagging replica neither drops nor rolls back what the view holds, and stays stale until it "
+    "catches up") {
   // What the view logs about stale entries: one line for the two flagged at
   // once, not one per entry.
   std::mutex log_mutex;
@@ -850,7 +853,9 @@ TEST_CASE("a resync through a lagging replica neither drops nor rolls back what 
   CHECK(view.verify().empty());
 }
 
-TEST_CASE("a reload through a lagging replica of an entry that left the narrowing removes it once the replica has the change") {
+TEST_CASE(
+    "a reload through a lagging replica of an entry that left the narrowing removes it once the replica has the "
+    "change") {
   Fixture f;
   const auto master = f.store->master_active("m1");
   const auto builder = f.store->builder_started("b1", master);

@@ -50,8 +50,8 @@ TEST_CASE("a sink that throws does not take the logging thread down") {
 }
 
 TEST_CASE("log levels have names that LIVESTATE_LOG accepts") {
-  for (auto level : {LogLevel::trace, LogLevel::debug, LogLevel::info, LogLevel::warning,
-                     LogLevel::error, LogLevel::off}) {
+  for (auto level :
+       {LogLevel::trace, LogLevel::debug, LogLevel::info, LogLevel::warning, LogLevel::error, LogLevel::off}) {
     CHECK(parse_log_level(to_string(level)) == level);
   }
   CHECK_FALSE(parse_log_level("loud").has_value());

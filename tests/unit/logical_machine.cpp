@@ -31,7 +31,9 @@ using Rows = std::vector<std::vector<std::optional<std::string>>>;
 std::vector<std::string> delivered(const StreamActions& actions) {
   return livestate::test::delivered<action::Deliver>(actions);
 }
-std::vector<ControlEvent> events(const StreamActions& actions) { return livestate::test::events<action::Deliver>(actions); }
+std::vector<ControlEvent> events(const StreamActions& actions) {
+  return livestate::test::events<action::Deliver>(actions);
+}
 
 std::string big_endian(std::uint64_t value, std::size_t size) {
   std::string out;
@@ -40,8 +42,12 @@ std::string big_endian(std::uint64_t value, std::size_t size) {
 }
 
 // CopyData messages as the server sends them.
-std::string wal(const std::string& record) { return "w" + big_endian(0, 8) + big_endian(0, 8) + big_endian(0, 8) + record; }
-std::string begin(std::uint64_t final_lsn) { return wal("B" + big_endian(final_lsn, 8) + big_endian(0, 8) + big_endian(9, 4)); }
+std::string wal(const std::string& record) {
+  return "w" + big_endian(0, 8) + big_endian(0, 8) + big_endian(0, 8) + record;
+}
+std::string begin(std::uint64_t final_lsn) {
+  return wal("B" + big_endian(final_lsn, 8) + big_endian(0, 8) + big_endian(9, 4));
+}
 std::string commit(std::uint64_t lsn, std::uint64_t end) {
   return wal(std::string("C") + '\0' + big_endian(lsn, 8) + big_endian(end, 8) + big_endian(0, 8));
 }
@@ -213,8 +219,9 @@ TEST_CASE("a server that can't stream is refused in words that name the setting,
   CHECK(publication[0].text.find("CREATE privilege") != std::string::npos);
 }
 
-TEST_CASE("a transaction's messages on the channel are delivered in order with its commit position; other "
-          "prefixes are not") {
+TEST_CASE(
+    "a transaction's messages on the channel are delivered in order with its commit position; other "
+    "prefixes are not") {
   Harness harness;
   harness.stream();
   const auto actions = harness.receive({begin(0x500), message("livestate", payload("a", 1)),
@@ -240,8 +247,9 @@ TEST_CASE("a live stream acknowledges what it received, in batches") {
   CHECK(harness.machine.acknowledged() == 0x640);
 }
 
-TEST_CASE("a keepalive asking for an answer is answered at once, with where decoding has reached once nothing "
-          "waits") {
+TEST_CASE(
+    "a keepalive asking for an answer is answered at once, with where decoding has reached once nothing "
+    "waits") {
   Harness harness;
   harness.stream();
   const auto updates = all_of<action::SendCopyData>(harness.receive({keepalive(0x900, true)}));
@@ -256,8 +264,8 @@ TEST_CASE("a keepalive asking for an answer is answered at once, with where deco
 TEST_CASE("a durable stream acknowledges a transaction once its consumer has delivered it, not before") {
   Harness harness(Harness::defaults(false));
   harness.stream();
-  auto actions = harness.receive({begin(0x500), message("livestate", payload("a")), commit(0x500, 0x530),
-                                  keepalive(0x700, true)});
+  auto actions = harness.receive(
+      {begin(0x500), message("livestate", payload("a")), commit(0x500, 0x530), keepalive(0x700, true)});
   const auto deliveries = all_of<action::Deliver>(actions);
   REQUIRE(deliveries.size() == 1);  // the transaction whole, with its end
   CHECK(deliveries[0].items.size() == 1);
@@ -298,8 +306,9 @@ TEST_CASE("a silent server is probed; no answer within probe_timeout is a lost c
   CHECK_FALSE(harness.machine.streaming());
 }
 
-TEST_CASE("after a lost connection, live consumers get a reconnected event; a durable one resumes from its slot "
-          "without one") {
+TEST_CASE(
+    "after a lost connection, live consumers get a reconnected event; a durable one resumes from its slot "
+    "without one") {
   for (const bool temporary : {true, false}) {
     CAPTURE(temporary);
     Harness harness(Harness::defaults(temporary));

@@ -52,8 +52,8 @@ inline MigrationSet app_set(const MigrationDirectory& dir, const Store& store) {
 // The versions livestate_migration_sets records for a set, in order.
 inline std::vector<int> set_versions(Store& store, const std::string& set) {
   std::vector<int> versions;
-  for (const auto& row : query(store, "SELECT version FROM livestate_migration_sets WHERE set_name = '" + set +
-                                          "' ORDER BY version")) {
+  for (const auto& row :
+       query(store, "SELECT version FROM livestate_migration_sets WHERE set_name = '" + set + "' ORDER BY version")) {
     versions.push_back(static_cast<int>(row.as_int(0)));
   }
   return versions;
@@ -190,7 +190,8 @@ TEST_CASE("a dry run returns the SQL migrating would run, and changes and announ
 
 TEST_CASE("a set compiled into a program is handed to the migrator as it is") {
   static constexpr Migration compiled[] = {
-      {1, "notes", "CREATE TABLE compiled_notes (id INTEGER);", "0000000000000000000000000000000000000000000000000000000000000001"},
+      {1, "notes", "CREATE TABLE compiled_notes (id INTEGER);",
+       "0000000000000000000000000000000000000000000000000000000000000001"},
   };
   Fixture f;
   const MigrationSet set("compiled", compiled);

@@ -106,7 +106,9 @@ struct Fixture {
   std::unique_ptr<mq::Connector> connector = mq::make_simple_mq();
   std::vector<Message> announced;
   std::unique_ptr<mq::Consumer> consumer = connector->start_consuming(
-      [this](const RoutingKey& key, const Json& body) { announced.push_back({key, body}); },
+      [this](const RoutingKey& key, const Json& body) {
+        announced.push_back({key, body});
+      },
       Filter::parse("schema.#"));
   std::unique_ptr<Store> store = open(false);
 
@@ -300,7 +302,8 @@ TEST_CASE("migrating to a version stops there, and the next migrate goes on from
   CHECK(count(*f.store, "masters") == 0);
   CHECK_THROWS_AS(count(*f.store, "buildrequest_claims"), detail::SessionFailure);
 
-  CHECK(f.announced == std::vector<Message>{{RoutingKey{"schema", "1", "migrated"}, {{"version", 1}, {"previous", 0}}}});
+  CHECK(f.announced ==
+        std::vector<Message>{{RoutingKey{"schema", "1", "migrated"}, {{"version", 1}, {"previous", 0}}}});
 
   f.announced.clear();
   CHECK(migrate(*f.store) == f.latest());
@@ -384,7 +387,8 @@ TEST_CASE("a failing migration is rolled back, the ones before it stay applied, 
   Fixture f;
   const std::string checksum(64, 'b');
   const std::vector<Migration> broken{
-      f.shipped()[0], f.shipped()[1],
+      f.shipped()[0],
+      f.shipped()[1],
       {3, "broken", "CREATE TABLE half_done (x INTEGER); INSERT INTO no_such_table VALUES (1);", checksum}};
 
   CHECK_THROWS_AS(detail::migrate_with(*f.store, broken, std::nullopt), MigrationFailed);
@@ -401,8 +405,8 @@ TEST_CASE("a failing migration is rolled back, the ones before it stay applied, 
   CHECK(f.announced ==
         std::vector<Message>{{RoutingKey{"schema", "2", "migrated"}, {{"version", 2}, {"previous", 0}}}});
 
-  const std::vector<Migration> fixed{f.shipped()[0], f.shipped()[1],
-                                     {3, "fixed", "CREATE TABLE half_done (x INTEGER);", checksum}};
+  const std::vector<Migration> fixed{
+      f.shipped()[0], f.shipped()[1], {3, "fixed", "CREATE TABLE half_done (x INTEGER);", checksum}};
   f.announced.clear();
   CHECK(detail::migrate_with(*f.store, fixed, std::nullopt) == 3);
   CHECK(count(*f.store, "half_done") == 0);
@@ -413,8 +417,8 @@ TEST_CASE("a failing migration is rolled back, the ones before it stay applied, 
 
 TEST_CASE("a first migration that fails leaves the database as it was") {
   Fixture f;
-  const std::vector<Migration> broken{{1, "broken", "CREATE TABLE half_done (x INTEGER); SELECT * FROM nowhere;",
-                                       std::string_view("c")}};
+  const std::vector<Migration> broken{
+      {1, "broken", "CREATE TABLE half_done (x INTEGER); SELECT * FROM nowhere;", std::string_view("c")}};
   CHECK_THROWS_AS(detail::migrate_with(*f.store, broken, std::nullopt), MigrationFailed);
   CHECK(detail::migration_status_with(*f.store, broken).database_version == 0);
   CHECK_THROWS_AS(count(*f.store, "half_done"), detail::SessionFailure);

@@ -102,8 +102,7 @@ TEST_CASE("a persistent consumer stopped from a callback in mid-message keeps th
   auto mq = mq::make_simple_mq();
   Keys got;
   std::unique_ptr<mq::Consumer> persistent;
-  auto stopper = mq->start_consuming([&](const RoutingKey&, const Json&) { persistent.reset(); },
-                                     Filter::parse("x.1"));
+  auto stopper = mq->start_consuming([&](const RoutingKey&, const Json&) { persistent.reset(); }, Filter::parse("x.1"));
   persistent = mq->start_consuming(record_into(got), Filter::parse("x.*"), "p");
   mq->produce(RoutingKey{"x", "1"}, Json::object());  // stops it before its own turn
   mq->produce(RoutingKey{"x", "2"}, Json::object());

@@ -50,8 +50,8 @@ TEST_CASE("WAL data and keepalives are read from their CopyData messages; anythi
   CHECK(std::get<replication::Keepalive>(keepalive).wal_end == 0x30);
   CHECK(std::get<replication::Keepalive>(keepalive).reply_requested);
 
-  for (const std::string& bad : {std::string(), std::string("w") + big_endian(1, 8), std::string("k") + big_endian(1, 15),
-                                std::string("x123")}) {
+  for (const std::string& bad : {std::string(), std::string("w") + big_endian(1, 8),
+                                 std::string("k") + big_endian(1, 15), std::string("x123")}) {
     CHECK(std::holds_alternative<replication::Unreadable>(replication::parse_server_message(bad)));
   }
 }

@@ -14,8 +14,7 @@ TEST_CASE("a routing key keeps its elements in order and prints them dotted") {
   CHECK(key[0] == "buildrequests");
   CHECK(key[2] == "claimed");
   CHECK(key.str() == "buildrequests.17.claimed");
-  CHECK(std::vector<std::string>(key.begin(), key.end()) ==
-        std::vector<std::string>{"buildrequests", "17", "claimed"});
+  CHECK(std::vector<std::string>(key.begin(), key.end()) == std::vector<std::string>{"buildrequests", "17", "claimed"});
 }
 
 TEST_CASE("a dotted routing key parses into the same key as the tuple form") {
@@ -47,8 +46,7 @@ TEST_CASE("InvalidRoutingKey is a livestate::Error") {
 }
 
 TEST_CASE("an empty routing key is refused") {
-  CHECK_THROWS_WITH_AS(RoutingKey::parse(""),
-                       "invalid routing key \"\": a routing key needs at least one element",
+  CHECK_THROWS_WITH_AS(RoutingKey::parse(""), "invalid routing key \"\": a routing key needs at least one element",
                        InvalidRoutingKey);
   CHECK_THROWS_AS(RoutingKey(std::vector<std::string>{}), InvalidRoutingKey);
 }

@@ -120,6 +120,7 @@ TEST_CASE("after the second SQLite migration a request cannot be claimed twice")
       "INSERT INTO buildsets (id, submitted_at) VALUES (1, 0);"
       "INSERT INTO buildrequests (id, buildsetid, builderid, submitted_at) VALUES (7, 1, 1, 0);"
       "INSERT INTO buildrequest_claims (brid, masterid, claimed_at) VALUES (7, 1, 10);");
-  const int rc = sqlite3_exec(sqlite.db, "INSERT INTO buildrequest_claims VALUES (7, 2, 11)", nullptr, nullptr, nullptr);
+  const int rc = sqlite3_exec(sqlite.db, "INSERT INTO buildrequest_claims VALUES (7, 2, 11)", nullptr, nullptr,
+                              nullptr);
   CHECK(rc == SQLITE_CONSTRAINT);
 }

@@ -137,8 +137,8 @@ TEST_CASE("a message produced from a callback is delivered after the current one
                                Filter::parse("req.#"));
   mq->produce(RoutingKey{"req", "1", "new"}, Json::object());
   // Everything, the nested messages included, was delivered before produce returned.
-  CHECK(log == Keys{"A:req.1.new", "A returned", "B:req.1.new", "A:req.1.claimed", "B:req.1.claimed",
-                    "A:req.1.started", "B:req.1.started"});
+  CHECK(log == Keys{"A:req.1.new", "A returned", "B:req.1.new", "A:req.1.claimed", "B:req.1.claimed", "A:req.1.started",
+                    "B:req.1.started"});
 }
 
 TEST_CASE("a nested message's body is the producer's, even if the producer's copy is gone") {
@@ -214,8 +214,8 @@ TEST_CASE("a callback that throws is logged and counted, and the other consumers
   auto mq = mq::make_simple_mq();
   Recorder before, after;
   auto c1 = mq->start_consuming(before.callback(), Filter::parse("x.*"));
-  auto thrower = mq->start_consuming(
-      [](const RoutingKey&, const Json&) { throw std::runtime_error("view is broken"); }, Filter::parse("x.*"));
+  auto thrower = mq->start_consuming([](const RoutingKey&, const Json&) { throw std::runtime_error("view is broken"); },
+                                     Filter::parse("x.*"));
   auto weird = mq->start_consuming([](const RoutingKey&, const Json&) { throw 42; }, Filter::parse("x.2"));
   auto c2 = mq->start_consuming(after.callback(), Filter::parse("x.*"));
   mq->produce(RoutingKey{"x", "1"}, Json::object());

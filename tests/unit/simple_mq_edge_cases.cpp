@@ -16,8 +16,8 @@
 
 #include <boost/asio/error.hpp>
 
-#include "livestate/mq/simple_mq.hpp"
 #include "eventually.hpp"
+#include "livestate/mq/simple_mq.hpp"
 
 using namespace livestate;
 using namespace std::chrono_literals;
@@ -168,8 +168,7 @@ TEST_CASE("a produce() that waited for its turn returns only once what its messa
       },
       Filter::parse("gate"));
   auto relay = mq->start_consuming(
-      [&](const RoutingKey&, const Json&) { mq->produce(RoutingKey{"caused"}, Json::object()); },
-      Filter::parse("in"));
+      [&](const RoutingKey&, const Json&) { mq->produce(RoutingKey{"caused"}, Json::object()); }, Filter::parse("in"));
   auto sink = mq->start_consuming(
       [&](const RoutingKey&, const Json&) {
         std::this_thread::sleep_for(100ms);  // a producer that returned too early has returned by now
@@ -243,7 +242,8 @@ TEST_CASE("a connector destroyed from inside its own callback finishes that call
   Keys got;
   bool callback_finished = false;
   Outcome pending_wait;
-  mq->async_wait_until_event(Filter::parse("never"), [] { return false; }, pending_wait.handler());
+  mq->async_wait_until_event(
+      Filter::parse("never"), [] { return false; }, pending_wait.handler());
   std::unique_ptr<mq::Consumer> persistent = mq->start_consuming(record_into(got), Filter::parse("#"), "p");
   persistent->stop_consuming();  // keeps what comes
   auto destroyer = mq->start_consuming(

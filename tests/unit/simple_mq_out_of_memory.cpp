@@ -82,8 +82,8 @@ struct World {
   // what a push can fail on).
   World(int nested_messages, int shift) : nested(nested_messages) {
     handles.reserve(64);  // the busy callback adds to it: no allocation there
-    handles.push_back(mq->start_consuming(
-        [this](const RoutingKey& key, const Json&) { plain.push_back(key.str()); }, Filter::parse("#")));
+    handles.push_back(mq->start_consuming([this](const RoutingKey& key, const Json&) { plain.push_back(key.str()); },
+                                          Filter::parse("#")));
     handles.push_back(mq->start_consuming(
         [](const RoutingKey&, const Json&) { throw std::runtime_error("view is broken"); }, Filter::parse("#")));
     mq->start_consuming(ignore, Filter::parse("#"), "keeper").reset();
@@ -119,8 +119,8 @@ std::string still_works(World& world) {
     const auto left = world.mq->stats().consumers;
     if (left != 0) return std::to_string(left) + " consumer(s) still active without a handle";
     Keys probed;
-    auto probe = world.mq->start_consuming(
-        [&](const RoutingKey& key, const Json&) { probed.push_back(key.str()); }, Filter::parse("probe"));
+    auto probe = world.mq->start_consuming([&](const RoutingKey& key, const Json&) { probed.push_back(key.str()); },
+                                           Filter::parse("probe"));
     world.mq->produce(RoutingKey{"probe"}, Json::object());
     if (probed != Keys{"probe"}) return "a new consumer did not get the message produced after the failure";
     auto resumed = world.mq->start_consuming(ignore, Filter::parse("#"), "resumable");
@@ -183,9 +183,8 @@ TEST_CASE("a produce() that runs out of memory anywhere leaves the connector wor
 }
 
 TEST_CASE("a resume that runs out of memory anywhere leaves the name free and the connector working") {
-  fail_each_allocation([](World& world) {
-    world.resumable = world.mq->start_consuming(ignore, Filter::parse("#"), "resumable");
-  });
+  fail_each_allocation(
+      [](World& world) { world.resumable = world.mq->start_consuming(ignore, Filter::parse("#"), "resumable"); });
 }
 
 TEST_CASE("a new persistent name that runs out of memory anywhere leaves the connector working") {
@@ -196,8 +195,8 @@ TEST_CASE("a new persistent name that runs out of memory anywhere leaves the con
 
 TEST_CASE("a callback error logged while memory is short is still counted, and nothing terminates") {
   auto mq = mq::make_simple_mq();
-  auto thrower = mq->start_consuming(
-      [](const RoutingKey&, const Json&) { throw std::runtime_error("view is broken"); }, Filter::parse("x"));
+  auto thrower = mq->start_consuming([](const RoutingKey&, const Json&) { throw std::runtime_error("view is broken"); },
+                                     Filter::parse("x"));
   std::vector<std::string> logged;
   logged.reserve(4);
   set_log_sink([&](LogLevel, std::string_view, std::string_view message) {

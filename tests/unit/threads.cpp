@@ -13,8 +13,9 @@
 
 using namespace livestate;
 
-TEST_CASE("several threads producing: every message delivered once, each producer's in its order, "
-          "and every consumer sees the same global order") {
+TEST_CASE(
+    "several threads producing: every message delivered once, each producer's in its order, "
+    "and every consumer sees the same global order") {
   auto mq = mq::make_simple_mq();
   constexpr int producers = 4;
   constexpr int per_producer = 2000;
@@ -51,7 +52,9 @@ TEST_CASE("callbacks that produce while other threads produce: nothing lost, not
   auto mq = mq::make_simple_mq();
   std::map<std::string, int> echoes;
   auto echo = mq->start_consuming(
-      [&](const RoutingKey& key, const Json&) { mq->produce(RoutingKey{"echo", key[1], key[2]}, Json::object()); },
+      [&](const RoutingKey& key, const Json&) {
+        mq->produce(RoutingKey{"echo", key[1], key[2]}, Json::object());
+      },
       Filter::parse("in.*.*"));
   auto counter = mq->start_consuming([&](const RoutingKey& key, const Json&) { ++echoes[key.str()]; },
                                      Filter::parse("echo.*.*"));
@@ -103,7 +106,7 @@ TEST_CASE("consumers start and stop from several threads while messages flow") {
   for (int t = 0; t < 3; ++t) {
     churners.emplace_back([&, t] {
       for (int round = 0; round < 300; ++round) {
-        auto filter = (round % 3 == 0) ? Filter::parse("load.*")
+        auto filter = (round % 3 == 0)   ? Filter::parse("load.*")
                       : (round % 3 == 1) ? Filter::parse("load.#")
                                          : Filter{"load", std::to_string(round % 50)};
         std::optional<std::string> name;

@@ -85,6 +85,7 @@ TEST_CASE("each message detector counts its anomaly and asks for its action") {
   Json text_revision = widget("a", 3);
   text_revision["_rev"] = "3";
 
+  // clang-format off
   const std::vector<MessageCase> cases = {
       {"a newer update changes the entry", widgets, a2, "widgets.a.updated", widget("a", 3), {}, changes},
       {"an update at the entry's revision is a duplicate", widgets, a2, "widgets.a.updated", widget("a", 2),
@@ -138,6 +139,7 @@ TEST_CASE("each message detector counts its anomaly and asks for its action") {
       {"a key of another length is no event of the view's", widgets, a2, "widgets.a.updated.more", widget("a", 3),
        {}, nothing},
   };
+  // clang-format on
   for (const auto& row : cases) {
     CAPTURE(row.name);
     Rules view(row.options);
@@ -162,6 +164,7 @@ TEST_CASE("a late message about an entry deleted or departed is stale; made agai
   };
   const auto widgets = of_type("widgets");
   const auto pending = of_type("buildrequests", {{"complete", false}});
+  // clang-format off
   const std::vector<Case> cases = {
       {"a new from before a deletion the resync learned", widgets, {{"x", 5}}, {}, "widgets.x.new", widget("x", 3),
        Anomaly::stale_or_duplicate, nothing},
@@ -175,6 +178,7 @@ TEST_CASE("a late message about an entry deleted or departed is stale; made agai
        {{"buildrequests.1.complete", request(1, 3, true, true)}}, "buildrequests.1.claimed",
        request(1, 2, true, false), Anomaly::stale_or_duplicate, nothing},
   };
+  // clang-format on
   for (const auto& row : cases) {
     CAPTURE(row.name);
     Rules view(row.options);
@@ -193,6 +197,7 @@ TEST_CASE("control events, a migration and an overflowing inbox resync the view"
     std::function<void(Rules&)> event;
     Anomaly anomaly;
   };
+  // clang-format off
   const std::vector<Case> cases = {
       {"a gap in a producer's sequence", [](Rules& view) { view.control(ControlKind::gap); }, Anomaly::stream_gap},
       {"a reconnect", [](Rules& view) { view.control(ControlKind::reconnected); }, Anomaly::transport_reset},
@@ -213,6 +218,7 @@ TEST_CASE("control events, a migration and an overflowing inbox resync the view"
        },
        Anomaly::transport_reset},
   };
+  // clang-format on
   for (const auto& row : cases) {
     CAPTURE(row.name);
     Rules view(of_type("widgets"));

@@ -137,8 +137,8 @@ TEST_CASE("through a copy that may lag, a repair that doesn't name what messages
   auto stats = view.stats();
   CHECK(stats.count(Anomaly::stale_read) == 2);
   CHECK(view.rules.entries().at("a").revision == 2);  // neither rolled back
-  CHECK(view.rules.entries().count("b") == 1);       // nor removed
-  REQUIRE(view.actions.timers.size() == 1);          // retried
+  CHECK(view.rules.entries().count("b") == 1);        // nor removed
+  REQUIRE(view.actions.timers.size() == 1);           // retried
   CHECK(view.actions.timers.front().kind == detail::Timer::Kind::lag_retry);
 
   // Caught up: the retry's reload finds both.

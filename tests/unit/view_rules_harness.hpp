@@ -33,8 +33,8 @@ inline Json widget(const std::string& id, std::int64_t revision, int size = 1) {
 }
 
 inline Json request(std::int64_t id, std::int64_t revision, bool claimed, bool complete, std::int64_t builder = 1) {
-  return {{"buildrequestid", id}, {"builderid", builder}, {"claimed", claimed},
-          {"complete", complete}, {"_rev", revision}};
+  return {
+      {"buildrequestid", id}, {"builderid", builder}, {"claimed", claimed}, {"complete", complete}, {"_rev", revision}};
 }
 
 inline reconcile::ViewOptions of_type(std::string type, Json where = Json::object()) {
@@ -126,6 +126,5 @@ struct Rules {
     return total;
   }
 };
-
 
 }  // namespace livestate::test::rules

@@ -16,7 +16,9 @@
 
 using namespace livestate::test::rules;
 
-TEST_CASE("a reload through a lagging copy is retried with backoff, flagged stale past the deadline, cleared when it catches up") {
+TEST_CASE(
+    "a reload through a lagging copy is retried with backoff, flagged stale past the deadline, cleared when it catches "
+    "up") {
   auto options = of_type("widgets");
   options.lag_retry_initial = 20ms;
   options.lag_deadline = 300ms;
@@ -213,7 +215,7 @@ TEST_CASE("the inbox holds at most max_queued messages, keeps control events in 
   CHECK(inbox.take(batch, 10));  // overflowed: the resync comes first
   REQUIRE(batch.size() == 1);
   CHECK(std::get<detail::Incoming>(batch[0]).key[1] == "e");
-  CHECK_FALSE(inbox.more());  // the drain ends
+  CHECK_FALSE(inbox.more());        // the drain ends
   CHECK(inbox.push(message("f")));  // and the next message asks again
   batch.clear();
   CHECK_FALSE(inbox.take(batch, 10));

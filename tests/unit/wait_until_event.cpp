@@ -1,10 +1,10 @@
 #include <doctest/doctest.h>
 
 #include <future>
-#include <utility>  // before Boost 1.74's awaitable.hpp, which needs std::exchange and forgets it
 #include <optional>
 #include <stdexcept>
 #include <thread>
+#include <utility>  // before Boost 1.74's awaitable.hpp, which needs std::exchange and forgets it
 
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -38,7 +38,8 @@ struct Outcome {
 TEST_CASE("wait_until_event completes at once with no message when the check is true") {
   auto mq = mq::make_simple_mq();
   Outcome outcome;
-  mq->async_wait_until_event(Filter::parse("builds.*.finished"), [] { return true; }, outcome.handler());
+  mq->async_wait_until_event(
+      Filter::parse("builds.*.finished"), [] { return true; }, outcome.handler());
   CHECK(outcome.calls == 1);
   CHECK_FALSE(outcome.error);
   CHECK_FALSE(outcome.message.has_value());
@@ -48,7 +49,8 @@ TEST_CASE("wait_until_event completes at once with no message when the check is 
 TEST_CASE("wait_until_event with a false check completes with the next matching message, once") {
   auto mq = mq::make_simple_mq();
   Outcome outcome;
-  mq->async_wait_until_event(Filter::parse("builds.*.finished"), [] { return false; }, outcome.handler());
+  mq->async_wait_until_event(
+      Filter::parse("builds.*.finished"), [] { return false; }, outcome.handler());
   CHECK(outcome.calls == 0);
   mq->produce(RoutingKey{"builds", "7", "new"}, Json::object());
   CHECK(outcome.calls == 0);
@@ -79,8 +81,10 @@ TEST_CASE("wait_until_event subscribes before it checks: an event during the che
 
 TEST_CASE("wait_until_event works with use_future") {
   auto mq = mq::make_simple_mq();
-  auto pending = mq->async_wait_until_event(Filter::parse("x.*"), [] { return false; }, boost::asio::use_future);
-  auto immediate = mq->async_wait_until_event(Filter::parse("x.*"), [] { return true; }, boost::asio::use_future);
+  auto pending = mq->async_wait_until_event(
+      Filter::parse("x.*"), [] { return false; }, boost::asio::use_future);
+  auto immediate = mq->async_wait_until_event(
+      Filter::parse("x.*"), [] { return true; }, boost::asio::use_future);
   CHECK(immediate.get() == std::nullopt);
   CHECK(pending.wait_for(std::chrono::seconds(0)) == std::future_status::timeout);
   mq->produce(RoutingKey{"x", "1"}, {{"n", 1}});
@@ -97,11 +101,11 @@ TEST_CASE("wait_until_event works in a coroutine with use_awaitable") {
   boost::asio::co_spawn(
       io,
       [&]() -> boost::asio::awaitable<void> {
-        auto none = co_await mq->async_wait_until_event(Filter::parse("x.*"), [] { return true; },
-                                                        boost::asio::use_awaitable);
+        auto none = co_await mq->async_wait_until_event(
+            Filter::parse("x.*"), [] { return true; }, boost::asio::use_awaitable);
         immediate_was_empty = !none.has_value();
-        received = co_await mq->async_wait_until_event(Filter::parse("x.*"), [] { return false; },
-                                                       boost::asio::use_awaitable);
+        received = co_await mq->async_wait_until_event(
+            Filter::parse("x.*"), [] { return false; }, boost::asio::use_awaitable);
       },
       boost::asio::detached);
   io.run_one();  // the coroutine starts and suspends, waiting
@@ -119,10 +123,9 @@ TEST_CASE("a handler bound to an executor runs there, not in the producing threa
   boost::asio::io_context io;
   auto mq = mq::make_simple_mq();
   std::thread::id ran_on;
-  mq->async_wait_until_event(Filter::parse("x"), [] { return false; },
-                             boost::asio::bind_executor(io, [&](error_code, std::optional<Message>) {
-                               ran_on = std::this_thread::get_id();
-                             }));
+  mq->async_wait_until_event(
+      Filter::parse("x"), [] { return false; },
+      boost::asio::bind_executor(io, [&](error_code, std::optional<Message>) { ran_on = std::this_thread::get_id(); }));
   std::thread producer([&] { mq->produce(RoutingKey{"x"}, Json::object()); });
   producer.join();
   CHECK(ran_on == std::thread::id{});
@@ -133,7 +136,8 @@ TEST_CASE("a handler bound to an executor runs there, not in the producing threa
 TEST_CASE("destroying the connector completes a pending wait with operation_aborted") {
   auto mq = mq::make_simple_mq();
   Outcome outcome;
-  mq->async_wait_until_event(Filter::parse("never"), [] { return false; }, outcome.handler());
+  mq->async_wait_until_event(
+      Filter::parse("never"), [] { return false; }, outcome.handler());
   mq.reset();
   CHECK(outcome.calls == 1);
   CHECK(outcome.error == boost::asio::error::operation_aborted);
@@ -143,10 +147,10 @@ TEST_CASE("destroying the connector completes a pending wait with operation_abor
 TEST_CASE("a check that throws propagates, unsubscribes, and never calls the handler") {
   auto mq = mq::make_simple_mq();
   Outcome outcome;
-  CHECK_THROWS_WITH_AS(mq->async_wait_until_event(
-                           Filter::parse("x"), []() -> bool { throw std::runtime_error("database is gone"); },
-                           outcome.handler()),
-                       "database is gone", std::runtime_error);
+  CHECK_THROWS_WITH_AS(
+      mq->async_wait_until_event(
+          Filter::parse("x"), []() -> bool { throw std::runtime_error("database is gone"); }, outcome.handler()),
+      "database is gone", std::runtime_error);
   CHECK(mq->stats().consumers == 0);
   mq->produce(RoutingKey{"x"}, Json::object());
   mq.reset();

@@ -57,8 +57,7 @@ bool is_one_printable_line(const std::string& text) {
 
 bool is_payload_level(ProblemKind kind) {
   return kind == ProblemKind::not_json || kind == ProblemKind::not_an_envelope ||
-         kind == ProblemKind::unsupported_version || kind == ProblemKind::bad_origin ||
-         kind == ProblemKind::too_deep;
+         kind == ProblemKind::unsupported_version || kind == ProblemKind::bad_origin || kind == ProblemKind::too_deep;
 }
 
 constexpr ProblemKind all_problem_kinds[] = {
@@ -641,9 +640,11 @@ TEST_CASE("20,000 random mutations of valid payloads never crash, never throw, a
       R"({"v":1,"m":[{"k":["builds","7","finished"],"b":{"buildid":7}}]})",
       encode_one("", by_reference(key, 5)).at(0),
   };
-  const std::vector<std::string> tokens{
-      "[", "]", "{", "}", "\"", ",", ":", "\\", "0", "-", "1e400", "18446744073709551616", "null", "true",
-      "\\u0000", "\\ud800", "\xc3\xa9", "\xff", "[[[[[[[[", "\"k\"", "\"b\"", "\"r\"", "\"s\"", "\"v\"", "\"m\"", "\"o\""};
+  const std::vector<std::string> tokens{"[",        "]",     "{",       "}",       "\"",       ",",
+                                        ":",        "\\",    "0",       "-",       "1e400",    "18446744073709551616",
+                                        "null",     "true",  "\\u0000", "\\ud800", "\xc3\xa9", "\xff",
+                                        "[[[[[[[[", "\"k\"", "\"b\"",   "\"r\"",   "\"s\"",    "\"v\"",
+                                        "\"m\"",    "\"o\""};
 
   const auto seed = test_seed();
   INFO("seed: ", seed, " (replay with LIVESTATE_TEST_SEED)");
@@ -691,8 +692,8 @@ TEST_CASE("20,000 random mutations of valid payloads never crash, never throw, a
         keeps_promises = keeps_promises && (!message.reference || (message.body.is_null() && *message.reference > 0));
       }
       if (!keeps_promises) {
-        FAIL_CHECK("mutation ", i, " broke a promise: ",
-                   Json(payload).dump(-1, ' ', true, Json::error_handler_t::replace));
+        FAIL_CHECK("mutation ", i,
+                   " broke a promise: ", Json(payload).dump(-1, ' ', true, Json::error_handler_t::replace));
       }
     } catch (const std::exception& error) {
       FAIL_CHECK("mutation ", i, " threw ", error.what(), ": ",

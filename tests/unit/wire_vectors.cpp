@@ -106,8 +106,9 @@ TEST_CASE("text that is not valid UTF-8 can't be escaped into a key element") {
 TEST_CASE("every text escapes to ASCII and reads back; an element read as another text is its escape") {
   // Characters that make escapes, half-escapes and their look-alikes (the
   // Python tests draw from the same ones: integrations/buildbot/tests/test_keys.py).
-  const std::vector<std::string> alphabet{"%", "2", "5", "C", "3", "A", "9", "c", "a", "F", "x", ".",
-                                          "\xc3\xa9", "\xc2\xa0", "\xf0\x9d\x84\x9e", "\xe6\x97\xa5"};
+  const std::vector<std::string> alphabet{
+      "%",           "2", "5", "C", "3", "A", "9", "c", "a", "F", "x", ".", "\xc3\xa9", "\xc2\xa0", "\xf0\x9d\x84\x9e",
+      "\xe6\x97\xa5"};
   std::mt19937 generator(7);
   for (int i = 0; i < 20000; ++i) {
     std::string text;
@@ -119,7 +120,8 @@ TEST_CASE("every text escapes to ASCII and reads back; an element read as anothe
     const auto element = wire::escape_key_element(text);
     REQUIRE_NOTHROW((void)RoutingKey{element});
     REQUIRE(wire::unescape_key_element(element) == text);
-    const bool ascii = std::all_of(text.begin(), text.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
+    const bool ascii = std::all_of(text.begin(), text.end(),
+                                   [](char c) { return static_cast<unsigned char>(c) < 0x80; });
     if (ascii) {
       const auto read = wire::unescape_key_element(text);
       REQUIRE(wire::escape_key_element(read) == text);
@@ -178,11 +180,9 @@ TEST_CASE("payloads are decoded into the vectors' messages, refusals and sequenc
       CHECK(message.key.elements() == expected[i].at("key").get<std::vector<std::string>>());
       CHECK(message.body == expected[i].at("body"));
       const auto& reference = expected[i].at("reference");
-      CHECK(message.reference ==
-            (reference.is_null() ? std::nullopt : std::optional(reference.get<std::int64_t>())));
+      CHECK(message.reference == (reference.is_null() ? std::nullopt : std::optional(reference.get<std::int64_t>())));
       const auto& sequence = expected[i].at("sequence");
-      CHECK(message.sequence ==
-            (sequence.is_null() ? std::nullopt : std::optional(sequence.get<std::uint64_t>())));
+      CHECK(message.sequence == (sequence.is_null() ? std::nullopt : std::optional(sequence.get<std::uint64_t>())));
       if (expected[i].contains("text_key")) {
         CHECK(wire::unescape_key(message.key) == expected[i].at("text_key").get<std::vector<std::string>>());
       }

@@ -41,17 +41,15 @@ using namespace std::chrono_literals;
 static_assert(std::is_base_of_v<std::runtime_error, livestate::Error>);
 static_assert(std::is_base_of_v<livestate::Error, livestate::InvalidRoutingKey>);
 static_assert(std::is_same_v<livestate::Json, nlohmann::json>);
-static_assert(std::is_same_v<livestate::mq::Callback,
-                             std::function<void(const RoutingKey&, const Json&)>>);
+static_assert(std::is_same_v<livestate::mq::Callback, std::function<void(const RoutingKey&, const Json&)>>);
 static_assert(std::is_same_v<decltype(Message::key), RoutingKey>);
 static_assert(std::is_same_v<decltype(Message::body), Json>);
 static_assert(std::has_virtual_destructor_v<livestate::mq::Consumer>);
 static_assert(std::has_virtual_destructor_v<livestate::mq::Connector>);
-static_assert(std::is_same_v<decltype(livestate::mq::make_simple_mq()),
-                             std::unique_ptr<livestate::mq::Connector>>);
-static_assert(std::is_same_v<decltype(livestate::mq::connect(std::string_view{},
-                                                             std::declval<asio::any_io_executor>())),
-                             std::unique_ptr<livestate::mq::Connector>>);
+static_assert(std::is_same_v<decltype(livestate::mq::make_simple_mq()), std::unique_ptr<livestate::mq::Connector>>);
+static_assert(
+    std::is_same_v<decltype(livestate::mq::connect(std::string_view{}, std::declval<asio::any_io_executor>())),
+                   std::unique_ptr<livestate::mq::Connector>>);
 static_assert(!std::is_convertible_v<std::vector<std::string>, RoutingKey>,
               "RoutingKey(std::vector<std::string>) is explicit");
 
@@ -99,8 +97,7 @@ bool throws_invalid_routing_key(Function&& function) {
 
 // Completion handlers may run inline or through the executor the connector
 // runs on; either way this makes them run, for at most `limit`.
-bool run_until(asio::io_context& io, const std::function<bool()>& done,
-               std::chrono::milliseconds limit = 5s) {
+bool run_until(asio::io_context& io, const std::function<bool()>& done, std::chrono::milliseconds limit = 5s) {
   const auto deadline = std::chrono::steady_clock::now() + limit;
   while (!done()) {
     if (std::chrono::steady_clock::now() >= deadline) return false;
@@ -145,7 +142,10 @@ void routing_keys() {
 }
 
 void non_ascii_routing_keys() {
-  check(throws_invalid_routing_key([] { RoutingKey key{"builds", "caf\xc3\xa9"}; (void)key; }),
+  check(throws_invalid_routing_key([] {
+          RoutingKey key{"builds", "caf\xc3\xa9"};
+          (void)key;
+        }),
         "a non-ASCII element (initializer list) throws InvalidRoutingKey");
   check(throws_invalid_routing_key([] {
           RoutingKey key{std::vector<std::string>{"builds", "\xff"}};
@@ -194,8 +194,7 @@ void tuple_matching() {
   const auto builds = Filter::parse("builds.#");
   check(builds.matches(RoutingKey{"builds", "7"}), "builds.# matches builds.7");
   check(builds.matches(RoutingKey{"builds", "7", "finished"}), "builds.# matches builds.7.finished");
-  check(builds.matches(RoutingKey{"builds", "7", "steps", "2", "logs", "1", "new"}),
-        "builds.# matches a long key");
+  check(builds.matches(RoutingKey{"builds", "7", "steps", "2", "logs", "1", "new"}), "builds.# matches a long key");
   check(!builds.matches(RoutingKey{"buildsets", "7", "complete"}), "builds.# doesn't match buildsets.7.complete");
   check(!builds.matches(RoutingKey{"buildrequests", "7"}), "builds.# doesn't match buildrequests.7");
   check(!builds.matches(RoutingKey{"x", "builds", "7"}), "builds.# only matches at the start");
@@ -246,7 +245,9 @@ void a_throwing_callback_does_not_stop_others() {
   auto mq = livestate::mq::make_simple_mq();
   Recorded others;
   auto thrower = mq->start_consuming(
-      [](const RoutingKey&, const Json&) { throw std::runtime_error("api_conformance: this callback throws on purpose"); },
+      [](const RoutingKey&, const Json&) {
+        throw std::runtime_error("api_conformance: this callback throws on purpose");
+      },
       Filter::parse("builds.#"));
   auto other = mq->start_consuming(others.callback(), Filter::parse("builds.#"));
   bool produce_threw = false;
@@ -333,7 +334,11 @@ void wait_until_event_with_a_callback() {
   WaitResult done;
   bool checked = false;
   mq->async_wait_until_event(
-      Filter::parse("buildsets.1.complete"), [&] { checked = true; return true; },
+      Filter::parse("buildsets.1.complete"),
+      [&] {
+        checked = true;
+        return true;
+      },
       [&](boost::system::error_code error, std::optional<Message> message) {
         done.emplace(error, std::move(message));
       });
@@ -350,7 +355,8 @@ void wait_until_event_with_a_callback() {
         done.emplace(error, std::move(message));
       });
   mq->produce(RoutingKey{"buildsets", "2", "complete"}, Json{{"bsid", 2}});
-  run_until(io, [&] { return done.has_value(); }, 100ms);
+  run_until(
+      io, [&] { return done.has_value(); }, 100ms);
   check(!done.has_value(), "check false: a non-matching message doesn't complete the wait");
   mq->produce(RoutingKey{"buildsets", "1", "complete"}, Json{{"bsid", 1}, {"results", 0}});
   mq->produce(RoutingKey{"buildsets", "1", "complete"}, Json{{"bsid", 1}, {"results", 2}});
@@ -376,7 +382,8 @@ void wait_until_event_with_use_future() {
   std::future<std::optional<Message>> next = mq->async_wait_until_event(
       Filter::parse("builds.*.finished"), [] { return false; }, asio::use_future);
   mq->produce(RoutingKey{"builds", "5", "started"}, Json{{"buildid", 5}});
-  run_until(io, [&] { return next.wait_for(0s) == std::future_status::ready; }, 100ms);
+  run_until(
+      io, [&] { return next.wait_for(0s) == std::future_status::ready; }, 100ms);
   check(next.wait_for(0s) != std::future_status::ready, "use_future, check false: not ready before a match");
   mq->produce(RoutingKey{"builds", "5", "finished"}, Json{{"buildid", 5}});
   check(run_until(io, [&] { return next.wait_for(0s) == std::future_status::ready; }),
@@ -387,11 +394,11 @@ void wait_until_event_with_use_future() {
 
   // The make_simple_mq connector supports the same token.
   auto simple = livestate::mq::make_simple_mq();
-  auto from_simple = simple->async_wait_until_event(Filter::parse("a.b"), [] { return false; }, asio::use_future);
+  auto from_simple = simple->async_wait_until_event(
+      Filter::parse("a.b"), [] { return false; }, asio::use_future);
   simple->produce(RoutingKey{"a", "b"}, Json{{"x", 1}});
   check(from_simple.wait_for(5s) == std::future_status::ready, "make_simple_mq + use_future completes");
-  const auto simple_message =
-      from_simple.wait_for(0s) == std::future_status::ready ? from_simple.get() : std::nullopt;
+  const auto simple_message = from_simple.wait_for(0s) == std::future_status::ready ? from_simple.get() : std::nullopt;
   check(simple_message && simple_message->body == Json{{"x", 1}}, "make_simple_mq + use_future: the message");
 }
 
@@ -409,9 +416,19 @@ void wait_until_event_with_use_awaitable() {
       io,
       [&]() -> asio::awaitable<void> {
         with_true.emplace(co_await mq->async_wait_until_event(
-            Filter::parse("changes.*.new"), [&] { checked_true = true; return true; }, asio::use_awaitable));
+            Filter::parse("changes.*.new"),
+            [&] {
+              checked_true = true;
+              return true;
+            },
+            asio::use_awaitable));
         with_false.emplace(co_await mq->async_wait_until_event(
-            Filter::parse("changes.*.new"), [&] { checked_false = true; return false; }, asio::use_awaitable));
+            Filter::parse("changes.*.new"),
+            [&] {
+              checked_false = true;
+              return false;
+            },
+            asio::use_awaitable));
       },
       [&](std::exception_ptr error) { failure = error; });
 
@@ -433,11 +450,13 @@ void wait_until_event_unsubscribes() {
   asio::io_context io;
   auto mq = livestate::mq::connect("simple:", io.get_executor());
   int completions = 0;
-  mq->async_wait_until_event(Filter::parse("x.*"), [] { return false; },
-                             [&](boost::system::error_code, std::optional<Message>) { ++completions; });
+  mq->async_wait_until_event(
+      Filter::parse("x.*"), [] { return false; },
+      [&](boost::system::error_code, std::optional<Message>) { ++completions; });
   mq->produce(RoutingKey{"x", "1"}, Json::object());
   mq->produce(RoutingKey{"x", "2"}, Json::object());
-  run_until(io, [] { return false; }, 100ms);
+  run_until(
+      io, [] { return false; }, 100ms);
   check(completions == 1, "the wait completes once; later messages don't invoke its handler again");
 }
 

@@ -18,8 +18,7 @@ int main() {
   mq->produce(livestate::RoutingKey{"builds", "7", "finished"}, {{"buildid", 7}});
   mq->produce(livestate::RoutingKey{"builds", "7", "started"}, {{"buildid", 7}});
   if (received != std::vector<std::string>{"builds.7.finished"}) {
-    std::cerr << "mq_only: expected exactly builds.7.finished, got " << received.size()
-              << " message(s)\n";
+    std::cerr << "mq_only: expected exactly builds.7.finished, got " << received.size() << " message(s)\n";
     return 1;
   }
   std::cout << "mq_only: ok\n";

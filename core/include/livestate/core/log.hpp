@@ -10,8 +10,7 @@ enum class LogLevel { trace, debug, info, warning, error, off };
 
 /// Receives every log record at or above the current level. `component` is the
 /// part of livestate that speaks ("mq.simple", "db"), `message` one line.
-using LogSink = std::function<void(LogLevel level, std::string_view component,
-                                   std::string_view message)>;
+using LogSink = std::function<void(LogLevel level, std::string_view component, std::string_view message)>;
 
 /// Replaces the sink; an empty sink restores the default, which writes
 /// "livestate: LEVEL component: message" lines to stderr.

@@ -65,9 +65,7 @@ class AlreadyClaimed : public Error {
   AlreadyClaimed(const std::string& message, std::vector<std::int64_t> buildrequestids);
   ~AlreadyClaimed() override;
   /// The requests that could not be claimed.
-  [[nodiscard]] const std::vector<std::int64_t>& buildrequestids() const noexcept {
-    return m_buildrequestids;
-  }
+  [[nodiscard]] const std::vector<std::int64_t>& buildrequestids() const noexcept { return m_buildrequestids; }
 
  private:
   std::vector<std::int64_t> m_buildrequestids;
@@ -79,9 +77,7 @@ class NotClaimed : public Error {
  public:
   NotClaimed(const std::string& message, std::vector<std::int64_t> buildrequestids);
   ~NotClaimed() override;
-  [[nodiscard]] const std::vector<std::int64_t>& buildrequestids() const noexcept {
-    return m_buildrequestids;
-  }
+  [[nodiscard]] const std::vector<std::int64_t>& buildrequestids() const noexcept { return m_buildrequestids; }
 
  private:
   std::vector<std::int64_t> m_buildrequestids;

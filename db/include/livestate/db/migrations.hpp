@@ -14,10 +14,10 @@ enum class Backend { sqlite, postgresql };
 /// schema/BACKEND/NNNN_NAME.sql of the source tree, compiled into the library
 /// so that an installed program needs no source tree.
 struct Migration {
-  int version;                 ///< NNNN
-  std::string_view name;       ///< NAME, e.g. "buildrequest_claims"
-  std::string_view sql;        ///< the file's text
-  std::string_view checksum;   ///< SHA-256 of the file, lowercase hex
+  int version;                ///< NNNN
+  std::string_view name;      ///< NAME, e.g. "buildrequest_claims"
+  std::string_view sql;       ///< the file's text
+  std::string_view checksum;  ///< SHA-256 of the file, lowercase hex
 };
 
 /// The shipped migrations of a backend, ordered by version: 1, 2, … without gaps

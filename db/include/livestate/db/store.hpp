@@ -166,23 +166,20 @@ class Operations {
   void claim_buildrequests(std::span<const std::int64_t> buildrequestids, std::int64_t masterid);
   /// Releases `masterid`'s claims on the incomplete requests among these;
   /// others are left alone (Buildbot's rule). Announces unclaimed.
-  void unclaim_buildrequests(std::span<const std::int64_t> buildrequestids,
-                             std::int64_t masterid);
+  void unclaim_buildrequests(std::span<const std::int64_t> buildrequestids, std::int64_t masterid);
   /// Completes requests claimed by `masterid`: NotClaimed (nothing done) when
   /// it holds the claim of not every one. Announces complete; a buildset whose
   /// requests are all complete is completed with the worst result
   /// (buildsets.B.complete).
-  void complete_buildrequests(std::span<const std::int64_t> buildrequestids, int results,
-                              std::int64_t masterid);
+  void complete_buildrequests(std::span<const std::int64_t> buildrequestids, int results, std::int64_t masterid);
   /// Cancels the incomplete requests among these, claimed or not: completes
   /// them with results::cancelled and announces complete, then cancel.
   void cancel_buildrequests(std::span<const std::int64_t> buildrequestids);
 
   // --- builds and steps -----------------------------------------------------
   /// Announces new on builders.X.builds.NUMBER, builds.ID, workers.W.builds.ID.
-  AddedBuild add_build(std::int64_t builderid, std::int64_t buildrequestid,
-                       std::optional<std::int64_t> workerid, std::int64_t masterid,
-                       std::string_view state_string);
+  AddedBuild add_build(std::int64_t builderid, std::int64_t buildrequestid, std::optional<std::int64_t> workerid,
+                       std::int64_t masterid, std::string_view state_string);
   void set_build_state_string(std::int64_t buildid, std::string_view state_string);
   void finish_build(std::int64_t buildid, int results);
   /// Announces new on builds.B.steps.ID and steps.ID.
@@ -324,8 +321,7 @@ class Store final : public Operations {
  public:
   /// Opens (and by default migrates) the database. DatabaseError when it
   /// can't be opened, SchemaError when its schema can't be used.
-  static std::unique_ptr<Store> open(std::string_view url, mq::Connector& connector,
-                                     StoreOptions options = {});
+  static std::unique_ptr<Store> open(std::string_view url, mq::Connector& connector, StoreOptions options = {});
   ~Store();
 
   [[nodiscard]] Transaction begin();

@@ -19,10 +19,10 @@ namespace livestate::mq {
 
 /// What a connector has done since it was made.
 struct ConnectorStats {
-  std::uint64_t produced = 0;         ///< messages accepted by produce()
-  std::uint64_t delivered = 0;        ///< callback invocations that returned
-  std::uint64_t callback_errors = 0;  ///< callback invocations that threw
-  std::uint64_t consumers = 0;        ///< active consumers now
+  std::uint64_t produced = 0;             ///< messages accepted by produce()
+  std::uint64_t delivered = 0;            ///< callback invocations that returned
+  std::uint64_t callback_errors = 0;      ///< callback invocations that threw
+  std::uint64_t consumers = 0;            ///< active consumers now
   std::uint64_t kept_for_persistent = 0;  ///< messages waiting for stopped persistent consumers
 };
 
@@ -56,9 +56,8 @@ class Connector {
   /// Object lifetimes: the callback may run before this returns (SimpleMQ
   /// delivers a resumed consumer's backlog then), so it must not rely on the
   /// returned handle during that catch-up, e.g. to stop itself through it.
-  virtual std::unique_ptr<Consumer> start_consuming(
-      Callback callback, Filter filter,
-      std::optional<std::string> persistent_name = std::nullopt) = 0;
+  virtual std::unique_ptr<Consumer> start_consuming(Callback callback, Filter filter,
+                                                    std::optional<std::string> persistent_name = std::nullopt) = 0;
 
   /// start_consuming with options: a durable name and a callback for control
   /// events (control.hpp), which tell a consumer that it may have missed
@@ -101,14 +100,12 @@ class Connector {
   /// the handler is then never called, even when a message came during `check`
   /// (that message is dropped).
   template <class CompletionToken>
-  auto async_wait_until_event(Filter filter, std::function<bool()> check,
-                              CompletionToken&& token);
+  auto async_wait_until_event(Filter filter, std::function<bool()> check, CompletionToken&& token);
 
  protected:
   /// The options form of start_consuming; by default the plain form, without
   /// control events.
-  virtual std::unique_ptr<Consumer> start_consuming_with(Callback callback, Filter filter,
-                                                         ConsumeOptions options);
+  virtual std::unique_ptr<Consumer> start_consuming_with(Callback callback, Filter filter, ConsumeOptions options);
 
   /// The Message form of start_consuming; by default the options form, with
   /// messages without a position.

@@ -31,9 +31,9 @@ enum class ControlKind {
 /// One control event. Every one of them means "you may have missed messages".
 struct ControlEvent {
   ControlKind kind;
-  std::string reason;                  ///< one line, for logs
-  std::optional<std::string> origin;   ///< gap: the producer whose messages are missing
-  std::uint64_t missed = 0;            ///< gap and overflow: how many, when known (0 if not)
+  std::string reason;                 ///< one line, for logs
+  std::optional<std::string> origin;  ///< gap: the producer whose messages are missing
+  std::uint64_t missed = 0;           ///< gap and overflow: how many, when known (0 if not)
 };
 
 /// Called with each control event, in order with the consumer's messages: an

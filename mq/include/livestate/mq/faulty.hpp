@@ -35,7 +35,7 @@ struct FaultOptions {
   /// `missed` counts the drops since the last one. Off: drops are silent, and
   /// only a periodic resync (reconcile::ViewOptions::resync_every) repairs them.
   bool report_drops = false;
-  double duplicate = 0;            ///< deliver the message twice in a row
+  double duplicate = 0;  ///< deliver the message twice in a row
   /// Hold a message (not already held for reordering) for between 1 ms and
   /// `max_delay` of wall time.
   double delay = 0;
@@ -50,16 +50,16 @@ struct FaultOptions {
 
 /// What a FaultyConnector has done to its consumers' messages since it was made.
 struct FaultStats {
-  std::uint64_t dropped = 0;                ///< by `drop`
-  std::uint64_t duplicated = 0;             ///< messages delivered twice
-  std::uint64_t reordered = 0;              ///< messages held for reordering
-  std::uint64_t delayed = 0;                ///< messages held for a while
-  std::uint64_t partitions = 0;             ///< partitions begun
-  std::uint64_t lost_to_partitions = 0;     ///< messages dropped during a partition
-  std::uint64_t control_events = 0;         ///< `reconnected` and `gap` events injected (not the inner connector's)
-  std::uint64_t delivered = 0;              ///< callback invocations (messages and control events) that returned
-  std::uint64_t callback_errors = 0;        ///< callback invocations that threw
-  std::uint64_t held = 0;                   ///< messages held (reordered or delayed) now
+  std::uint64_t dropped = 0;             ///< by `drop`
+  std::uint64_t duplicated = 0;          ///< messages delivered twice
+  std::uint64_t reordered = 0;           ///< messages held for reordering
+  std::uint64_t delayed = 0;             ///< messages held for a while
+  std::uint64_t partitions = 0;          ///< partitions begun
+  std::uint64_t lost_to_partitions = 0;  ///< messages dropped during a partition
+  std::uint64_t control_events = 0;      ///< `reconnected` and `gap` events injected (not the inner connector's)
+  std::uint64_t delivered = 0;           ///< callback invocations (messages and control events) that returned
+  std::uint64_t callback_errors = 0;     ///< callback invocations that threw
+  std::uint64_t held = 0;                ///< messages held (reordered or delayed) now
 };
 
 namespace detail {
@@ -138,8 +138,7 @@ class FaultyConnector final : public Connector {
   void set_enabled(bool enabled);
 
  protected:
-  std::unique_ptr<Consumer> start_consuming_with(Callback callback, Filter filter,
-                                                 ConsumeOptions options) override;
+  std::unique_ptr<Consumer> start_consuming_with(Callback callback, Filter filter, ConsumeOptions options) override;
 
  private:
   Connector& m_inner;

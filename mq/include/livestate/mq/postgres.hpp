@@ -3,9 +3,9 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
-#include <optional>
 #include <vector>
 
 #include <boost/asio/any_io_executor.hpp>
@@ -68,21 +68,21 @@ struct PostgresOptions {
 
 /// What the PostgreSQL connector has seen since it was made.
 struct PostgresStats {
-  std::uint64_t notifications = 0;      ///< payloads received on the channel
-  std::uint64_t received = 0;           ///< valid messages decoded from them
-  std::uint64_t delivered = 0;          ///< callback invocations that returned
-  std::uint64_t callback_errors = 0;    ///< callback invocations that threw (logged, rate-limited)
-  std::uint64_t malformed = 0;          ///< payloads or entries refused (bad JSON, types, keys…)
-  std::uint64_t by_reference = 0;       ///< bodies fetched from livestate_mq_bodies
-  std::uint64_t missing_references = 0; ///< references to rows that were gone
-  std::uint64_t dropped_overflow = 0;   ///< messages dropped because consumers fell behind (per consumer)
-  std::uint64_t backlog_peak = 0;       ///< the most messages one consumer has had waiting
-  std::uint64_t gaps = 0;               ///< sequence gaps seen (messages lost on the way)
-  std::uint64_t origins = 0;            ///< origins whose sequence is kept now (forget_origins_after)
-  std::uint64_t reconnects = 0;         ///< times the listening connection was made again
-  std::string last_reconnect_reason;    ///< why it was lost last
-  bool listening = false;               ///< LISTEN is active now
-  std::uint64_t queue_rows_read = 0;    ///< messages durable consumers read from their queues' tables
+  std::uint64_t notifications = 0;       ///< payloads received on the channel
+  std::uint64_t received = 0;            ///< valid messages decoded from them
+  std::uint64_t delivered = 0;           ///< callback invocations that returned
+  std::uint64_t callback_errors = 0;     ///< callback invocations that threw (logged, rate-limited)
+  std::uint64_t malformed = 0;           ///< payloads or entries refused (bad JSON, types, keys…)
+  std::uint64_t by_reference = 0;        ///< bodies fetched from livestate_mq_bodies
+  std::uint64_t missing_references = 0;  ///< references to rows that were gone
+  std::uint64_t dropped_overflow = 0;    ///< messages dropped because consumers fell behind (per consumer)
+  std::uint64_t backlog_peak = 0;        ///< the most messages one consumer has had waiting
+  std::uint64_t gaps = 0;                ///< sequence gaps seen (messages lost on the way)
+  std::uint64_t origins = 0;             ///< origins whose sequence is kept now (forget_origins_after)
+  std::uint64_t reconnects = 0;          ///< times the listening connection was made again
+  std::string last_reconnect_reason;     ///< why it was lost last
+  bool listening = false;                ///< LISTEN is active now
+  std::uint64_t queue_rows_read = 0;     ///< messages durable consumers read from their queues' tables
   /// The most rows one read of a queue's table returned: a durable consumer
   /// resuming with a long backlog reads it a page (1,000 rows) at a time.
   std::uint64_t queue_page_peak = 0;
@@ -137,21 +137,20 @@ class PostgresConnector : public Connector {
 ///   wait_listening() is called, not for a connector that only produces.
 ///   The channel is the logical messages' prefix.
 /// Another value throws UnsupportedUrl.
-std::unique_ptr<PostgresConnector> make_postgres_connector(std::string_view url,
-                                                           boost::asio::any_io_executor executor,
+std::unique_ptr<PostgresConnector> make_postgres_connector(std::string_view url, boost::asio::any_io_executor executor,
                                                            PostgresOptions options = {});
 
 /// A replication slot of the logical transport, as `livestate slots` shows it.
 struct LogicalSlot {
-  std::string slot;                     ///< the server's name for it
-  std::optional<std::string> name;      ///< the durable consumer's persistent name, when registered
-  std::optional<std::string> channel;   ///< and its channel
-  std::optional<std::string> filter;    ///< and its filter, dotted
-  bool temporary = false;               ///< a connector's live consumers' (gone with its connection)
-  std::optional<int> active_pid;        ///< the server process streaming from it now, if any
-  std::uint64_t retained_bytes = 0;     ///< WAL kept for it: from its restart position to the end of WAL
-  std::string wal_status;               ///< reserved, extended, unreserved or lost (invalidated)
-  std::string confirmed;                ///< the position acknowledged last ("16/B374D848")
+  std::string slot;                    ///< the server's name for it
+  std::optional<std::string> name;     ///< the durable consumer's persistent name, when registered
+  std::optional<std::string> channel;  ///< and its channel
+  std::optional<std::string> filter;   ///< and its filter, dotted
+  bool temporary = false;              ///< a connector's live consumers' (gone with its connection)
+  std::optional<int> active_pid;       ///< the server process streaming from it now, if any
+  std::uint64_t retained_bytes = 0;    ///< WAL kept for it: from its restart position to the end of WAL
+  std::string wal_status;              ///< reserved, extended, unreserved or lost (invalidated)
+  std::string confirmed;               ///< the position acknowledged last ("16/B374D848")
 };
 
 /// The logical transport's slots on the database of `url` (a PostgreSQL URL;

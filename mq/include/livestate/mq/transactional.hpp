@@ -30,8 +30,7 @@ class SqlRunner {
 
   /// Runs one statement with $1, $2, … text parameters (std::nullopt is NULL)
   /// and returns the first column of its first row, if it returned one.
-  virtual std::optional<std::string> run(std::string_view sql,
-                                         std::span<const std::optional<std::string>> params) = 0;
+  virtual std::optional<std::string> run(std::string_view sql, std::span<const std::optional<std::string>> params) = 0;
   /// The stream of the connection the transaction runs on.
   virtual TransportStream& stream() noexcept = 0;
 };

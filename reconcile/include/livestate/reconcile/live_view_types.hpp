@@ -126,13 +126,13 @@ struct ViewStats {
   /// view last read, when its source can tell (Source::changes_since), else
   /// of the whole type (full_resyncs).
   std::uint64_t resyncs = 0;
-  std::uint64_t resync_repairs = 0;    ///< entries a resync found different from the view
-  std::uint64_t stale_entries = 0;     ///< entries now flagged stale (a reload never caught up)
-  std::uint64_t callback_errors = 0;   ///< change callbacks that threw (logged)
-  std::uint64_t queued = 0;             ///< messages received and waiting to be applied now
-  std::uint64_t queued_peak = 0;        ///< the most that have waited at once
-  std::uint64_t queue_overflows = 0;    ///< times more than max_queued waited: discarded, resynced
-  std::uint64_t messages_discarded = 0; ///< messages discarded by those overflows
+  std::uint64_t resync_repairs = 0;      ///< entries a resync found different from the view
+  std::uint64_t stale_entries = 0;       ///< entries now flagged stale (a reload never caught up)
+  std::uint64_t callback_errors = 0;     ///< change callbacks that threw (logged)
+  std::uint64_t queued = 0;              ///< messages received and waiting to be applied now
+  std::uint64_t queued_peak = 0;         ///< the most that have waited at once
+  std::uint64_t queue_overflows = 0;     ///< times more than max_queued waited: discarded, resynced
+  std::uint64_t messages_discarded = 0;  ///< messages discarded by those overflows
   /// Ids the view remembers beyond its entries: deletions' tombstones
   /// (forget_deleted_after), departures from a narrowed view
   /// (forget_departed_after), revisions

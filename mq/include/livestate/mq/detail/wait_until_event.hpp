@@ -26,8 +26,7 @@ class WaitHandler final {
 
   void complete(boost::system::error_code error, std::optional<Message> message) {
     auto executor = m_work.get_executor();
-    boost::asio::dispatch(executor, [handler = std::move(m_handler), error,
-                                     message = std::move(message)]() mutable {
+    boost::asio::dispatch(executor, [handler = std::move(m_handler), error, message = std::move(message)]() mutable {
       std::move(handler)(error, std::move(message));
     });
     m_work.reset();
@@ -42,8 +41,7 @@ class WaitHandler final {
 }  // namespace detail
 
 template <class CompletionToken>
-auto Connector::async_wait_until_event(Filter filter, std::function<bool()> check,
-                                       CompletionToken&& token) {
+auto Connector::async_wait_until_event(Filter filter, std::function<bool()> check, CompletionToken&& token) {
   using Signature = void(boost::system::error_code, std::optional<Message>);
   return boost::asio::async_initiate<CompletionToken, Signature>(
       [this](auto handler, Filter wait_filter, std::function<bool()> wait_check) {
