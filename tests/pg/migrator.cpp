@@ -54,8 +54,10 @@ inline std::string before_sets_dump() { return LIVESTATE_SOURCE_DIR "/tests/data
 
 }  // namespace migrator_suite
 
-#include "../unit/migration_sets_suite.hpp"
+// The sets suite uses what the migrator suite defines: it comes first.
 #include "../unit/migrator_suite.hpp"
+
+#include "../unit/migration_sets_suite.hpp"
 
 TEST_CASE("migrating holds the advisory lock, so a second migrator waits for the first") {
   Fixture f;

@@ -35,9 +35,11 @@ inline std::string before_sets_dump() { return LIVESTATE_SOURCE_DIR "/tests/data
 
 }  // namespace migrator_suite
 
+// The sets suite uses what the migrator suite defines: it comes first.
+#include "migrator_suite.hpp"
+
 #include "migration_sets_suite.hpp"
 #include "migrator_sha256.hpp"  // db/src
-#include "migrator_suite.hpp"
 
 TEST_CASE("a SQLite database in memory is migrated like a file") {
   auto connector = livestate::mq::make_simple_mq();
