@@ -14,7 +14,9 @@ namespace {
 
 std::string big_endian(std::uint64_t value, std::size_t size) {
   std::string out;
-  for (std::size_t i = size; i-- > 0;) out += static_cast<char>(value >> (8 * i) & 0xff);
+  // Bytes past the eighth (a field wider than 64 bits, in a malformed
+  // message) are zero: shifting by 64 or more is undefined.
+  for (std::size_t i = size; i-- > 0;) out += static_cast<char>(i < 8 ? value >> (8 * i) & 0xff : 0);
   return out;
 }
 
