@@ -9,24 +9,10 @@ namespace livestate::mq::detail {
 
 namespace action = stream_action;
 using replication::Lsn;
-using std::chrono::duration_cast;
-using std::chrono::milliseconds;
-
-namespace {
-
-std::size_t index_of(StreamTimer timer) { return static_cast<std::size_t>(timer); }
-
-}  // namespace
 
 StreamSettings StreamSettings::from(std::string name, const PostgresOptions& options) {
   StreamSettings settings;
-  settings.name = std::move(name);
-  settings.channel = options.channel;
-  settings.reconnect_initial = options.reconnect_initial;
-  settings.reconnect_max = options.reconnect_max;
-  settings.probe_interval = options.probe_interval;
-  settings.probe_timeout = options.probe_timeout;
-  settings.connect_timeout = duration_cast<milliseconds>(options.connect_timeout);
+  settings.take(std::move(name), options);
   settings.statement_timeout = options.statement_timeout;
   return settings;
 }
@@ -109,9 +95,7 @@ StreamActions LogicalMachine::failed(std::string_view reason, Clock::time_point)
 }
 
 StreamActions LogicalMachine::timer_fired(StreamTimer timer, std::uint64_t token, Clock::time_point now) {
-  auto& armed = m_timer_tokens[index_of(timer)];
-  if (token == 0 || token != armed) return finish();
-  armed = 0;
+  if (!m_timers.fired(timer, token)) return finish();  // cancelled or armed again since
   switch (timer) {
     case StreamTimer::connect_deadline:
       if (m_phase == Phase::connecting) lost("connecting timed out");
@@ -258,7 +242,7 @@ void LogicalMachine::message(const replication::LogicalMessage& logical, Clock::
 void LogicalMachine::acknowledge(Lsn position) {
   if (position <= m_ack) return;
   m_ack = position;
-  if (m_timer_tokens[index_of(StreamTimer::ack)] == 0) arm(StreamTimer::ack, m_settings.ack_interval);
+  if (!m_timers.armed(StreamTimer::ack)) arm(StreamTimer::ack, m_settings.ack_interval);
 }
 
 void LogicalMachine::send_status(bool reply_requested) {
@@ -272,13 +256,11 @@ void LogicalMachine::flush_ready() {
 }
 
 void LogicalMachine::arm(StreamTimer timer, Clock::duration after) {
-  const auto token = ++m_next_token;
-  m_timer_tokens[index_of(timer)] = token;
-  m_actions.emplace_back(action::ArmTimer{timer, after, token});
+  m_actions.emplace_back(action::ArmTimer{timer, after, m_timers.arm(timer)});
 }
 
 void LogicalMachine::cancel(StreamTimer timer) {
-  if (std::exchange(m_timer_tokens[index_of(timer)], 0) != 0) m_actions.emplace_back(action::CancelTimer{timer});
+  if (m_timers.cancel(timer)) m_actions.emplace_back(action::CancelTimer{timer});
 }
 
 void LogicalMachine::publish_status() {
