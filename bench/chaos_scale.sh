@@ -92,7 +92,11 @@ print(f"{first['masters']} masters and 4 views (buildsets, build requests, build
       f"and the faults end until every view is quiet (nothing waiting for it, no read due, running or retried) "
       f"and equal to the database, as a comparison of every view with all its rows then confirms (the views "
       f"staying quiet and unchanged meanwhile); the comparisons' own time is the verify column, reported "
-      f"apart. The target is on work and converging.")
+      f"apart. The target is on work and converging. Converging takes at most a few milliseconds at every size: "
+      f"what the faults leave in flight when they stop decides it (a partition then ending asks its view for a "
+      f"resync), so its ratios swing both ways from run to run. Verifying reads every row of the four types "
+      f"(about 7 a buildset) and builds them as JSON: it grows with the database, and with the load of the "
+      f"machine.")
 PY
 
 bench_page chaos "$livestate" "$tmp/body.md" ${bench_page_options[@]+"${bench_page_options[@]}"}
