@@ -89,6 +89,9 @@ class ViewSet {
     /// reads every type in full.
     std::chrono::steady_clock::duration verifying{};
     std::uint64_t verify_passes = 0;
+    /// Converged quiet (the time to converge ends at the quiet moment), or
+    /// by a comparison of views that never fell quiet (it ends with it).
+    bool quiet = false;
     /// From the end of the faults to the end of the wait (the confirmation
     /// included).
     std::chrono::steady_clock::duration settling{};
@@ -98,7 +101,8 @@ class ViewSet {
   /// every view to equal its source: until every view is quiet (nothing
   /// queued, no read due, running or retried), then compares each with the
   /// database; the views must stay quiet and unchanged meanwhile, else the
-  /// comparison counts for nothing and the wait goes on.
+  /// comparison counts for nothing and the wait goes on. Views still busy
+  /// after a second are compared whenever nothing waits for them.
   Outcome settle(std::chrono::seconds limit);
 
   /// The summary: `title`, the command's own `work` rows, the faults, the
