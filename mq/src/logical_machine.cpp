@@ -69,11 +69,17 @@ StreamActions LogicalMachine::copy_data(std::string_view bytes, Clock::time_poin
   if (const auto* data = std::get_if<replication::XLogData>(&parsed)) {
     record(*data, now);
   } else if (const auto* keepalive = std::get_if<replication::Keepalive>(&parsed)) {
-    // Decoding has reached wal_end: past everything sent. With nothing
-    // received still waiting for its consumer, it is acknowledged too, so
-    // that the slot keeps no WAL for other databases' or channels' traffic.
-    if (!m_in_transaction && (m_settings.temporary || m_delivered_end >= m_received_end)) {
-      acknowledge(keepalive->wal_end);
+    // Decoding has reached wal_end: past everything sent. Once nothing
+    // received before it waits for its consumer, it is acknowledged too, so
+    // that the slot keeps no WAL for other databases' or channels' traffic
+    // (the server asks again only when it next waits for WAL).
+    if (!m_in_transaction) {
+      if (m_settings.temporary || m_delivered_end >= m_received_end) {
+        acknowledge(keepalive->wal_end);
+      } else {
+        m_keepalive_end = std::max(m_keepalive_end, keepalive->wal_end);
+        m_keepalive_needs = m_received_end;
+      }
     }
     if (keepalive->reply_requested) send_status(false);
   } else {
@@ -148,7 +154,9 @@ StreamActions LogicalMachine::timer_fired(StreamTimer timer, std::uint64_t token
 
 StreamActions LogicalMachine::delivered(Lsn end, Clock::time_point) {
   m_delivered_end = std::max(m_delivered_end, end);
-  if (m_phase == Phase::streaming) acknowledge(end);
+  if (m_phase != Phase::streaming) return finish();
+  acknowledge(end);
+  if (m_keepalive_end != 0 && m_delivered_end >= m_keepalive_needs) acknowledge(std::exchange(m_keepalive_end, 0));
   return finish();
 }
 

@@ -240,8 +240,12 @@ class LogicalMachine {
   replication::Lsn m_transaction_position = 0;
   replication::Lsn m_received_end = 0;   // the last transaction's end received
   replication::Lsn m_delivered_end = 0;  // durable: delivered up to
-  replication::Lsn m_ack = 0;            // to acknowledge
-  replication::Lsn m_sent_ack = 0;       // acknowledged
+  // durable: a keepalive's position, to acknowledge once what had been
+  // received before it is delivered
+  replication::Lsn m_keepalive_end = 0;
+  replication::Lsn m_keepalive_needs = 0;
+  replication::Lsn m_ack = 0;       // to acknowledge
+  replication::Lsn m_sent_ack = 0;  // acknowledged
   std::vector<Item> m_ready;
   MalformedLog m_malformed_log;
 };
