@@ -138,7 +138,7 @@ class DurableQueue final : public std::enable_shared_from_this<DurableQueue> {
       if (m_stopped) return;
       if (m_delivered_from_table.size() > 100000) m_delivered_from_table.clear();
       m_delivered_from_table.emplace(row.origin, row.sequence);
-      invoke(row.key, row.body);
+      if (!invoke(row.key, row.body)) return;
       std::lock_guard lock(m_mutex);
       m_acknowledgements.row(row.id);
     }
@@ -179,7 +179,7 @@ class DurableQueue final : public std::enable_shared_from_this<DurableQueue> {
       // Already delivered from the table (its row is acknowledged by id).
       if (m_delivered_from_table.erase({*delivery.origin, delivery.sequence}) > 0) return;
     }
-    invoke(delivery.key, delivery.body);
+    if (!invoke(delivery.key, delivery.body)) return;
     if (delivery.origin && delivery.sequence != 0) {
       std::lock_guard lock(m_mutex);
       m_acknowledgements.message(*delivery.origin, delivery.sequence);
@@ -195,12 +195,16 @@ class DurableQueue final : public std::enable_shared_from_this<DurableQueue> {
   }
 
   // Subscriber::stop waits for these: none runs after stop() returns.
-  void invoke(const RoutingKey& key, const Json& body) {
-    if (m_stopped) return;
+  // Whether the callback had the message (also when it threw): only then is
+  // it acknowledged; one not delivered because the consumer stopped
+  // meanwhile comes again to the next consumer of the name.
+  bool invoke(const RoutingKey& key, const Json& body) {
+    if (m_stopped) return false;
     m_errors.guard([&] {
       m_callback(key, body);
       ++m_context.dispatcher->counters()->delivered;
     });
+    return true;
   }
 
   void invoke_control(const ControlEvent& event) {

@@ -172,14 +172,16 @@ class SlotConsumer final : public StreamSink, public std::enable_shared_from_thi
     }
   }
 
-  // The consumer's strand. A callback that throws has had its message too.
+  // The consumer's strand. A callback that throws has had its message too;
+  // one not called (stopped meanwhile) has not: its transaction is not
+  // acknowledged, and comes again to the next consumer of the name.
   void on_message(const Delivery& delivery) {
+    if (m_stopped) return;
     struct Done {
       SlotConsumer& consumer;
       std::uint64_t acknowledges;
       ~Done() { consumer.delivered_one(acknowledges); }
     } done{*this, delivery.acknowledges};
-    if (m_stopped) return;
     m_callback(delivery);
   }
 

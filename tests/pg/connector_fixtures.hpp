@@ -77,6 +77,30 @@ class Executor {
   std::thread m_thread;
 };
 
+// Holds callbacks until opened; open when it goes out of scope, so that a
+// failed assertion does not leave a consumer stuck (and its stop waiting).
+class Gate {
+ public:
+  Gate() = default;
+  Gate(const Gate&) = delete;
+  Gate& operator=(const Gate&) = delete;
+  ~Gate() { open(); }
+  void wait() {
+    std::unique_lock lock(m_mutex);
+    m_changed.wait(lock, [&] { return m_open; });
+  }
+  void open() {
+    std::lock_guard lock(m_mutex);
+    m_open = true;
+    m_changed.notify_all();
+  }
+
+ private:
+  std::mutex m_mutex;
+  std::condition_variable m_changed;
+  bool m_open = false;
+};
+
 // Records messages and control events; waits for them.
 class Inbox {
  public:

@@ -6,6 +6,7 @@
 #include <doctest/doctest.h>
 
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -36,6 +37,7 @@ namespace mq = livestate::mq;
 namespace db = livestate::db;
 
 using livestate::test::Executor;
+using livestate::test::Gate;
 using livestate::test::Inbox;
 using livestate::test::logical_transport;
 
@@ -69,6 +71,13 @@ std::string lsn_text(std::uint64_t lsn) {
   return text.data();
 }
 
+// "3 4 5 ", for a failure's report.
+std::string listed(const std::vector<int>& numbers) {
+  std::string text;
+  for (const int n : numbers) text += std::to_string(n) + " ";
+  return text;
+}
+
 std::vector<int> range(int from, int to) {
   std::vector<int> numbers;
   for (int i = from; i < to; ++i) numbers.push_back(i);
@@ -96,9 +105,7 @@ TEST_CASE("a durable consumer gets what it missed while stopped, in order, then 
   REQUIRE(second.wait_for(6));
   std::this_thread::sleep_for(300ms);  // nothing more, nothing twice
   const auto numbers = numbers_of(second.messages());
-  std::string got;
-  for (const int n : numbers) got += std::to_string(n) + " ";
-  INFO("the resumed consumer got n = ", got);
+  INFO("the resumed consumer got n = ", listed(numbers));
   CHECK(numbers == range(3, 9));
   CHECK(numbers_of(first.messages()) == range(0, 3));
 }
@@ -119,7 +126,55 @@ TEST_CASE("a durable consumer's messages survive its connector: a new process re
   auto consumer = second_life->start_consuming(inbox.callback(), Filter::parse("buildrequests.*.claimed"), "claims");
   REQUIRE(inbox.wait_for(3));
   std::this_thread::sleep_for(300ms);
-  CHECK(numbers_of(inbox.messages()) == range(1, 4));
+  const auto numbers = numbers_of(inbox.messages());
+  INFO("the new process's consumer got n = ", listed(numbers));
+  CHECK(numbers == range(1, 4));
+}
+
+TEST_CASE(
+    "a durable consumer stopped while messages wait behind its callback leaves every one it did not deliver to "
+    "the next consumer of its name, and none it did") {
+  Setup setup;
+  auto producer = setup.connector();
+  auto consumer_side = setup.connector();
+  Gate gate;
+  std::atomic<bool> blocked{false};
+  std::mutex mutex;
+  std::vector<int> first;
+  auto consumer = consumer_side->start_consuming(
+      [&](const RoutingKey&, const Json& body) {
+        const int n = body["n"].get<int>();
+        {
+          std::lock_guard lock(mutex);
+          first.push_back(n);
+        }
+        if (n == 0) {
+          blocked = true;
+          gate.wait();
+        }
+      },
+      Filter::parse("work.#"), "handover");
+  constexpr int count = 20;
+  for (int n = 0; n < count; ++n) producer->produce(RoutingKey{"work", std::to_string(n)}, {{"n", n}});
+  REQUIRE(livestate::test::eventually([&] { return blocked.load(); }));
+  std::this_thread::sleep_for(300ms);  // the rest arrive and wait behind it
+  // The stop waits for the callback in progress; the ones behind it never run.
+  std::thread stopper([&] { consumer->stop_consuming(); });
+  std::this_thread::sleep_for(100ms);
+  gate.open();
+  stopper.join();
+  {
+    std::lock_guard lock(mutex);
+    CHECK(first == std::vector<int>{0});
+  }
+
+  Inbox second;
+  auto resumed = consumer_side->start_consuming(second.callback(), Filter::parse("work.#"), "handover");
+  REQUIRE(second.wait_for(count - 1));
+  std::this_thread::sleep_for(300ms);  // nothing more, nothing twice
+  const auto numbers = numbers_of(second.messages());
+  INFO("the next consumer got n = ", listed(numbers));
+  CHECK(numbers == range(1, count));
 }
 
 TEST_CASE("a second active consumer of a durable name is refused, from any connector, and so is another filter") {

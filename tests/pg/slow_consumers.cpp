@@ -35,35 +35,12 @@ using livestate::Filter;
 using livestate::Json;
 using livestate::RoutingKey;
 using livestate::test::fresh_channel;
+using livestate::test::Gate;
 using livestate::test::Inbox;
 
 bool eventually(const std::function<bool()>& condition) {
   return livestate::test::eventually(condition, std::chrono::seconds(30));
 }
-
-// Holds callbacks until opened; open when it goes out of scope, so that a
-// failed assertion does not leave a consumer stuck (and its stop waiting).
-class Gate {
- public:
-  Gate() = default;
-  Gate(const Gate&) = delete;
-  Gate& operator=(const Gate&) = delete;
-  ~Gate() { open(); }
-  void wait() {
-    std::unique_lock lock(m_mutex);
-    m_changed.wait(lock, [&] { return m_open; });
-  }
-  void open() {
-    std::lock_guard lock(m_mutex);
-    m_open = true;
-    m_changed.notify_all();
-  }
-
- private:
-  std::mutex m_mutex;
-  std::condition_variable m_changed;
-  bool m_open = false;
-};
 
 // `count` upserts of "job" resources in transactions of 100, from `first` on.
 void write_jobs(db::Store& store, int first, int count) {
