@@ -53,9 +53,9 @@
 //
 // Usage: store_bench [--db URL] [--reps N] [--ops N] [--batches N] [--case NAME]...
 //                    [--json] [--quick] [--profile]
-//   --reps N     measured repetitions (5); each case reports the median
-//   --ops N      single-row operations per repetition and case (2000)
-//   --batches N  100-row operations per repetition and case (20)
+//   --reps N     measured repetitions (15); each case reports the median
+//   --ops N      single-row operations per repetition and case (600)
+//   --batches N  100-row operations per repetition and case (6)
 //   --case NAME  run only this case (repeatable; to profile one with perf);
 //                a complete case alone still claims its requests, untimed
 //   --json       JSON lines (one per case, one per ratio, one "meta") instead
@@ -112,9 +112,12 @@ constexpr const char* program = "store_bench";
 
 struct Options {
   std::optional<std::string> db;
-  int reps = 5;
-  std::size_t ops = 2000;
-  std::size_t batches = 20;
+  // Many short repetitions rather than a few long ones: on a machine shared
+  // with other work, a burst of load then spoils a few repetitions of every
+  // case, which the medians drop, rather than most of one case.
+  int reps = 15;
+  std::size_t ops = 600;
+  std::size_t batches = 6;
   bool json = false;
   bool quick = false;
   bool profile = false;
@@ -128,9 +131,9 @@ constexpr const char* usage_text =
     "usage: store_bench [--db URL] [--reps N] [--ops N] [--batches N] [--case NAME]... [--json]\n"
     "                   [--quick] [--profile]\n"
     "  --db URL     sqlite:PATH (a new file; default: a temporary one) or postgresql://…\n"
-    "  --reps N     measured repetitions, medians reported (5)\n"
-    "  --ops N      single-row operations per repetition and case (2000)\n"
-    "  --batches N  100-row operations per repetition and case (20)\n"
+    "  --reps N     measured repetitions, medians reported (15)\n"
+    "  --ops N      single-row operations per repetition and case (600)\n"
+    "  --batches N  100-row operations per repetition and case (6)\n"
     "  --case NAME  only this case (repeatable): raw_claim_1, store_claim_1, raw_complete_1,\n"
     "               store_complete_1, raw_claim_100, store_claim_100\n"
     "  --json       JSON lines instead of the table\n"
