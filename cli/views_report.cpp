@@ -216,39 +216,93 @@ std::string ViewSet::progress() const {
          std::to_string(total.faults.held) + " held by the faults";
 }
 
+std::optional<std::vector<std::uint64_t>> ViewSet::quiet() const {
+  for (const auto& connector : m_faulty) {
+    if (connector->faults().held > 0) return std::nullopt;
+  }
+  std::vector<std::uint64_t> done;
+  done.reserve(m_views.size() * 7);
+  for (const auto& view : m_views) {
+    const auto stats = view->stats();
+    if (!view->ready() || stats.queued > 0 || stats.work_pending > 0) return std::nullopt;
+    std::uint64_t anomalies = 0;
+    for (const auto count : stats.anomalies) anomalies += count;
+    done.insert(done.end(), {stats.messages, stats.applied, anomalies, stats.resyncs, stats.resync_repairs,
+                             stats.reload_queries, stats.queue_overflows});
+  }
+  return done;
+}
+
+void ViewSet::verify(Outcome& outcome) {
+  const auto start = Clock::now();
+  outcome.differences.clear();
+  for (std::size_t i = 0; i < m_views.size(); ++i) {
+    if (!m_views[i]->ready()) {
+      outcome.differences.push_back({m_types[i], {"(not loaded)", std::nullopt, std::nullopt}});
+      continue;
+    }
+    for (auto& difference : m_views[i]->verify()) outcome.differences.emplace_back(m_types[i], std::move(difference));
+  }
+  outcome.verifying += Clock::now() - start;
+  ++outcome.verify_passes;
+}
+
 ViewSet::Outcome ViewSet::settle(std::chrono::seconds limit) {
   for (auto& connector : m_faulty) connector->set_enabled(false);
   const auto healed = Clock::now();
   Outcome outcome;
-  // A view is compared with the database once nothing waits for it; each
-  // comparison reads the database, so they come further apart (20 ms
-  // doubling to 320 ms) while differences remain, leaving the views' own
-  // reloads the connection and the cores.
+  // The views converge when they are quiet and equal to the database: the
+  // first moment that they are quiet is the candidate, confirmed by verify()
+  // if they stay quiet and do nothing meanwhile (then they held the same
+  // entries all along). Verifying reads every type in full, so it is not
+  // part of the time to converge, and it runs only on quiet views. Quiet
+  // views that differ stay so until a periodic resync: the comparisons come
+  // further apart then (20 ms doubling to 320 ms), leaving it the connection.
+  //
+  // Views that don't fall quiet within a second (another process still
+  // writing, a resync every few milliseconds) are compared anyway whenever
+  // nothing waits for them, as often; one comparison finding no difference
+  // is then the moment they converged, its own time included.
   auto pause = std::chrono::milliseconds(20);
+  auto compare_busy_views_at = healed + std::chrono::seconds(1);
   while (Clock::now() - healed < limit) {
     for (auto& connector : m_faulty) connector->flush();
-    const bool busy = std::any_of(m_views.begin(), m_views.end(),
-                                  [](const auto& view) { return view->stats().queued > 0; });
-    if (busy && Clock::now() - healed + pause < limit) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    const auto before = quiet();
+    if (!before) {
+      const bool waiting = std::any_of(m_views.begin(), m_views.end(),
+                                       [](const auto& view) { return view->stats().queued > 0; });
+      if (!waiting && Clock::now() >= compare_busy_views_at) {
+        verify(outcome);
+        if (outcome.differences.empty()) {
+          outcome.converged = true;
+          outcome.convergence = Clock::now() - healed;
+          break;
+        }
+        compare_busy_views_at = Clock::now() + pause;
+        pause = std::min(pause * 2, std::chrono::milliseconds(320));
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
       continue;
     }
-    outcome.differences.clear();
-    for (std::size_t i = 0; i < m_views.size(); ++i) {
-      if (!m_views[i]->ready()) {
-        outcome.differences.push_back({m_types[i], {"(not loaded)", std::nullopt, std::nullopt}});
-        continue;
-      }
-      for (auto& difference : m_views[i]->verify()) outcome.differences.emplace_back(m_types[i], std::move(difference));
-    }
+    const auto candidate = Clock::now();
+    verify(outcome);
+    if (quiet() != before) continue;  // it moved meanwhile: the comparison says nothing
     if (outcome.differences.empty()) {
       outcome.converged = true;
+      outcome.quiet = true;
+      outcome.convergence = candidate - healed;
       break;
     }
     std::this_thread::sleep_for(pause);
     pause = std::min(pause * 2, std::chrono::milliseconds(320));
   }
-  outcome.convergence = Clock::now() - healed;
+  if (!outcome.converged) {
+    // What differs at the end (when the views never were quiet, or moved
+    // during the last comparison, the differences are not yet known).
+    verify(outcome);
+    outcome.convergence = Clock::now() - healed;
+  }
+  outcome.settling = Clock::now() - healed;
   return outcome;
 }
 
@@ -283,6 +337,10 @@ void ViewSet::report(std::ostream& out, bool json, const std::string& title,
     }
     for (const auto& [name, value] : repairs) summary[name] = value;
     summary["convergence_seconds"] = std::chrono::duration<double>(outcome.convergence).count();
+    summary["verify_seconds"] = std::chrono::duration<double>(outcome.verifying).count();
+    summary["verify_passes"] = outcome.verify_passes;
+    summary["settle_seconds"] = std::chrono::duration<double>(outcome.settling).count();
+    summary["converged_quiet"] = outcome.quiet;
     summary["differences"] = outcome.differences.size();
     summary["first_differences"] = Json::array();
     for (std::size_t i = 0; i < std::min<std::size_t>(outcome.differences.size(), 10); ++i) {
@@ -323,6 +381,8 @@ void ViewSet::report(std::ostream& out, bool json, const std::string& title,
   out << "views\n";
   for (std::size_t i = 0; i < m_views.size(); ++i) row(m_types[i] + " entries", m_views[i]->entries().size());
   row("time to converge", seconds_text(outcome.convergence));
+  row("time to verify", seconds_text(outcome.verifying));
+  row("verify passes", outcome.verify_passes);
   out << "\nverdict: " << (outcome.converged ? "CONVERGED: every view equals the database" : "NOT CONVERGED") << "\n";
   std::size_t shown = 0;
   for (const auto& [type, difference] : outcome.differences) {

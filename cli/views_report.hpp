@@ -81,11 +81,28 @@ class ViewSet {
 
   struct Outcome {
     bool converged = false;
+    /// From the end of the faults to the moment every view was quiet and
+    /// equal to the database (as verify() then confirmed); when not
+    /// converged, to the end of the wait.
     std::chrono::steady_clock::duration convergence{};
+    /// The time verify() took, every pass of it (and how many passes): each
+    /// reads every type in full.
+    std::chrono::steady_clock::duration verifying{};
+    std::uint64_t verify_passes = 0;
+    /// Converged quiet (the time to converge ends at the quiet moment), or
+    /// by a comparison of views that never fell quiet (it ends with it).
+    bool quiet = false;
+    /// From the end of the faults to the end of the wait (the confirmation
+    /// included).
+    std::chrono::steady_clock::duration settling{};
     std::vector<std::pair<std::string, reconcile::Difference>> differences;
   };
   /// Stops the faults, delivers what they hold, and waits up to `limit` for
-  /// every view to equal its source.
+  /// every view to equal its source: until every view is quiet (nothing
+  /// queued, no read due, running or retried), then compares each with the
+  /// database; the views must stay quiet and unchanged meanwhile, else the
+  /// comparison counts for nothing and the wait goes on. Views still busy
+  /// after a second are compared whenever nothing waits for them.
   Outcome settle(std::chrono::seconds limit);
 
   /// The summary: `title`, the command's own `work` rows, the faults, the
@@ -101,6 +118,12 @@ class ViewSet {
   std::vector<std::string> m_types;
   std::vector<std::unique_ptr<mq::FaultyConnector>> m_faulty;
   std::vector<std::unique_ptr<reconcile::LiveView>> m_views;
+
+  /// What the views have done so far (messages, reads, repairs…), when every
+  /// view is loaded and quiet and the faults hold nothing; none otherwise.
+  [[nodiscard]] std::optional<std::vector<std::uint64_t>> quiet() const;
+  /// Compares every view with the database, into `outcome`.
+  void verify(Outcome& outcome);
 };
 
 /// A new temporary directory, removed with everything in it at the end.

@@ -23,19 +23,11 @@ std::string quoted_channel(const std::string& channel) {
   return quoted + "\"";
 }
 
-std::size_t index_of(ListenerTimer timer) { return static_cast<std::size_t>(timer); }
-
 }  // namespace
 
 ListenerSettings ListenerSettings::from(std::string name, const PostgresOptions& options) {
   ListenerSettings settings;
-  settings.name = std::move(name);
-  settings.channel = options.channel;
-  settings.reconnect_initial = options.reconnect_initial;
-  settings.reconnect_max = options.reconnect_max;
-  settings.probe_interval = options.probe_interval;
-  settings.probe_timeout = options.probe_timeout;
-  settings.connect_timeout = duration_cast<milliseconds>(options.connect_timeout);
+  settings.take(std::move(name), options);
   settings.forget_origins_after = duration_cast<milliseconds>(options.forget_origins_after);
   return settings;
 }
@@ -136,9 +128,7 @@ ListenerActions ListenerMachine::failed(std::string_view reason, Clock::time_poi
 }
 
 ListenerActions ListenerMachine::timer_fired(ListenerTimer timer, std::uint64_t token, Clock::time_point now) {
-  auto& armed = m_timer_tokens[index_of(timer)];
-  if (token == 0 || token != armed) return finish();  // cancelled or armed again since
-  armed = 0;
+  if (!m_timers.fired(timer, token)) return finish();  // cancelled or armed again since
   switch (timer) {
     case ListenerTimer::connect_deadline:
       if (m_phase == Phase::connecting) lost("connecting timed out", now);
@@ -242,13 +232,11 @@ void ListenerMachine::send_front() {
 }
 
 void ListenerMachine::arm(ListenerTimer timer, Clock::duration after) {
-  const auto token = ++m_next_token;
-  m_timer_tokens[index_of(timer)] = token;
-  m_actions.emplace_back(action::ArmTimer{timer, after, token});
+  m_actions.emplace_back(action::ArmTimer{timer, after, m_timers.arm(timer)});
 }
 
 void ListenerMachine::cancel(ListenerTimer timer) {
-  if (std::exchange(m_timer_tokens[index_of(timer)], 0) != 0) m_actions.emplace_back(action::CancelTimer{timer});
+  if (m_timers.cancel(timer)) m_actions.emplace_back(action::CancelTimer{timer});
 }
 
 // After probe_interval of silence, ask the server something; no answer within

@@ -46,14 +46,7 @@
 
 namespace livestate::mq::detail {
 
-struct ListenerSettings {
-  std::string name;     ///< the server, for log lines (no password)
-  std::string channel;  ///< as it arrives in notifications
-  std::chrono::milliseconds reconnect_initial{100};
-  std::chrono::milliseconds reconnect_max{5000};
-  std::chrono::milliseconds probe_interval{2000};
-  std::chrono::milliseconds probe_timeout{3000};
-  std::chrono::milliseconds connect_timeout{5000};
+struct ListenerSettings : ReceiverSettings {
   std::chrono::milliseconds forget_origins_after{600000};
 
   [[nodiscard]] static ListenerSettings from(std::string name, const PostgresOptions& options);
@@ -189,8 +182,7 @@ class ListenerMachine {
   std::string m_last_reconnect_reason;
   bool m_ever_listened = false;
 
-  std::array<std::uint64_t, listener_timer_count> m_timer_tokens{};  // 0: not armed
-  std::uint64_t m_next_token = 0;
+  TimerTokens<ListenerTimer, listener_timer_count> m_timers;
   SocketWaits m_waits;
 
   std::deque<Query> m_queries;

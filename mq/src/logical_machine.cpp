@@ -9,24 +9,10 @@ namespace livestate::mq::detail {
 
 namespace action = stream_action;
 using replication::Lsn;
-using std::chrono::duration_cast;
-using std::chrono::milliseconds;
-
-namespace {
-
-std::size_t index_of(StreamTimer timer) { return static_cast<std::size_t>(timer); }
-
-}  // namespace
 
 StreamSettings StreamSettings::from(std::string name, const PostgresOptions& options) {
   StreamSettings settings;
-  settings.name = std::move(name);
-  settings.channel = options.channel;
-  settings.reconnect_initial = options.reconnect_initial;
-  settings.reconnect_max = options.reconnect_max;
-  settings.probe_interval = options.probe_interval;
-  settings.probe_timeout = options.probe_timeout;
-  settings.connect_timeout = duration_cast<milliseconds>(options.connect_timeout);
+  settings.take(std::move(name), options);
   settings.statement_timeout = options.statement_timeout;
   return settings;
 }
@@ -69,11 +55,17 @@ StreamActions LogicalMachine::copy_data(std::string_view bytes, Clock::time_poin
   if (const auto* data = std::get_if<replication::XLogData>(&parsed)) {
     record(*data, now);
   } else if (const auto* keepalive = std::get_if<replication::Keepalive>(&parsed)) {
-    // Decoding has reached wal_end: past everything sent. With nothing
-    // received still waiting for its consumer, it is acknowledged too, so
-    // that the slot keeps no WAL for other databases' or channels' traffic.
-    if (!m_in_transaction && (m_settings.temporary || m_delivered_end >= m_received_end)) {
-      acknowledge(keepalive->wal_end);
+    // Decoding has reached wal_end: past everything sent. Once nothing
+    // received before it waits for its consumer, it is acknowledged too, so
+    // that the slot keeps no WAL for other databases' or channels' traffic
+    // (the server asks again only when it next waits for WAL).
+    if (!m_in_transaction) {
+      if (m_settings.temporary || m_delivered_end >= m_received_end) {
+        acknowledge(keepalive->wal_end);
+      } else {
+        m_keepalive_end = std::max(m_keepalive_end, keepalive->wal_end);
+        m_keepalive_needs = m_received_end;
+      }
     }
     if (keepalive->reply_requested) send_status(false);
   } else {
@@ -103,9 +95,7 @@ StreamActions LogicalMachine::failed(std::string_view reason, Clock::time_point)
 }
 
 StreamActions LogicalMachine::timer_fired(StreamTimer timer, std::uint64_t token, Clock::time_point now) {
-  auto& armed = m_timer_tokens[index_of(timer)];
-  if (token == 0 || token != armed) return finish();
-  armed = 0;
+  if (!m_timers.fired(timer, token)) return finish();  // cancelled or armed again since
   switch (timer) {
     case StreamTimer::connect_deadline:
       if (m_phase == Phase::connecting) lost("connecting timed out");
@@ -148,7 +138,9 @@ StreamActions LogicalMachine::timer_fired(StreamTimer timer, std::uint64_t token
 
 StreamActions LogicalMachine::delivered(Lsn end, Clock::time_point) {
   m_delivered_end = std::max(m_delivered_end, end);
-  if (m_phase == Phase::streaming) acknowledge(end);
+  if (m_phase != Phase::streaming) return finish();
+  acknowledge(end);
+  if (m_keepalive_end != 0 && m_delivered_end >= m_keepalive_needs) acknowledge(std::exchange(m_keepalive_end, 0));
   return finish();
 }
 
@@ -250,7 +242,7 @@ void LogicalMachine::message(const replication::LogicalMessage& logical, Clock::
 void LogicalMachine::acknowledge(Lsn position) {
   if (position <= m_ack) return;
   m_ack = position;
-  if (m_timer_tokens[index_of(StreamTimer::ack)] == 0) arm(StreamTimer::ack, m_settings.ack_interval);
+  if (!m_timers.armed(StreamTimer::ack)) arm(StreamTimer::ack, m_settings.ack_interval);
 }
 
 void LogicalMachine::send_status(bool reply_requested) {
@@ -264,13 +256,11 @@ void LogicalMachine::flush_ready() {
 }
 
 void LogicalMachine::arm(StreamTimer timer, Clock::duration after) {
-  const auto token = ++m_next_token;
-  m_timer_tokens[index_of(timer)] = token;
-  m_actions.emplace_back(action::ArmTimer{timer, after, token});
+  m_actions.emplace_back(action::ArmTimer{timer, after, m_timers.arm(timer)});
 }
 
 void LogicalMachine::cancel(StreamTimer timer) {
-  if (std::exchange(m_timer_tokens[index_of(timer)], 0) != 0) m_actions.emplace_back(action::CancelTimer{timer});
+  if (m_timers.cancel(timer)) m_actions.emplace_back(action::CancelTimer{timer});
 }
 
 void LogicalMachine::publish_status() {

@@ -58,9 +58,7 @@ inline constexpr std::string_view logical_publication = "livestate_messages";
 [[nodiscard]] std::optional<std::string> logical_server_problem(std::string_view version_number,
                                                                 std::string_view wal_level, const std::string& server);
 
-struct StreamSettings {
-  std::string name;     ///< the server, for log lines (no password)
-  std::string channel;  ///< the prefix of livestate's logical messages
+struct StreamSettings : ReceiverSettings {
   /// The slot; a temporary one gets "_N" added for each connection.
   std::string slot;
   /// Live consumers: a temporary slot, gone with its session; what arrives is
@@ -70,11 +68,6 @@ struct StreamSettings {
   /// Durable: the slot was made before; finding it gone means its messages
   /// were lost (an `expired` event).
   bool slot_known = false;
-  std::chrono::milliseconds reconnect_initial{100};
-  std::chrono::milliseconds reconnect_max{5000};
-  std::chrono::milliseconds probe_interval{2000};
-  std::chrono::milliseconds probe_timeout{3000};
-  std::chrono::milliseconds connect_timeout{5000};
   std::chrono::milliseconds statement_timeout{5000};
   /// CREATE_REPLICATION_SLOT waits until every transaction older than the
   /// slot has ended; this long at most.
@@ -228,8 +221,7 @@ class LogicalMachine {
   ListenerCounters m_counters;
   std::string m_last_reconnect_reason;
   bool m_ever_streamed = false;
-  std::array<std::uint64_t, stream_timer_count> m_timer_tokens{};
-  std::uint64_t m_next_token = 0;
+  TimerTokens<StreamTimer, stream_timer_count> m_timers;
   SocketWaits m_waits;
   bool m_paused = false;
   bool m_probing = false;
@@ -240,8 +232,12 @@ class LogicalMachine {
   replication::Lsn m_transaction_position = 0;
   replication::Lsn m_received_end = 0;   // the last transaction's end received
   replication::Lsn m_delivered_end = 0;  // durable: delivered up to
-  replication::Lsn m_ack = 0;            // to acknowledge
-  replication::Lsn m_sent_ack = 0;       // acknowledged
+  // durable: a keepalive's position, to acknowledge once what had been
+  // received before it is delivered
+  replication::Lsn m_keepalive_end = 0;
+  replication::Lsn m_keepalive_needs = 0;
+  replication::Lsn m_ack = 0;       // to acknowledge
+  replication::Lsn m_sent_ack = 0;  // acknowledged
   std::vector<Item> m_ready;
   MalformedLog m_malformed_log;
 };

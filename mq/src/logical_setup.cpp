@@ -157,6 +157,7 @@ void LogicalMachine::lost(const std::string& reason) {
   m_in_transaction = false;
   // What was received but not delivered comes again from the slot.
   m_received_end = m_delivered_end;
+  m_keepalive_end = 0;
   m_ack = m_sent_ack = 0;
   for (const auto timer : {StreamTimer::connect_deadline, StreamTimer::command_deadline, StreamTimer::probe,
                            StreamTimer::probe_deadline, StreamTimer::ack}) {
@@ -260,6 +261,7 @@ void LogicalMachine::on_streaming(Clock::time_point now) {
   m_backoff.reset();
   m_last_traffic = now;
   m_received_end = m_delivered_end = 0;
+  m_keepalive_end = 0;
   if (std::exchange(m_expired_pending, false)) {
     m_ready.emplace_back(ControlEvent{ControlKind::expired,
                                       "the replication slot " + m_slot +

@@ -173,12 +173,14 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
       std::lock_guard lock(m_mutex);
       stats = m_rules.stats(Clock::now());
       stats.callback_errors = m_callback_errors;
+      stats.work_pending += static_cast<std::uint64_t>(m_reading);
     }
     std::lock_guard inbox(m_inbox_mutex);
     stats.queued = m_inbox.queued();
     stats.queued_peak = m_inbox.peak();
     stats.queue_overflows += m_inbox.overflows();
     stats.messages_discarded += m_inbox.discarded();
+    stats.work_pending += static_cast<std::uint64_t>(m_inbox.draining());
     return stats;
   }
 
@@ -298,22 +300,40 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
 
   void read() {
     std::optional<detail::Read> read;
-    if (!step([&](detail::ViewRules& rules, Clock::time_point now) { read = rules.next_read(now); }) || !read) return;
+    if (!step([&](detail::ViewRules& rules, Clock::time_point now) {
+          read = rules.next_read(now);
+          m_reading = read.has_value();
+        }) ||
+        !read) {
+      return;
+    }
+    // Its result or its failure clears m_reading (a stopped view stays reading).
     detail::ReadResult result;
     try {
       result = run(*read);
     } catch (const std::logic_error&) {
       // A programming error (an unknown field in `where`): surfaces from the
       // executor, unless the view has stopped meanwhile.
-      if (step([&](detail::ViewRules& rules, Clock::time_point now) { rules.read_failed(*read, false, now); })) throw;
+      if (step([&](detail::ViewRules& rules, Clock::time_point now) {
+            m_reading = false;
+            rules.read_failed(*read, false, now);
+          })) {
+        throw;
+      }
       return;
     } catch (const std::exception& error) {
       log(LogLevel::warning, component, "view of " + m_rules.type() + ": " + error.what() + "; retrying by a resync");
-      step([&](detail::ViewRules& rules, Clock::time_point now) { rules.read_failed(*read, true, now); });
+      step([&](detail::ViewRules& rules, Clock::time_point now) {
+        m_reading = false;
+        rules.read_failed(*read, true, now);
+      });
       return;
     }
     // Once stopped, the result is discarded here.
-    step([&](detail::ViewRules& rules, Clock::time_point now) { rules.read_done(*read, std::move(result), now); });
+    step([&](detail::ViewRules& rules, Clock::time_point now) {
+      m_reading = false;
+      rules.read_done(*read, std::move(result), now);
+    });
   }
 
   detail::ReadResult run(const detail::Read& read) {
@@ -357,6 +377,7 @@ class LiveView::Impl : public std::enable_shared_from_this<LiveView::Impl> {
   detail::ViewRules m_rules;
   ChangeCallback m_callback;
   std::uint64_t m_callback_errors = 0;
+  bool m_reading = false;  // a read runs on the strand (ViewStats::work_pending)
   std::unique_ptr<mq::Consumer> m_messages;
   std::unique_ptr<mq::Consumer> m_schema;
   bool m_started = false;

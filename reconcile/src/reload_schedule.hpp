@@ -78,6 +78,8 @@ class ReloadSchedule {
   void waiting(std::set<std::string>& ids) const;
 
   [[nodiscard]] std::size_t stale() const noexcept { return m_stale.size(); }
+  /// Is a retry of a lagging read waiting for its timer?
+  [[nodiscard]] bool retry_armed() const noexcept { return !m_retry_at.empty(); }
   /// Ids remembered besides the entries: revisions announced, lagging reads.
   [[nodiscard]] std::size_t remembered() const noexcept { return m_announced.size() + m_lag.size(); }
 

@@ -81,6 +81,8 @@ class ViewInbox {
   }
 
   [[nodiscard]] std::uint64_t queued() const noexcept { return m_messages; }
+  /// Is a drain asked for or running (something arrived and is not yet applied)?
+  [[nodiscard]] bool draining() const noexcept { return m_draining; }
   [[nodiscard]] std::uint64_t peak() const noexcept { return m_peak; }
   [[nodiscard]] std::uint64_t overflows() const noexcept { return m_overflows; }
   [[nodiscard]] std::uint64_t discarded() const noexcept { return m_discarded; }

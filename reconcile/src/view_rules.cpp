@@ -385,6 +385,10 @@ ViewStats ViewRules::stats(Clock::time_point now) const {
   stats.stale_entries = m_reloads.stale();
   stats.remembered_ids = m_departed.size() + m_tombstones.size() + m_reloads.remembered();
   stats.since_verified = std::chrono::duration_cast<std::chrono::milliseconds>(now - m_verified_at);
+  // The read running now, if any, is the driver's to count.
+  stats.work_pending = static_cast<std::uint64_t>(m_resync_due) + static_cast<std::uint64_t>(m_reloads.any_due()) +
+                        static_cast<std::uint64_t>(m_read_asked) + static_cast<std::uint64_t>(m_resync_retry_armed) +
+                        static_cast<std::uint64_t>(m_reloads.retry_armed());
   return stats;
 }
 

@@ -87,6 +87,14 @@ class Inbox {
       m_changed.notify_all();
     };
   }
+  // The whole message, with its commit position where the transport has one.
+  livestate::mq::MessageCallback message_callback() {
+    return [this](const livestate::Message& message) {
+      std::lock_guard lock(m_mutex);
+      m_messages.push_back(message);
+      m_changed.notify_all();
+    };
+  }
   livestate::mq::ControlCallback control() {
     return [this](const livestate::mq::ControlEvent& event) {
       std::lock_guard lock(m_mutex);

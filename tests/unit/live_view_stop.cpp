@@ -1,8 +1,10 @@
 // Stopping a live view: stop() and the destructor return at once, also while
 // a reload or resync is running in another thread (its result is then
 // discarded), and no change callback runs once they have returned, except
-// the one that stopped the view itself. The reads go to a real SQLite store,
-// through a Source that holds them until the test lets them go.
+// the one that stopped the view itself. Also the work a view says it still
+// has while a read is held (ViewStats::work_pending: what `livestate chaos`
+// waits on). The reads go to a real SQLite store, through a Source that holds
+// them until the test lets them go.
 
 #include <doctest/doctest.h>
 
@@ -104,17 +106,23 @@ struct Runner {
   }
 };
 
+// A store on a bus, its reads through a gate, and an executor thread, in the
+// order the lifetime rule asks: the store outlives the runner, whose join()
+// lets a held read finish before the store goes.
+struct GatedStore {
+  livestate::test::TestDatabase database;
+  std::unique_ptr<mq::Connector> bus = mq::make_simple_mq();
+  std::unique_ptr<db::Store> store = db::Store::open(database.url(), *bus);
+  GatedSource gated{*store};
+  Runner runner;
+};
+
 }  // namespace
 
 TEST_CASE("destroying a view returns while its reload is held in the source, and no callback runs after") {
-  // Declared in the order the lifetime rule asks: the store outlives the
-  // runner, whose join() lets the held read finish before the store goes.
-  livestate::test::TestDatabase database;
-  auto bus = mq::make_simple_mq();
-  auto store = db::Store::open(database.url(), *bus);
+  GatedStore fixture;
+  auto& [database, bus, store, gated, runner] = fixture;
   store->upsert_resource("widgets", "a", {{"size", 1}});
-  GatedSource gated(*store);
-  Runner runner;
   std::atomic<bool> destroyed{false};
   std::atomic<int> changes{0}, changes_after{0};
 
@@ -235,4 +243,31 @@ TEST_CASE("stop() from another thread waits for a change callback in progress, t
   CHECK(stopped);
   runner.join();
   CHECK(calls == 1);  // b's change was not announced
+}
+
+TEST_CASE("a view's pending work counts a held read and what waits behind it, and is none once it is quiet") {
+  GatedStore fixture;
+  auto& [database, bus, store, gated, runner] = fixture;
+  store->upsert_resource("widgets", "a", {{"size", 1}});
+  reconcile::LiveView view(*bus, gated, runner.io.get_executor(), reconcile::ViewOptions{.type = "widgets"});
+  const auto quiet = [&] {
+    const auto stats = view.stats();
+    return view.ready() && stats.queued == 0 && stats.work_pending == 0;
+  };
+  view.start();
+  REQUIRE(livestate::test::eventually(quiet));
+
+  gated.close();
+  view.resync();
+  REQUIRE(gated.wait_held());
+  CHECK(view.stats().work_pending >= 1);
+  store->upsert_resource("widgets", "b", {{"size", 2}});  // its message waits behind the held read
+  CHECK(view.stats().work_pending >= 2);
+  CHECK_FALSE(quiet());
+  gated.open();
+  REQUIRE(livestate::test::eventually(quiet));
+  CHECK(view.size() == 2);
+  CHECK(view.verify().empty());
+  view.stop();
+  runner.join();
 }

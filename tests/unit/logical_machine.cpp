@@ -278,7 +278,27 @@ TEST_CASE("a durable stream acknowledges a transaction once its consumer has del
   harness.note(harness.machine.delivered(0x530, harness.now));
   const auto updates = all_of<action::SendCopyData>(harness.fire(StreamTimer::ack));
   REQUIRE(updates.size() == 1);
-  CHECK(confirmed(updates[0]) == 0x530);
+  // "a" delivered, the keepalive's position is acknowledged too: the server
+  // sent everything before it.
+  CHECK(confirmed(updates[0]) == 0x700);
+}
+
+TEST_CASE(
+    "a keepalive that comes while a durable consumer is still delivering is acknowledged once what came "
+    "before it is delivered, not before, and not past what came after it") {
+  Harness harness(Harness::defaults(false));
+  harness.stream();
+  harness.receive({begin(0x500), message("livestate", payload("a")), commit(0x500, 0x530), keepalive(0x700, false)});
+  harness.receive({begin(0x800), message("livestate", payload("b")), commit(0x800, 0x840)});
+  CHECK_FALSE(harness.timers.armed(StreamTimer::ack));
+  harness.note(harness.machine.delivered(0x530, harness.now));
+  auto updates = all_of<action::SendCopyData>(harness.fire(StreamTimer::ack));
+  REQUIRE(updates.size() == 1);
+  CHECK(confirmed(updates[0]) == 0x700);  // not 0x840: "b" waits for its consumer
+  harness.note(harness.machine.delivered(0x840, harness.now));
+  updates = all_of<action::SendCopyData>(harness.fire(StreamTimer::ack));
+  REQUIRE(updates.size() == 1);
+  CHECK(confirmed(updates[0]) == 0x840);
 }
 
 TEST_CASE("a durable stream stops reading when paused, and reads what libpq holds first when resumed") {

@@ -150,6 +150,13 @@ struct ViewStats {
   std::uint64_t full_resyncs = 0;
   /// Rows (and deletions) the resyncs read: what they cost the database.
   std::uint64_t resync_rows = 0;
+  /// Work the view still has to do, whatever a message may bring: what
+  /// arrived from its connector and is not yet applied (messages or control
+  /// events), a resync or reloads due, a read asked for or running now, a
+  /// retry armed (of a failed resync, of a lagging reload). 0: the view is
+  /// quiet, and changes again only when a message, a control event or a
+  /// periodic resync (resync_every) comes.
+  std::uint64_t work_pending = 0;
   [[nodiscard]] std::uint64_t count(Anomaly anomaly) const noexcept {
     return anomalies[static_cast<std::size_t>(anomaly)];
   }
