@@ -59,11 +59,11 @@ import sys
 sqlite_out, postgres_out, raw_path, fs = sys.argv[1:5]
 CASES = ["raw_claim_1", "store_claim_1", "raw_complete_1", "store_complete_1", "raw_claim_100", "store_claim_100"]
 WHAT = {
-    "raw_claim_1": "raw driver: INSERT the claim, UPDATE the request",
+    "raw_claim_1": "raw driver: INSERT the claim if the request is incomplete, UPDATE the request",
     "store_claim_1": "claim 1 request (3 messages)",
-    "raw_complete_1": "raw driver: UPDATE the request, UPDATE its buildset",
+    "raw_complete_1": "raw driver: UPDATE the request if this master holds its claim (PostgreSQL: and lock its buildset), UPDATE the buildset if all its requests are complete, with their worst result",
     "store_complete_1": "complete 1 request + its buildset (2 rows, 4 messages)",
-    "raw_claim_100": "raw driver: INSERT 100 claims, UPDATE … WHERE id IN (100 ids)",
+    "raw_claim_100": "raw driver: INSERT 100 claims of incomplete requests, UPDATE … WHERE id IN (100 ids)",
     "store_claim_100": "claim 100 requests in one call (300 messages)",
 }
 NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}

@@ -497,6 +497,18 @@ std::vector<std::int64_t> missing_from(const std::vector<std::int64_t>& wanted, 
   return missing;
 }
 
+// Throws for claims refused: NotFound when a request does not exist, else
+// AlreadyClaimed (claimed, or complete).
+[[noreturn]] void refuse_claims(Context& context, const std::vector<std::int64_t>& refused) {
+  const auto unknown = missing_from(
+      refused,
+      context.query("SELECT id FROM buildrequests WHERE id IN " + placeholders(refused.size()), values_of(refused)));
+  if (!unknown.empty()) throw NotFound("no build request with id " + join_ids(unknown));
+  throw AlreadyClaimed(requests(refused) + (refused.size() == 1 ? " is" : " are") +
+                           " already claimed or complete; nothing was claimed",
+                       refused);
+}
+
 template <class Read>
 std::optional<Json> read_one(Context& context, std::string_view table, std::string_view columns, std::int64_t id,
                              Read read) {
@@ -643,21 +655,29 @@ void Operations::claim_buildrequests(std::span<const std::int64_t> buildrequesti
         "SELECT id, CAST(? AS BIGINT), CAST(? AS DOUBLE PRECISION) FROM buildrequests "
         "WHERE id IN " +
         placeholders(ids.size()) + " AND complete = ? ON CONFLICT (brid) DO NOTHING";
+    // On PostgreSQL one statement claims and bumps the claimed requests, one
+    // round trip fewer. A refusal throws below, and the rollback (of the
+    // transaction, or of the operation's savepoint) takes back the claims
+    // and bumps made for the others.
+    if (context.backend() == Backend::postgresql) {
+      const auto rows = context.query("WITH claimed AS (" + insert +
+                                          " RETURNING brid, masterid, claimed_at) "
+                                          "UPDATE buildrequests SET revision = " +
+                                          bump(context, "buildrequests") +
+                                          " FROM claimed WHERE id = claimed.brid RETURNING " +
+                                          std::string(buildrequest_own_columns) + ", masterid, claimed_at",
+                                      params);
+      if (rows.size() != ids.size()) refuse_claims(context, missing_from(ids, rows));
+      announce_buildrequests(context, rows, "claimed");
+      return;
+    }
     std::vector<std::int64_t> refused;
     if (read_after_change(context, ids.size())) {
       if (context.execute(insert, params) != 1) refused = ids;
     } else {
       refused = missing_from(ids, context.query(insert + " RETURNING brid", params));
     }
-    if (!refused.empty()) {
-      const auto unknown = missing_from(
-          refused, context.query("SELECT id FROM buildrequests WHERE id IN " + placeholders(refused.size()),
-                                 values_of(refused)));
-      if (!unknown.empty()) throw NotFound("no build request with id " + join_ids(unknown));
-      throw AlreadyClaimed(requests(refused) + (refused.size() == 1 ? " is" : " are") +
-                               " already claimed or complete; nothing was claimed",
-                           refused);
-    }
+    if (!refused.empty()) refuse_claims(context, refused);
     // The claim is known: the RETURNING list takes it as parameters rather
     // than looking it up again.
     static const std::string claimed_columns = std::string(buildrequest_own_columns) +
@@ -687,25 +707,28 @@ void Operations::complete_buildrequests(std::span<const std::int64_t> buildreque
     params.insert(params.end(), ids.begin(), ids.end());
     params.emplace_back(false);
     params.emplace_back(masterid);
-    std::string update = "UPDATE buildrequests SET complete = ?, results = ?, complete_at = ?, revision = " +
-                         bump(context, "buildrequests") +
-                         " "
-                         "WHERE id IN " +
-                         placeholders(ids.size()) +
-                         " AND complete = ? AND EXISTS "
-                         "(SELECT 1 FROM buildrequest_claims WHERE brid = buildrequests.id AND masterid = ?)";
-    // On PostgreSQL the same statement then locks the requests' buildsets
-    // (see complete_finished_buildsets), one round trip fewer: `locked` reads
-    // all of `updated` first, so the requests are locked before their
-    // buildsets, in the order of the other operations that change both.
+    const std::string set = "UPDATE buildrequests SET complete = ?, results = ?, complete_at = ?, revision = " +
+                            bump(context, "buildrequests");
+    const std::string which = " WHERE id IN " + placeholders(ids.size()) + " AND complete = ?";
+    // On PostgreSQL the claim check is a join, whose row also gives the
+    // claim to the body; the same statement then locks the requests'
+    // buildsets (see complete_finished_buildsets), one round trip fewer:
+    // the requests are locked (updated) before their buildsets, in id order,
+    // as in the other operations that change both.
     const bool lock_here = context.backend() == Backend::postgresql;
-    const auto rows = lock_here ? context.query("WITH updated AS (" + update + " RETURNING " + buildrequest_columns +
-                                                    "), locked AS (SELECT id FROM buildsets WHERE id IN "
-                                                    "(SELECT buildsetid FROM updated) ORDER BY id FOR UPDATE) "
-                                                    "SELECT * FROM updated WHERE (SELECT count(*) FROM locked) >= 0",
-                                                params)
-                                : change_returning(context, std::move(update), std::move(params), buildrequest_columns,
-                                                   "buildrequests", ids);
+    const auto rows =
+        lock_here
+            ? context.query("WITH updated AS (" + set + " FROM buildrequest_claims AS claim" + which +
+                                " AND claim.brid = buildrequests.id AND claim.masterid = ? RETURNING " +
+                                std::string(buildrequest_own_columns) +
+                                ", claim.masterid, claim.claimed_at) SELECT updated.* FROM updated JOIN buildsets "
+                                "ON buildsets.id = updated.buildsetid ORDER BY buildsets.id FOR UPDATE OF buildsets",
+                            params)
+            : change_returning(context,
+                               set + which +
+                                   " AND EXISTS (SELECT 1 FROM buildrequest_claims WHERE brid = buildrequests.id "
+                                   "AND masterid = ?)",
+                               std::move(params), buildrequest_columns, "buildrequests", ids);
     if (rows.size() != ids.size()) {
       const auto refused = missing_from(ids, rows);
       throw NotClaimed("master " + std::to_string(masterid) + " does not hold the claim of " + requests(refused) +

@@ -206,18 +206,31 @@ TEST_CASE("a connection terminated inside a transaction fails it, leaves nothing
   CHECK(f.messages() == std::vector<std::string>{"widgets.3.new"});
 }
 
+// A buildset of two requests, both claimed by one master.
+struct TwoClaimed {
+  std::int64_t master = 0;
+  std::int64_t bsid = 0;
+  std::int64_t first = 0;
+  std::int64_t second = 0;
+};
+
+TwoClaimed two_claimed_requests(db::Store& store) {
+  const auto master = store.master_active("m1");
+  const auto b1 = store.builder_started("b1", master);
+  const auto b2 = store.builder_started("b2", master);
+  db::NewBuildset buildset;
+  buildset.builderids = {b1, b2};
+  const auto added = store.add_buildset(buildset);
+  const std::int64_t first = added.buildrequestids.at(b1);
+  const std::int64_t second = added.buildrequestids.at(b2);
+  store.claim_buildrequests(std::vector<std::int64_t>{first, second}, master);
+  return {master, added.bsid, first, second};
+}
+
 TEST_CASE("the last two requests of a buildset completed at once, by two connections, complete the buildset") {
   Fixture f;
   auto other = f.open();
-  const auto master = f.store->master_active("m1");
-  const auto b1 = f.store->builder_started("b1", master);
-  const auto b2 = f.store->builder_started("b2", master);
-  db::NewBuildset buildset;
-  buildset.builderids = {b1, b2};
-  const auto added = f.store->add_buildset(buildset);
-  const std::int64_t first = added.buildrequestids.at(b1);
-  const std::int64_t second = added.buildrequestids.at(b2);
-  f.store->claim_buildrequests(std::vector<std::int64_t>{first, second}, master);
+  const auto [master, bsid, first, second] = two_claimed_requests(*f.store);
 
   // The first is completed in a transaction left open while the second is
   // completed on another connection; then the first commits.
@@ -228,9 +241,37 @@ TEST_CASE("the last two requests of a buildset completed at once, by two connect
   transaction.commit();
   concurrent.join();
 
-  const auto complete = f.store->get_buildset(added.bsid).value();
+  const auto complete = f.store->get_buildset(bsid).value();
   CHECK(complete.at("complete") == true);
   CHECK(complete.at("results") == 0);
+}
+
+TEST_CASE("the last two requests of a buildset completed at once announce the buildset complete once, worst result") {
+  Fixture f;
+  std::vector<Json> completions;
+  const auto consumer = f.mq->start_consuming(
+      [&](const RoutingKey&, const Json& body) {
+        std::lock_guard lock(f.mutex);
+        completions.push_back(body);
+      },
+      Filter::parse("buildsets.*.complete"));
+  auto other = f.open();
+  const auto [master, bsid, first, second] = two_claimed_requests(*f.store);
+
+  // The failure waits on the buildset locked by the open transaction.
+  auto transaction = f.store->begin();
+  transaction.complete_buildrequests(std::vector<std::int64_t>{first}, db::results::success, master);
+  std::thread concurrent(
+      [&] { other->complete_buildrequests(std::vector<std::int64_t>{second}, db::results::failure, master); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  transaction.commit();
+  concurrent.join();
+
+  std::lock_guard lock(f.mutex);
+  REQUIRE(completions.size() == 1);
+  CHECK(completions.front().at("bsid") == bsid);
+  CHECK(completions.front().at("results") == db::results::failure);
+  CHECK(f.store->get_buildset(bsid).value() == completions.front());
 }
 
 TEST_CASE("builds of one builder added at once by four connections all get numbers, each once") {
