@@ -42,7 +42,7 @@ void FaultCore::start_fault_thread() {
   m_thread = std::thread([self = shared_from_this()] { self->run_fault_thread(); });
 }
 
-std::shared_ptr<Lane> FaultCore::add_lane(Callback callback, ControlCallback on_control) {
+std::shared_ptr<fault::Lane> FaultCore::add_lane(Callback callback, ControlCallback on_control) {
   auto lane = std::make_shared<Lane>(std::move(callback), std::move(on_control));
   {
     std::lock_guard lock(m_mutex);
@@ -336,7 +336,7 @@ void FaultCore::pass_locked(std::unique_lock<std::mutex>& lock, const std::vecto
   }
 }
 
-std::optional<Clock::time_point> FaultCore::next_wake() const {
+std::optional<fault::Clock::time_point> FaultCore::next_wake() const {
   std::optional<Clock::time_point> wake;
   auto consider = [&](Clock::time_point at) {
     if (!wake || at < *wake) wake = at;

@@ -37,6 +37,10 @@
 
 namespace livestate::mq::detail {
 
+// The engine's own types, in a namespace of their own: other parts of the
+// connectors have types of these names in detail.
+namespace fault {
+
 using Clock = std::chrono::steady_clock;
 
 struct Held {
@@ -72,8 +76,15 @@ struct Lane {
   double draw() { return static_cast<double>(random() >> 11) * 0x1.0p-53; }
 };
 
+}  // namespace fault
+
 class FaultCore final : public std::enable_shared_from_this<FaultCore> {
  public:
+  using Clock = fault::Clock;
+  using Delivery = fault::Delivery;
+  using Held = fault::Held;
+  using Lane = fault::Lane;
+
   explicit FaultCore(const FaultOptions& options) : m_options(options) {}
 
   bool needs_fault_thread() const noexcept { return m_options.delay > 0 || m_options.partition_every.count() > 0; }

@@ -55,7 +55,7 @@ void check_options(const FaultOptions& options) {
 
 class FaultyConsumer final : public Consumer {
  public:
-  FaultyConsumer(std::weak_ptr<FaultCore> core, std::shared_ptr<Lane> lane)
+  FaultyConsumer(std::weak_ptr<FaultCore> core, std::shared_ptr<fault::Lane> lane)
       : m_core(std::move(core)), m_lane(std::move(lane)) {}
   ~FaultyConsumer() override { FaultyConsumer::stop_consuming(); }
 
@@ -65,7 +65,7 @@ class FaultyConsumer final : public Consumer {
 
  private:
   std::weak_ptr<FaultCore> m_core;
-  std::shared_ptr<Lane> m_lane;
+  std::shared_ptr<fault::Lane> m_lane;
 };
 
 }  // namespace

@@ -8,8 +8,8 @@
 namespace livestate::mq {
 namespace {
 
-using detail::SimpleMQCore;
-using detail::Subscription;
+using detail::simple::SimpleMQCore;
+using detail::simple::Subscription;
 
 class SimpleConsumer final : public Consumer {
  public:

@@ -7,7 +7,7 @@
 #include "livestate/core/error.hpp"
 #include "livestate/core/log.hpp"
 
-namespace livestate::mq::detail {
+namespace livestate::mq::detail::simple {
 namespace {
 
 constexpr std::string_view log_component = "mq.simple";
@@ -411,4 +411,4 @@ ConnectorStats SimpleMQCore::stats() const {
   return stats;
 }
 
-}  // namespace livestate::mq::detail
+}  // namespace livestate::mq::detail::simple

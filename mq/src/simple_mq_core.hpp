@@ -65,7 +65,9 @@
 #include "filter_index.hpp"
 #include "livestate/mq/connector.hpp"
 
-namespace livestate::mq::detail {
+// In a namespace of its own: other parts of the connectors have types of
+// these names (Subscription, Route) in detail.
+namespace livestate::mq::detail::simple {
 
 struct Route {
   std::uint64_t order = 0;  // start order: delivery order among consumers
@@ -235,4 +237,4 @@ class SimpleMQCore final : public std::enable_shared_from_this<SimpleMQCore> {
   std::uint64_t m_flight_errors = 0;
 };
 
-}  // namespace livestate::mq::detail
+}  // namespace livestate::mq::detail::simple
