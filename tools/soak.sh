@@ -12,7 +12,7 @@
 #
 # It exits 0 only when the main chaos converged (every view equal to the
 # database once the faults stop) AND its resident memory when the work ended
-# is at most 10% above the one after the warm-up (a quarter of the duration,
+# is at most 10%, or 4 MB, above the one after the warm-up (a quarter of the duration,
 # at most 150 s, so that the warm-up has seen the bursts the work brings: a
 # master restarting, a resync): two moments of the same steady work. After the work ends every
 # master drains what it holds at once, so the views' memory of recent
@@ -192,8 +192,11 @@ rss_warmup=$(field .rss_warmup_kb)
 rss_work_end=$(field .rss_work_end_kb)
 rss_end=$(field .rss_end_kb)
 memory_flat=false
+# Within 10%, or 4 MB (a step of the allocator's, not growth: a leak of a
+# few bytes per message seen after the warm-up passes it).
 if [[ $rss_warmup =~ ^[0-9]+$ && $rss_work_end =~ ^[0-9]+$ ]] &&
-  [ $(( rss_work_end * 100 )) -le $(( rss_warmup * 110 )) ]; then
+  { [ $(( rss_work_end * 100 )) -le $(( rss_warmup * 110 )) ] ||
+    [ $(( rss_work_end - rss_warmup )) -le 4096 ]; }; then
   memory_flat=true
 fi
 
@@ -220,7 +223,7 @@ printf '  %-44s %s\n' \
   "main: heap in use when the work ended (kB)" "$(field .heap_work_end_kb)" \
   "main: heap in use after converging (kB)" "$(field .heap_end_kb)"
 if [ $main_status -eq 0 ] && [ "$converged" = true ] && [ $memory_flat = true ] && [ $worker_failures -eq 0 ]; then
-  echo "verdict: PASSED: converged, memory flat (RSS when the work ended <= 1.10 x after warm-up)"
+  echo "verdict: PASSED: converged, memory flat (RSS when the work ended <= 1.10 x, or 4 MB above, after warm-up)"
   exit 0
 fi
 echo "verdict: FAILED: main exit status $main_status, converged $converged, memory flat $memory_flat," \
