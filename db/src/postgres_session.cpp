@@ -1,8 +1,10 @@
-// The PostgreSQL backend: one libpqxx connection per session, READ COMMITTED
+// The PostgreSQL backend: one libpq connection per session, READ COMMITTED
 // transactions, `?` placeholders rewritten to $n and run as prepared
 // statements (prepared lazily, once per session, up to a bound), parameters
 // sent as untyped text so that the server infers their types from the
-// statement.
+// statement. A transaction's BEGIN, a new statement's preparation and the
+// statement itself travel in one pipeline: one round trip per statement, and
+// a transaction costs its statements plus COMMIT.
 //
 // Failures leave here only as SessionFailure, whose message names the
 // database by its display name (password redacted) and quotes the server's
@@ -15,15 +17,15 @@
 
 #include <libpq-fe.h>
 
-#include <pqxx/pqxx>
-
 #include <charconv>
 #include <cmath>
 #include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <new>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "livestate/core/detail/postgres.hpp"
@@ -112,76 +114,90 @@ class ParameterText {
   std::vector<const char*> m_pointers;
 };
 
-// Routes libpq's notices (a server NOTICE, libpqxx's warnings) to livestate's
-// log instead of stderr, and keeps the server's last FATAL message: the reason
-// it gave for ending the session, better than libpq's "not connected".
-class NoticeLogger final : public pqxx::errorhandler {
+struct ConnectionCloser {
+  void operator()(PGconn* connection) const noexcept { PQfinish(connection); }
+};
+using Connection = std::unique_ptr<PGconn, ConnectionCloser>;
+
+struct ResultClearer {
+  void operator()(PGresult* result) const noexcept { PQclear(result); }
+};
+using Result = std::unique_ptr<PGresult, ResultClearer>;
+
+std::string error_field(const PGresult* result, int field) {
+  const char* value = result != nullptr ? PQresultErrorField(result, field) : nullptr;
+  return value != nullptr ? std::string(value) : std::string();
+}
+
+// Routes the server's notices (a NOTICE, a WARNING) to livestate's log
+// instead of stderr, and keeps the server's last FATAL message: the reason it
+// gave for ending the session, better than libpq's "server closed the
+// connection unexpectedly".
+class NoticeLogger {
  public:
-  using pqxx::errorhandler::errorhandler;
+  static void receive(void* self, const PGresult* notice) noexcept {
+    try {
+      static_cast<NoticeLogger*>(self)->log_notice(notice);
+    } catch (...) {
+    }
+  }
   [[nodiscard]] const std::string& last_fatal() const noexcept { return m_last_fatal; }
 
-  bool operator()(const char message[]) noexcept override {
-    const std::string_view text(message);
-    if (text.substr(0, 5) == "FATAL") {
-      try {
-        m_last_fatal = one_line(text);
-      } catch (...) {
-      }
-    }
-    // libpqxx's own warning about a commit in doubt repeats what the
-    // SessionFailure thrown with it says.
-    const bool warning = text.substr(0, 7) == "WARNING" &&
-                         text.find("Connection lost while committing") == std::string_view::npos;
-    log(warning ? LogLevel::warning : LogLevel::debug, component, one_line(text));
-    return false;  // not also to the default handler, which prints
-  }
-
  private:
+  void log_notice(const PGresult* notice) {
+    const std::string severity = error_field(notice, PG_DIAG_SEVERITY_NONLOCALIZED);
+    std::string text = one_line(PQresultErrorMessage(notice));
+    if (severity == "FATAL" || severity == "PANIC") m_last_fatal = text;
+    log(severity == "WARNING" ? LogLevel::warning : LogLevel::debug, component, text);
+  }
   std::string m_last_fatal;
 };
 
 class PostgresSession final : public Session {
  public:
-  PostgresSession(const std::string& conninfo, const std::string& name, bool read_only,
+  PostgresSession(Connection connection, const std::string& name, bool read_only,
                   std::shared_ptr<StatementWatchdog> watchdog, std::chrono::milliseconds statement_timeout)
-      : m_connection(conninfo),
-        m_notices(m_connection),
+      : m_connection(std::move(connection)),
         m_name(name),
         m_watchdog(std::move(watchdog)),
         m_statement_timeout(statement_timeout) {
-    // A connection that broke stays broken: libpqxx 6 would otherwise reconnect
-    // on the next transaction and drop the session's advisory locks unnoticed.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
-    m_connection.inhibit_reactivation(true);
-#pragma GCC diagnostic pop
+    PQsetNoticeReceiver(m_connection.get(), &NoticeLogger::receive, &m_notices);
     // The store's statements run in microseconds; JIT would spend
     // milliseconds compiling those the planner thinks costly (the messages'
     // send statement, whose arrays it can't size).
-    const auto watch = deadline();
-    pqxx::nontransaction(m_connection)
-        .exec(read_only ? "SET jit = off; SET default_transaction_read_only = on" : "SET jit = off");
+    Result result;
+    {
+      const auto watch = deadline();
+      result.reset(PQexec(m_connection.get(),
+                          read_only ? "SET jit = off; SET default_transaction_read_only = on" : "SET jit = off"));
+    }
+    if (PQresultStatus(result.get()) != PGRES_COMMAND_OK) {
+      throw SessionFailure(FailureKind::connection,
+                           "cannot connect to " + m_name + ": " + one_line(PQerrorMessage(m_connection.get())),
+                           error_field(result.get(), PG_DIAG_SQLSTATE));
+    }
   }
 
   ~PostgresSession() override { rollback(); }
 
   Backend backend() const noexcept override { return Backend::postgresql; }
 
+  // Sends nothing: BEGIN goes to the server with the transaction's first
+  // statement, in one round trip (libpq's pipeline mode). Only checks that
+  // the server has not ended the session while it was idle.
   void begin(bool /*write*/) override {
-    if (m_transaction) throw std::logic_error(m_name + ": begin() while a transaction is open");
-    try {
-      check_connection();
-      const auto watch = deadline();
-      m_transaction.emplace(m_connection);  // sends BEGIN
-    } catch (...) {
-      m_transaction.reset();
-      translate("begin a transaction");
-    }
+    if (m_state != State::none) throw std::logic_error(m_name + ": begin() while a transaction is open");
+    check_connection("begin a transaction");
+    m_state = State::begin_pending;
     m_statement_failed = false;
   }
 
   void commit() override {
-    if (!m_transaction) throw std::logic_error(m_name + ": commit() without a transaction");
+    if (m_state == State::none) throw std::logic_error(m_name + ": commit() without a transaction");
+    if (m_state == State::begin_pending && !m_broken) {
+      m_state = State::none;  // no statement ran, so the server has nothing to commit
+      return;
+    }
     if (m_broken) {
       rollback();
       throw SessionFailure(FailureKind::connection, m_name +
@@ -197,56 +213,70 @@ class PostgresSession final : public Session {
                                                    "PostgreSQL rolled the whole transaction back");
     }
     try {
-      check_connection();
+      check_connection("commit");
     } catch (...) {
-      // COMMIT was not sent: the server has rolled the transaction back.
-      SessionFailure failure = failure_in_flight("commit");
-      rollback();
-      throw failure;
+      rollback();  // COMMIT was not sent: the server has rolled the transaction back
+      throw;
     }
-    try {
+    PGconn* connection = m_connection.get();
+    Result result;
+    bool sent = false;
+    {
       const auto watch = deadline();
-      m_transaction->commit();
-    } catch (const pqxx::in_doubt_error&) {
+      sent = PQsendQuery(connection, "COMMIT") == 1;
+      if (sent) result = last_result();
+    }
+    if (sent && PQresultStatus(result.get()) == PGRES_COMMAND_OK) {
+      m_state = State::none;
+      if (std::string_view(PQcmdStatus(result.get())) == "COMMIT") return;
+      throw SessionFailure(FailureKind::other, m_name + ": cannot commit: PostgreSQL rolled the transaction back");
+    }
+    if (sent && PQstatus(connection) != CONNECTION_OK) {
       // COMMIT was sent and no answer came: never retry this blindly.
       m_broken = true;
-      m_transaction.reset();
+      m_state = State::none;
       throw SessionFailure(FailureKind::commit_in_doubt,
                            m_name + ": the connection to the server was lost during COMMIT" + deadline_reason() +
                                ": the transaction may or may not have committed (check before retrying it)");
-    } catch (...) {
-      SessionFailure failure = failure_in_flight("commit");
-      rollback();
-      throw failure;
     }
-    m_transaction.reset();
+    // Refused (a deferred constraint, a serialization failure) or never sent:
+    // either way the transaction is over and nothing of it committed.
+    SessionFailure failure = failure_of("commit", result.get());
+    m_state = State::none;
+    throw failure;
   }
 
   void rollback() noexcept override {
-    if (!m_transaction) return;
+    const State state = std::exchange(m_state, State::none);
+    m_statement_failed = false;
+    if (state != State::open || m_broken) return;
     try {
-      const auto watch = deadline();
-      m_transaction->abort();
+      Result result;
+      {
+        const auto watch = deadline();
+        result.reset(PQexec(m_connection.get(), "ROLLBACK"));
+      }
+      if (PQresultStatus(result.get()) != PGRES_COMMAND_OK) m_broken = true;
     } catch (...) {
       m_broken = true;  // no telling what the server has: close it
     }
-    m_transaction.reset();
-    m_statement_failed = false;
   }
 
   Rows query(std::string_view sql, std::span<const Value> params) override {
-    const pqxx::result result = run(sql, params);
+    const Result result = run(sql, params);
     Rows rows;
-    rows.reserve(result.size());
-    const auto columns = static_cast<std::size_t>(result.columns());
-    for (const auto& row : result) {
+    const int count = PQntuples(result.get());
+    const int columns = PQnfields(result.get());
+    rows.reserve(static_cast<std::size_t>(count));
+    for (int row = 0; row < count; ++row) {
       std::vector<Value> values;
-      values.reserve(columns);
-      for (const auto& field : row) {
-        if (field.is_null()) {
+      values.reserve(static_cast<std::size_t>(columns));
+      for (int column = 0; column < columns; ++column) {
+        if (PQgetisnull(result.get(), row, column) != 0) {
           values.emplace_back(std::monostate{});
         } else {
-          values.emplace_back(std::string(field.c_str(), field.size()));
+          values.emplace_back(std::string(PQgetvalue(result.get(), row, column),
+                                          static_cast<std::size_t>(PQgetlength(result.get(), row, column))));
         }
       }
       rows.emplace_back(std::move(values));
@@ -255,19 +285,23 @@ class PostgresSession final : public Session {
   }
 
   std::int64_t execute(std::string_view sql, std::span<const Value> params) override {
-    return static_cast<std::int64_t>(run(sql, params).affected_rows());
+    const Result result = run(sql, params);
+    const std::string_view affected = PQcmdTuples(result.get());
+    std::int64_t count = 0;
+    std::from_chars(affected.data(), affected.data() + affected.size(), count);
+    return count;
   }
 
   void execute_script(std::string_view sql) override {
     require_transaction("execute_script()");
-    try {
-      check_connection();
+    const std::string doing = "run the script " + excerpt(sql);
+    send_begin(doing);
+    Result result;
+    {
       const auto watch = deadline();
-      m_transaction->exec(std::string(sql));
-      m_statement_failed = false;
-    } catch (...) {
-      translate_statement("run the script " + excerpt(sql));
+      result.reset(PQexec(m_connection.get(), std::string(sql).c_str()));
     }
+    finish_statement(result, doing);
   }
 
   void lock_advisory(std::int64_t key) override {
@@ -287,23 +321,29 @@ class PostgresSession final : public Session {
   }
 
   bool healthy() const noexcept override {
-    if (m_broken || m_deadline_passed || !m_connection.is_open()) return false;
-    if (m_transaction) return true;
+    if (m_broken || m_deadline_passed || PQstatus(m_connection.get()) != CONNECTION_OK) return false;
+    if (m_state != State::none) return true;
     // Idle, the server sends nothing unasked (these sessions never LISTEN), so
     // a readable socket means it has ended the session (an administrator, a
     // restart, idle_session_timeout) and said why. Asked without blocking, so
     // that a pool can drop a dead session before handing it out.
-    pollfd probe{m_connection.sock(), POLLIN, 0};
+    pollfd probe{PQsocket(m_connection.get()), POLLIN, 0};
     return ::poll(&probe, 1, 0) == 0;
   }
 
  private:
+  enum class State {
+    none,           // no transaction
+    begin_pending,  // begin() called; BEGIN goes with the first statement
+    open,           // BEGIN sent and answered
+  };
+
   // The deadline of a blocking call: its socket is shut down when it
   // overruns, so that a server that stopped answering fails it (as a lost
   // connection) instead of holding it for ever.
   StatementWatchdog::Watch deadline() {
     if (!m_watchdog) return {};
-    return m_watchdog->watch(m_connection.sock(), m_statement_timeout, m_deadline_passed);
+    return m_watchdog->watch(PQsocket(m_connection.get()), m_statement_timeout, m_deadline_passed);
   }
   [[nodiscard]] std::string deadline_reason() const {
     return m_deadline_passed ? " (no answer within the statement timeout of " +
@@ -312,132 +352,181 @@ class PostgresSession final : public Session {
   }
 
   void require_transaction(const char* what) const {
-    if (!m_transaction) {
+    if (m_state == State::none) {
       throw std::logic_error(m_name + ": " + what + " outside a transaction: call begin() first");
     }
   }
 
-  // The prepared statement for `sql`, prepared on first use; nullptr once
-  // the cache is full. The store's IN (?, ?, …) lists make a new text for
-  // every length, so the cache is bounded: past it, statements run unnamed.
-  const std::string* statement(std::string_view sql) {
-    constexpr std::size_t max_prepared_statements = 256;
-    std::string key(sql);
-    if (const auto found = m_statements.find(key); found != m_statements.end()) return &found->second;
-    if (m_statements.size() >= max_prepared_statements) return nullptr;
-    std::string name = "livestate_" + std::to_string(m_statements.size() + 1);
-    m_connection.prepare(name, number_placeholders(sql));  // sent to the server when first run
-    return &m_statements.emplace(std::move(key), std::move(name)).first->second;
+  // The last result of the command sent, once the connection is idle again
+  // (libpq answers a multi-statement script with one result per statement).
+  Result last_result() {
+    Result last;
+    while (Result next{PQgetResult(m_connection.get())}) {
+      // The first failure is the one to report; what follows it was skipped.
+      if (!last || PQresultStatus(last.get()) != PGRES_FATAL_ERROR) last = std::move(next);
+    }
+    return last;
   }
 
-  pqxx::result run(std::string_view sql, std::span<const Value> params) {
-    require_transaction("a statement");
-    const ParameterText text(params, m_name);
-    try {
-      check_connection();
-      const auto values = pqxx::prepare::make_dynamic_params(text.pointers());
-      const std::string* name = statement(sql);
+  // BEGIN on its own, for the calls that can't share its round trip.
+  void send_begin(const std::string& doing) {
+    if (m_state != State::begin_pending) return;
+    Result result;
+    {
       const auto watch = deadline();
-      pqxx::result result = name != nullptr ? m_transaction->exec_prepared(*name, values)
-                                            : m_transaction->exec_params(number_placeholders(sql), values);
-      m_statement_failed = false;  // also after ROLLBACK TO SAVEPOINT
-      return result;
-    } catch (...) {
-      translate_statement("run " + excerpt(sql));
+      result.reset(PQexec(m_connection.get(), "BEGIN"));
     }
+    if (PQresultStatus(result.get()) != PGRES_COMMAND_OK) throw failure_of(doing, result.get());
+    m_state = State::open;
+  }
+
+  // After a statement of the transaction: its failure aborts the transaction
+  // (until ROLLBACK TO SAVEPOINT) and throws; a success clears that.
+  void finish_statement(const Result& result, const std::string& doing) {
+    const auto status = PQresultStatus(result.get());
+    if (result && (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK)) {
+      m_statement_failed = false;  // also after ROLLBACK TO SAVEPOINT
+      return;
+    }
+    m_statement_failed = true;
+    throw failure_of(doing, result.get());
+  }
+
+  // The name of the prepared statement for `sql` and whether it still has
+  // to be prepared; no name once the cache is full. The store's IN (?, ?, …)
+  // lists make a new text for every length, so the cache is bounded: past
+  // it, statements run unnamed.
+  std::pair<const std::string*, bool> statement(std::string_view sql) {
+    constexpr std::size_t max_prepared_statements = 256;
+    if (const auto found = m_statements.find(std::string(sql)); found != m_statements.end()) {
+      return {&found->second, false};
+    }
+    if (m_statements.size() >= max_prepared_statements) return {nullptr, false};
+    m_next_name = "livestate_" + std::to_string(m_statements.size() + 1);
+    return {&m_next_name, true};
+  }
+
+  // One statement of the transaction, sent in one pipeline with the BEGIN
+  // still to be sent and its own preparation when it is new: one round trip.
+  Result run(std::string_view sql, std::span<const Value> params) {
+    require_transaction("a statement");
+    const std::string doing = "run " + excerpt(sql);
+    if (m_broken) throw failure_of(doing, nullptr);
+    const ParameterText text(params, m_name);
+    const auto& values = text.pointers();
+    const int count = static_cast<int>(values.size());
+    const auto [name, prepare] = statement(sql);
+    std::string numbered;
+    if (name == nullptr || prepare) numbered = number_placeholders(sql);
+
+    PGconn* connection = m_connection.get();
+    const bool with_begin = m_state == State::begin_pending;
+    Result begun, prepared, result;
+    {
+      const auto watch = deadline();
+      bool sent = PQenterPipelineMode(connection) == 1;
+      if (sent && with_begin) sent = PQsendQueryParams(connection, "BEGIN", 0, nullptr, nullptr, nullptr, nullptr, 0);
+      if (sent && prepare) sent = PQsendPrepare(connection, name->c_str(), numbered.c_str(), 0, nullptr);
+      if (sent) {
+        sent = name != nullptr
+                   ? PQsendQueryPrepared(connection, name->c_str(), count, values.data(), nullptr, nullptr, 0)
+                   : PQsendQueryParams(connection, numbered.c_str(), count, nullptr, values.data(), nullptr, nullptr, 0);
+      }
+      if (sent) sent = PQpipelineSync(connection) == 1;
+      if (sent) {
+        if (with_begin) begun = command_result();
+        if (prepare) prepared = command_result();
+        result = command_result();
+        // The pipeline's end: its Sync answered, then out of pipeline mode.
+        const Result sync{PQgetResult(connection)};
+        if (PQresultStatus(sync.get()) != PGRES_PIPELINE_SYNC || PQexitPipelineMode(connection) != 1) {
+          m_broken = true;
+        }
+      } else {
+        m_broken = true;  // the commands could not all be sent: nothing to read back
+      }
+    }
+    if (with_begin && PQresultStatus(begun.get()) == PGRES_COMMAND_OK) m_state = State::open;
+    if (m_broken) throw failure_of(doing, result ? result.get() : prepared ? prepared.get() : begun.get());
+    if (with_begin && m_state != State::open) throw failure_of(doing, begun.get());
+    if (prepare) {
+      if (PQresultStatus(prepared.get()) != PGRES_COMMAND_OK) {
+        m_statement_failed = true;
+        throw failure_of(doing, prepared.get());
+      }
+      m_statements.emplace(std::string(sql), m_next_name);
+    }
+    finish_statement(result, doing);
+    return result;
+  }
+
+  // The result of the next command of the pipeline, read up to its end.
+  Result command_result() {
+    Result first{PQgetResult(m_connection.get())};
+    if (!first) return first;
+    while (Result more{PQgetResult(m_connection.get())}) {
+    }
+    return first;
   }
 
   // Session-level work outside any transaction (or in the open one: an
   // advisory lock taken there is still session-level and survives its end).
+  // Before BEGIN is sent, it runs before the transaction: the same thing.
   void session_level(const char* sql, std::int64_t key, const std::string& doing) {
-    if (m_transaction) {
-      try {
-        check_connection();
-        const auto watch = deadline();
-        m_transaction->exec_params(sql, key);
-        m_statement_failed = false;
-      } catch (...) {
-        translate_statement(doing);
-      }
-      return;
-    }
-    try {
-      check_connection();
+    if (m_state == State::none || m_state == State::begin_pending) check_connection(doing);
+    if (m_broken) throw failure_of(doing, nullptr);
+    const std::string text = std::to_string(key);
+    const char* values[] = {text.c_str()};
+    Result result;
+    {
       const auto watch = deadline();
-      pqxx::nontransaction work(m_connection);
-      work.exec_params(sql, key);
-    } catch (...) {
-      translate(doing);
+      result.reset(PQexecParams(m_connection.get(), sql, 1, nullptr, values, nullptr, nullptr, 0));
+    }
+    if (m_state == State::open) {
+      finish_statement(result, doing);
+    } else if (PQresultStatus(result.get()) != PGRES_TUPLES_OK) {
+      throw failure_of(doing, result.get());
     }
   }
 
-  // Before a statement: reads what the server sent unasked, without blocking.
-  // Between statements it sends nothing (these sessions never LISTEN) unless
-  // it is ending the session, and then this throws broken_connection before a
-  // statement is sent into the void. (It also spares libpqxx 6.4 the path
-  // where it leaks the result of a statement that met a closed connection.)
-  void check_connection() {
+  // Before a transaction or its COMMIT: reads what the server sent unasked,
+  // without blocking. At those points it sends nothing (these sessions never
+  // LISTEN) unless it is ending the session, and then this throws a
+  // connection failure before a command is sent into the void.
+  void check_connection(const std::string& doing) {
+    PGconn* connection = m_connection.get();
+    if (m_broken || PQstatus(connection) != CONNECTION_OK) throw failure_of(doing, nullptr);
     // Twice: the first read may take the server's last words (a FATAL
-    // message, which libpq hands to the notice handler), the second its EOF.
-    bool closed = false;
-    try {
-      for (int read = 0; read < 2; ++read) {
-        pollfd probe{m_connection.sock(), POLLIN, 0};
-        if (::poll(&probe, 1, 0) <= 0) break;
-        m_connection.get_notifs();
-      }
-    } catch (const pqxx::broken_connection&) {
-      closed = true;
+    // message, which libpq hands to the notice receiver), the second its EOF.
+    for (int read = 0; read < 2; ++read) {
+      pollfd probe{PQsocket(connection), POLLIN, 0};
+      if (::poll(&probe, 1, 0) <= 0) break;
+      if (PQconsumeInput(connection) != 1) break;
+      while (PGnotify* notify = PQnotifies(connection)) PQfreemem(notify);  // parses what came
     }
-    if (closed || !m_notices.last_fatal().empty() || !m_connection.is_open()) {
-      throw pqxx::broken_connection(m_notices.last_fatal().empty() ? "the server closed it" : m_notices.last_fatal());
+    if (!m_notices.last_fatal().empty() || PQstatus(connection) != CONNECTION_OK) {
+      m_broken = true;
+      throw failure_of(doing, nullptr);
     }
   }
 
-  [[noreturn]] void translate_statement(const std::string& doing) {
-    m_statement_failed = true;
-    translate(doing);
-  }
-
-  // Rethrows the exception in flight as a SessionFailure; anything that is not
-  // libpqxx's passes through unchanged.
-  [[noreturn]] void translate(const std::string& doing) { throw failure_in_flight(doing); }
-
-  // The SessionFailure for the libpqxx exception in flight (any other one is
-  // rethrown): what failed, why, and of what kind.
-  SessionFailure failure_in_flight(const std::string& doing) {
-    FailureKind kind = FailureKind::other;
-    std::string reason;
-    std::string sqlstate;
-    try {
-      throw;
-    } catch (const pqxx::broken_connection& error) {
-      kind = FailureKind::connection;
-      reason = one_line(error.what());
-    } catch (const pqxx::sql_error& error) {
-      sqlstate = error.sqlstate();
-      kind = kind_of_sqlstate(sqlstate);
-      reason = one_line(error.what());
-    } catch (const pqxx::serialization_failure& error) {
-      // libpqxx 6 gives its transaction_rollback family no SQLSTATE.
-      kind = FailureKind::serialization;
-      reason = one_line(error.what());
-      sqlstate = "40001";
-    } catch (const pqxx::deadlock_detected& error) {
-      kind = FailureKind::serialization;
-      reason = one_line(error.what());
-      sqlstate = "40P01";
-    } catch (const pqxx::pqxx_exception& error) {
-      reason = one_line(error.base().what());
-    }
-    if (!m_connection.is_open()) kind = FailureKind::connection;
+  // The failure `result` reports (none: the connection's own error), named:
+  // what failed, why, and of what kind.
+  SessionFailure failure_of(const std::string& doing, const PGresult* result) {
+    PGconn* connection = m_connection.get();
+    const std::string sqlstate = error_field(result, PG_DIAG_SQLSTATE);
+    const char* message = result != nullptr ? PQresultErrorMessage(result) : "";
+    std::string reason = one_line(*message != '\0' ? message : PQerrorMessage(connection));
+    if (reason.empty()) reason = "the server closed it";
+    FailureKind kind = sqlstate.empty() ? FailureKind::other : kind_of_sqlstate(sqlstate);
+    if (m_broken || PQstatus(connection) != CONNECTION_OK) kind = FailureKind::connection;
     if (kind == FailureKind::connection) {
       // The server rolls back a transaction whose connection ends.
       m_broken = true;
       if (!m_notices.last_fatal().empty()) reason = m_notices.last_fatal();
       return SessionFailure(kind,
                             m_name + ": cannot " + doing + ": the connection to the server was lost" +
-                                deadline_reason() + (m_transaction ? ", so the transaction was rolled back" : "") +
+                                deadline_reason() + (m_state != State::none ? ", so the transaction was rolled back" : "") +
                                 " (" + reason + ")",
                             sqlstate);
     }
@@ -445,12 +534,13 @@ class PostgresSession final : public Session {
     return SessionFailure(kind, m_name + ": cannot " + doing + ": " + reason, sqlstate);
   }
 
-  // Declared first: destroyed last, after the transaction and the handler.
-  pqxx::connection m_connection;
+  // Declared first: destroyed last, after the connection that reports to it.
   NoticeLogger m_notices;
+  Connection m_connection;
   std::string m_name;
-  std::optional<pqxx::work> m_transaction;
-  std::unordered_map<std::string, std::string> m_statements;  // SQL -> statement name
+  State m_state = State::none;
+  std::unordered_map<std::string, std::string> m_statements;  // SQL -> prepared statement's name
+  std::string m_next_name;                                    // the name a new statement gets
   std::shared_ptr<StatementWatchdog> m_watchdog;              // none: no deadline
   std::chrono::milliseconds m_statement_timeout;
   bool m_deadline_passed = false;   // a call overran it: the connection is closed
@@ -462,7 +552,7 @@ class PostgresSession final : public Session {
 // defaults where the user set none: a name in pg_stat_activity, a bound on
 // connecting, and TCP keepalives so that a vanished host breaks the
 // connection instead of leaving a call waiting on it forever. Written back as
-// a conninfo string, since libpqxx 6 takes one. A URL libpq refuses is
+// a conninfo string for PQconnectdb. A URL libpq refuses is
 // UnsupportedUrl, with libpq's reason and without the URL's passwords.
 std::string conninfo_with_defaults(std::string_view url, const std::string& name, const SessionOptions& options) {
   char* error = nullptr;
@@ -514,14 +604,17 @@ class PostgresFactory final : public SessionFactory {
   const std::string& display_name() const noexcept override { return m_name; }
 
   std::unique_ptr<Session> open() override {
-    try {
-      return std::make_unique<PostgresSession>(m_conninfo, m_name, m_read_only, m_watchdog, m_statement_timeout);
-    } catch (const pqxx::pqxx_exception& error) {
+    Connection connection{PQconnectdb(m_conninfo.c_str())};
+    if (!connection) throw std::bad_alloc();
+    if (PQstatus(connection.get()) != CONNECTION_OK) {
       // libpq's reasons don't quote passwords once the URL has parsed; scrubbed anyway.
       throw SessionFailure(FailureKind::connection,
                            "cannot connect to " + m_name + ": " +
-                               ::livestate::detail::scrub_postgres_secrets(one_line(error.base().what()), m_conninfo));
+                               ::livestate::detail::scrub_postgres_secrets(one_line(PQerrorMessage(connection.get())),
+                                                                           m_conninfo));
     }
+    return std::make_unique<PostgresSession>(std::move(connection), m_name, m_read_only, m_watchdog,
+                                             m_statement_timeout);
   }
 
  private:

@@ -334,7 +334,7 @@ TEST_CASE("a connection terminated just before COMMIT fails the commit without c
     message = error.what();
   }
   CHECK_MESSAGE(message.find(f.store->name()) != std::string::npos, message);
-  MESSAGE("the commit was ", in_doubt ? "in doubt" : "refused before COMMIT was sent");
+  MESSAGE("the commit was ", std::string(in_doubt ? "in doubt" : "refused before COMMIT was sent"));
   CHECK(f.count_resources() == 0);
   CHECK(f.messages().empty());
 

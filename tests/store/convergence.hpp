@@ -13,6 +13,7 @@
 
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
@@ -162,6 +163,18 @@ inline ConvergenceResult run_convergence(const ConvergenceRun& run, db::Store& s
     }
   }
 
+  // The faults stop once the workload's messages have reached the views'
+  // connectors: on a transport that delivers a while after the commit (the
+  // logical one, a WAL flush later), the last of them would otherwise pass
+  // after the faults, and how many did would depend on the store's speed.
+  std::atomic<bool> workload_delivered{false};
+  {
+    const std::string marker = "convergence." + suffix + ".delivered";
+    const auto consumer = bus.start_consuming([&](const RoutingKey&, const Json&) { workload_delivered = true; },
+                                              Filter::parse(marker));
+    bus.produce(RoutingKey::parse(marker), Json::object());
+    settle([&] { return workload_delivered.load(); });
+  }
   requests_bus.set_enabled(false);
   widgets_bus.set_enabled(false);
   ConvergenceResult result;
