@@ -1,6 +1,6 @@
 #pragma once
 
-// Deadlines for the PostgreSQL sessions' blocking calls. libpqxx 6 waits for a
+// Deadlines for the PostgreSQL sessions' blocking calls. libpq waits for a
 // statement's answer in a blocking poll() with no deadline, and nothing on the
 // wire tells a stopped backend (SIGSTOP, a hung host whose kernel still
 // acknowledges) from a slow one: TCP keepalives are answered by the kernel.
