@@ -239,8 +239,11 @@ class PostgresSession final : public Session {
                            m_name + ": the connection to the server was lost during COMMIT" + deadline_reason() +
                                ": the transaction may or may not have committed (check before retrying it)");
     }
-    // Refused (a deferred constraint, a serialization failure) or never sent:
-    // either way the transaction is over and nothing of it committed.
+    // Refused (a deferred constraint, a serialization failure): the
+    // transaction is over and nothing of it committed. Never sent on a
+    // connection that still works (libpq out of memory): the server's
+    // transaction would stay open under the next one, so the session goes.
+    if (!sent) m_broken = true;
     SessionFailure failure = failure_of("commit", result.get());
     m_state = State::none;
     throw failure;
@@ -389,6 +392,7 @@ class PostgresSession final : public Session {
       return;
     }
     m_statement_failed = true;
+    if (is_copy(result.get())) m_broken = true;
     throw failure_of(doing, result.get());
   }
 
@@ -414,6 +418,12 @@ class PostgresSession final : public Session {
     if (m_broken) throw failure_of(doing, nullptr);
     const ParameterText text(params, m_name);
     const auto& values = text.pointers();
+    if (values.size() > PQ_QUERY_PARAM_MAX_LIMIT) {
+      throw SessionFailure(FailureKind::other, m_name + ": cannot " + doing + ": it has " +
+                                                   std::to_string(values.size()) +
+                                                   " parameters, and PostgreSQL takes at most " +
+                                                   std::to_string(PQ_QUERY_PARAM_MAX_LIMIT));
+    }
     const int count = static_cast<int>(values.size());
     const auto [name, prepare] = statement(sql);
     std::string numbered;
@@ -447,7 +457,15 @@ class PostgresSession final : public Session {
       }
     }
     if (with_begin && PQresultStatus(begun.get()) == PGRES_COMMAND_OK) m_state = State::open;
-    if (m_broken) throw failure_of(doing, result ? result.get() : prepared ? prepared.get() : begun.get());
+    if (m_broken) {
+      // The first command that failed says why (a FATAL answered to BEGIN,
+      // say); the ones after it were only skipped.
+      const PGresult* failed = nullptr;
+      for (const Result* answer : {&begun, &prepared, &result}) {
+        if (!failed && PQresultStatus(answer->get()) == PGRES_FATAL_ERROR) failed = answer->get();
+      }
+      throw failure_of(doing, failed);
+    }
     if (with_begin && m_state != State::open) throw failure_of(doing, begun.get());
     if (prepare) {
       if (PQresultStatus(prepared.get()) != PGRES_COMMAND_OK) {
@@ -464,9 +482,20 @@ class PostgresSession final : public Session {
   Result command_result() {
     Result first{PQgetResult(m_connection.get())};
     if (!first) return first;
+    // A COPY would answer for ever; the store sends none, and a connection
+    // left in one is of no more use.
+    if (is_copy(first.get())) {
+      m_broken = true;
+      return first;
+    }
     while (Result more{PQgetResult(m_connection.get())}) {
     }
     return first;
+  }
+
+  static bool is_copy(const PGresult* result) noexcept {
+    const auto status = PQresultStatus(result);
+    return status == PGRES_COPY_IN || status == PGRES_COPY_OUT || status == PGRES_COPY_BOTH;
   }
 
   // Session-level work outside any transaction (or in the open one: an

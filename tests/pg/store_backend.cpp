@@ -717,6 +717,41 @@ TEST_CASE("a string with a NUL character is refused, not cut short") {
   session->commit();
 }
 
+TEST_CASE("a statement with more parameters than PostgreSQL takes is refused before it is sent") {
+  const FreshSchema schema = fresh_schema_url();
+  const auto session = open_session(schema);
+  session->begin(false);
+  std::string sql = "SELECT 1 WHERE 0 IN (?";
+  std::vector<detail::Value> params{std::int64_t{1}};
+  for (std::int64_t i = 2; i <= 70000; ++i) {
+    sql += ",?";
+    params.emplace_back(i);
+  }
+  const auto refused = failure_of([&] { (void)session->query(sql + ")", params); });
+  CHECK(refused.kind() == detail::FailureKind::other);
+  CHECK_MESSAGE(std::string(refused.what()).find("70000 parameters") != std::string::npos, refused.what());
+  CHECK_MESSAGE(std::string(refused.what()).find("at most 65535") != std::string::npos, refused.what());
+  // Not a lost connection: the session and its transaction go on.
+  CHECK(session->healthy());
+  CHECK(session->query("SELECT 1").size() == 1);
+  session->commit();
+}
+
+TEST_CASE("a session ended after begin() fails its first statement as a lost connection, with the server's reason") {
+  const FreshSchema schema = fresh_schema_url();
+  const auto session = open_session(schema);
+  session->begin(true);
+  REQUIRE(schema.terminate_connections() == 1);
+  const auto lost = failure_of([&] { (void)session->query("SELECT 1"); });
+  CHECK(lost.kind() == detail::FailureKind::connection);
+  CHECK_MESSAGE(std::string(lost.what()).find("terminating connection due to administrator command") !=
+                    std::string::npos,
+                lost.what());
+  CHECK(lost.sqlstate() == "57P01");  // admin_shutdown: the server's answer to BEGIN, kept
+  CHECK_FALSE(session->healthy());
+  session->rollback();
+}
+
 TEST_CASE(
     "a store whose server stops answering gives up on that connection after statement_timeout: a statement "
     "is retried on a new one, a COMMIT is reported in doubt") {
