@@ -322,6 +322,14 @@ std::optional<Json> read_json(std::string_view text, int max_depth) {
 
 Json parse_json(std::string_view text) {
   if (auto value = read_json(text)) return std::move(*value);
+  // nlohmann's lexer takes a NUL byte for the end of the input (for C
+  // strings), and would read "1\0anything" as 1: whatever follows the NUL
+  // would go unread without a word.
+  if (const auto nul = text.find('\0'); nul != std::string_view::npos) {
+    throw Json::parse_error::create(101, nul + 1, "syntax error while parsing value - a NUL byte, which JSON text "
+                                                  "can't hold outside a \\u0000 escape",
+                                    nullptr);
+  }
   return Json::parse(text);
 }
 

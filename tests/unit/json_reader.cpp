@@ -104,6 +104,24 @@ TEST_CASE("what Json::parse refuses, parse_json refuses with the same exception 
   }
 }
 
+TEST_CASE("a NUL byte is refused where Json::parse would stop reading at it and ignore the rest") {
+  for (const std::string& text :
+       {std::string("1\0", 2), std::string("1\0garbage", 9), std::string("{\"v\":1,\"m\":[]}\0{}", 17),
+        std::string("\"a\0b\"", 5), std::string("\0", 1)}) {
+    CAPTURE(text);
+    CHECK_THROWS_AS((void)parse_json(text), Json::parse_error);
+  }
+  try {
+    (void)parse_json(std::string("[1]\0x", 5));
+    FAIL("[1] followed by a NUL byte was read");
+  } catch (const Json::parse_error& error) {
+    CHECK(error.byte == 4);
+    CHECK_MESSAGE(std::string(error.what()).find("NUL") != std::string::npos, error.what());
+  }
+  // Escaped, it is a character like any other.
+  CHECK(parse_json(R"("a\u0000b")") == Json(std::string("a\0b", 3)));
+}
+
 TEST_CASE("a byte-order mark, an underflowing number and deep nesting are left to Json::parse, which reads them") {
   for (const std::string& text :
        {std::string("\xef\xbb\xbf{\"a\":1}"), std::string("1e-400"), std::string("-1e-400")}) {

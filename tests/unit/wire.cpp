@@ -592,6 +592,8 @@ TEST_CASE("a payload of 7,999 bytes of garbage is refused with one problem") {
     const auto decoded = wire::decode(garbage);
     CHECK(decoded.messages.empty());
     REQUIRE(decoded.problems.size() == 1);
+    INFO("round ", round, ": ", wire::to_string(decoded.problems[0].kind), ": ", decoded.problems[0].detail,
+         "; the payload starts ", garbage.substr(0, 40));
     CHECK((decoded.problems[0].kind == ProblemKind::not_json || decoded.problems[0].kind == ProblemKind::too_deep));
     CHECK(is_one_printable_line(decoded.problems[0].detail));
   }

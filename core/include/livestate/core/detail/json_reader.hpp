@@ -26,7 +26,9 @@ namespace livestate::detail {
 
 /// Json::parse(text), faster: read_json() when it reads the text, else
 /// Json::parse(text) with its result or its exception (parse_error, or
-/// out_of_range for a number beyond a double's range).
+/// out_of_range for a number beyond a double's range). Unlike Json::parse,
+/// it refuses a NUL byte (parse_error), which Json::parse takes for the end
+/// of the text, ignoring what follows it.
 [[nodiscard]] Json parse_json(std::string_view text);
 
 }  // namespace livestate::detail
