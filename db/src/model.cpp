@@ -460,7 +460,7 @@ std::vector<std::int64_t> missing_from(const std::vector<std::int64_t>& wanted, 
 // UPDATE of one row by id; NotFound when there is none.
 Row update_one(Context& context, std::string_view table, std::string_view assignments, std::string_view columns,
                std::vector<Value> params, std::int64_t id, std::string_view what) {
-  params.push_back(id);
+  params.emplace_back(id);
   auto rows = context.query("UPDATE " + std::string(table) + " SET " + std::string(assignments) + ", revision = " +
                                 bump(context, table) + " WHERE id = ? RETURNING " + std::string(columns),
                             params);
