@@ -119,14 +119,20 @@ StreamActions LogicalMachine::timer_fired(StreamTimer timer, std::uint64_t token
         arm(StreamTimer::probe, m_settings.probe_interval);
         break;
       }
-      // A status update asking for an answer: the server replies at once.
+      // A status update asking for an answer. The server replies at once,
+      // except while it replays a transaction whose changes the stream
+      // doesn't carry (a large one can take minutes): it then reads what we
+      // send only every wal_sender_timeout / 2, when it also sends a
+      // keepalive. Declared lost before that, the stream would reconnect
+      // and a durable one would replay the same transaction again, for ever.
       m_probing = true;
-      arm(StreamTimer::probe_deadline, m_settings.probe_timeout);
+      arm(StreamTimer::probe_deadline, m_settings.probe_timeout + m_server_keepalive);
       send_status(true);
       break;
     case StreamTimer::probe_deadline:
       if (m_phase == Phase::streaming && m_probing) {
-        lost("no answer to a liveness probe within " + std::to_string(m_settings.probe_timeout.count()) + " ms");
+        lost("no answer to a liveness probe within " +
+             std::to_string((m_settings.probe_timeout + m_server_keepalive).count()) + " ms");
       }
       break;
     case StreamTimer::ack:

@@ -226,6 +226,9 @@ class LogicalMachine {
   bool m_paused = false;
   bool m_probing = false;
   Clock::time_point m_last_traffic{};
+  // How long the server may take to answer a probe beyond probe_timeout:
+  // wal_sender_timeout / 2 (see timer_fired).
+  std::chrono::milliseconds m_server_keepalive{0};
 
   // The stream.
   bool m_in_transaction = false;

@@ -2,6 +2,10 @@
 // publication and the slot, starting to stream, and losing the connection;
 // the commands' results decide the next step, or a refusal that names what
 // the server lacks. The events and the stream itself: logical_machine.cpp.
+
+#include <algorithm>
+#include <charconv>
+#include <cstdint>
 #include <utility>
 
 #include "logical_machine.hpp"
@@ -50,7 +54,8 @@ StreamActions LogicalMachine::connect_polled(Polled status, std::string_view err
   command(Step::check,
           "SELECT current_setting('server_version_num')::int, current_setting('wal_level'), "
           "EXISTS (SELECT 1 FROM pg_publication WHERE pubname = " +
-              literal(logical_publication) + ")");
+              literal(logical_publication) +
+              "), (SELECT setting FROM pg_settings WHERE name = 'wal_sender_timeout')");
   m_waits.wait_readable(m_actions);
   return finish();
 }
@@ -206,6 +211,12 @@ void LogicalMachine::after_check(const CommandResult& result) {
                                                   m_settings.name)) {
     return refuse(Refusal::unsupported, *problem);
   }
+  // In milliseconds; 0 (no timeout) when missing or unreadable.
+  std::int64_t wal_sender_timeout = 0;
+  if (const auto& text = cell(result, 3)) {
+    std::from_chars(text->data(), text->data() + text->size(), wal_sender_timeout);
+  }
+  m_server_keepalive = std::chrono::milliseconds(std::max<std::int64_t>(wal_sender_timeout, 0) / 2);
   if (cell(result, 2) != "t") {
     return command(Step::publication, "CREATE PUBLICATION \"" + std::string(logical_publication) + "\"");
   }

@@ -244,6 +244,35 @@ TEST_CASE(
 }
 
 TEST_CASE(
+    "a WAL sender replaying a large transaction the stream doesn't carry is not taken for a lost one: it answers "
+    "at its keepalive interval, and the stream waits for that") {
+  Setup setup;
+  // Probes far quicker than the replay below takes, so that a stream that
+  // expected an answer within them would reconnect (and a durable one would
+  // replay the transaction again, for ever).
+  setup.options.probe_interval = 100ms;
+  setup.options.probe_timeout = 200ms;
+  auto connector = setup.listening();
+  Inbox inbox;
+  auto consumer = connector->start_consuming(inbox.callback(), Filter::parse("busy.#"));
+  connector->produce(RoutingKey{"busy", "before"}, Json::object());
+  REQUIRE(inbox.wait_for(1, 10s));
+
+  // Two million row changes of a table no publication holds: pgoutput skips
+  // them one by one as the WAL sender replays the transaction at its commit,
+  // for a second or more, and the WAL sender reads what the stream sends it
+  // only every wal_sender_timeout / 2 meanwhile.
+  pqxx::connection connection(setup.schema.url());
+  pqxx::nontransaction(connection).exec(
+      "CREATE TABLE busy (n INTEGER); INSERT INTO busy SELECT generate_series(1, 2000000)");
+  connector->produce(RoutingKey{"busy", "after"}, Json::object());
+  REQUIRE(inbox.wait_for(2, 60s));
+  const auto stats = connector->postgres_stats();
+  INFO("last reconnect: ", stats.last_reconnect_reason);
+  CHECK(stats.reconnects == 0);
+}
+
+TEST_CASE(
     "a role without the REPLICATION privilege: a durable consumer is refused naming it, and the live stream "
     "says why it can't listen") {
   const auto role = livestate::test::random_name("noreplication");

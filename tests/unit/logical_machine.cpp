@@ -4,8 +4,11 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <chrono>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "logical_machine.hpp"
@@ -121,10 +124,10 @@ struct Harness {
     REQUIRE(sent.size() == 1);
     return sent[0].sql;
   }
-  // Connected, checked, slotted and streaming.
-  StreamActions stream() {
+  // Connected, checked (the server answering `server`), slotted and streaming.
+  StreamActions stream(const Rows& server = ready_server) {
     connect();
-    auto actions = answer(ok(ready_server));
+    auto actions = answer(ok(server));
     if (!machine.slot().empty() && has<action::SendCommand>(actions) &&
         next_command(actions).starts_with("SELECT wal_status")) {
       actions = answer(ok({{"reserved", std::nullopt}}));
@@ -324,6 +327,26 @@ TEST_CASE("a silent server is probed; no answer within probe_timeout is a lost c
   CHECK(has<action::Close>(actions));
   CHECK(harness.timers.armed(StreamTimer::retry));
   CHECK_FALSE(harness.machine.streaming());
+}
+
+TEST_CASE(
+    "a probe waits for an answer as long as the server may take to read it while it replays a transaction: "
+    "probe_timeout plus wal_sender_timeout / 2") {
+  for (const auto& [setting, deadline] : {std::pair<std::optional<std::string>, std::chrono::milliseconds>{"60000", 33s},
+                                          {"0", 3s},
+                                          {std::nullopt, 3s}}) {
+    CAPTURE(setting.value_or("(none)"));
+    Harness harness;
+    harness.stream({{"150004", "logical", "t", setting}});
+    const auto armed = all_of<action::ArmTimer>(harness.fire(StreamTimer::probe));
+    const auto probe_deadline = std::find_if(armed.begin(), armed.end(), [](const action::ArmTimer& timer) {
+      return timer.timer == StreamTimer::probe_deadline;
+    });
+    REQUIRE(probe_deadline != armed.end());
+    CHECK(probe_deadline->after == deadline);
+    const auto lost = harness.fire(StreamTimer::probe_deadline);
+    CHECK(has<action::Close>(lost));
+  }
 }
 
 TEST_CASE(

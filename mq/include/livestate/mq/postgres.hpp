@@ -28,7 +28,9 @@ struct PostgresOptions {
   std::chrono::milliseconds reconnect_max{5000};
   /// The listening connection is probed after this long without traffic, and
   /// declared broken when the probe gets no answer within `probe_timeout`
-  /// (TCP keepalives are on as well).
+  /// (TCP keepalives are on as well). On the logical transport, the server's
+  /// wal_sender_timeout / 2 is added to `probe_timeout`: a WAL sender
+  /// replaying a large transaction answers only that often (docs/LOGICAL.md).
   std::chrono::milliseconds probe_interval{2000};
   std::chrono::milliseconds probe_timeout{3000};
   /// produce() waits at most this long for a connection; then TransportError.
