@@ -396,18 +396,21 @@ class PostgresSession final : public Session {
     throw failure_of(doing, result.get());
   }
 
-  // The name of the prepared statement for `sql` and whether it still has
-  // to be prepared; no name once the cache is full. The store's IN (?, ?, …)
+  // The prepared statement for `sql`: its name (empty once the cache is
+  // full) and whether it still has to be prepared. The store's IN (?, ?, …)
   // lists make a new text for every length, so the cache is bounded: past
   // it, statements run unnamed.
-  std::pair<const std::string*, bool> statement(std::string_view sql) {
+  struct Prepared {
+    std::string name;
+    bool prepare = false;
+  };
+  Prepared statement(std::string_view sql) const {
     constexpr std::size_t max_prepared_statements = 256;
     if (const auto found = m_statements.find(std::string(sql)); found != m_statements.end()) {
-      return {&found->second, false};
+      return {found->second, false};
     }
-    if (m_statements.size() >= max_prepared_statements) return {nullptr, false};
-    m_next_name = "livestate_" + std::to_string(m_statements.size() + 1);
-    return {&m_next_name, true};
+    if (m_statements.size() >= max_prepared_statements) return {};
+    return {"livestate_" + std::to_string(m_statements.size() + 1), true};
   }
 
   // One statement of the transaction, sent in one pipeline with the BEGIN
@@ -427,7 +430,7 @@ class PostgresSession final : public Session {
     const int count = static_cast<int>(values.size());
     const auto [name, prepare] = statement(sql);
     std::string numbered;
-    if (name == nullptr || prepare) numbered = number_placeholders(sql);
+    if (name.empty() || prepare) numbered = number_placeholders(sql);
 
     PGconn* connection = m_connection.get();
     const bool with_begin = m_state == State::begin_pending;
@@ -436,10 +439,10 @@ class PostgresSession final : public Session {
       const auto watch = deadline();
       bool sent = PQenterPipelineMode(connection) == 1;
       if (sent && with_begin) sent = PQsendQueryParams(connection, "BEGIN", 0, nullptr, nullptr, nullptr, nullptr, 0);
-      if (sent && prepare) sent = PQsendPrepare(connection, name->c_str(), numbered.c_str(), 0, nullptr);
+      if (sent && prepare) sent = PQsendPrepare(connection, name.c_str(), numbered.c_str(), 0, nullptr);
       if (sent) {
-        sent = name != nullptr
-                   ? PQsendQueryPrepared(connection, name->c_str(), count, values.data(), nullptr, nullptr, 0)
+        sent = !name.empty()
+                   ? PQsendQueryPrepared(connection, name.c_str(), count, values.data(), nullptr, nullptr, 0)
                    : PQsendQueryParams(connection, numbered.c_str(), count, nullptr, values.data(), nullptr, nullptr, 0);
       }
       if (sent) sent = PQpipelineSync(connection) == 1;
@@ -472,7 +475,7 @@ class PostgresSession final : public Session {
         m_statement_failed = true;
         throw failure_of(doing, prepared.get());
       }
-      m_statements.emplace(std::string(sql), m_next_name);
+      m_statements.emplace(std::string(sql), name);
     }
     finish_statement(result, doing);
     return result;
@@ -569,7 +572,6 @@ class PostgresSession final : public Session {
   std::string m_name;
   State m_state = State::none;
   std::unordered_map<std::string, std::string> m_statements;  // SQL -> prepared statement's name
-  std::string m_next_name;                                    // the name a new statement gets
   std::shared_ptr<StatementWatchdog> m_watchdog;              // none: no deadline
   std::chrono::milliseconds m_statement_timeout;
   bool m_deadline_passed = false;   // a call overran it: the connection is closed
