@@ -1,4 +1,4 @@
-// The PostgreSQL backend: one libpq connection per session, READ COMMITTED
+// The PostgreSQL backend's session: one libpq connection, READ COMMITTED
 // transactions, `?` placeholders rewritten to $n and run as prepared
 // statements (prepared lazily, once per session, up to a bound), parameters
 // sent as untyped text so that the server infers their types from the
@@ -23,7 +23,6 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
-#include <new>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -32,8 +31,7 @@
 #include "livestate/core/detail/text.hpp"
 #include "livestate/core/error.hpp"
 #include "livestate/core/log.hpp"
-#include "session.hpp"
-#include "statement_watchdog.hpp"
+#include "postgres_session.hpp"
 
 namespace livestate::db::detail {
 namespace {
@@ -114,11 +112,6 @@ class ParameterText {
   std::vector<const char*> m_pointers;
 };
 
-struct ConnectionCloser {
-  void operator()(PGconn* connection) const noexcept { PQfinish(connection); }
-};
-using Connection = std::unique_ptr<PGconn, ConnectionCloser>;
-
 struct ResultClearer {
   void operator()(PGresult* result) const noexcept { PQclear(result); }
 };
@@ -155,7 +148,7 @@ class NoticeLogger {
 
 class PostgresSession final : public Session {
  public:
-  PostgresSession(Connection connection, const std::string& name, bool read_only,
+  PostgresSession(PgConnection connection, const std::string& name, bool read_only,
                   std::shared_ptr<StatementWatchdog> watchdog, std::chrono::milliseconds statement_timeout)
       : m_connection(std::move(connection)),
         m_name(name),
@@ -568,7 +561,7 @@ class PostgresSession final : public Session {
 
   // Declared first: destroyed last, after the connection that reports to it.
   NoticeLogger m_notices;
-  Connection m_connection;
+  PgConnection m_connection;
   std::string m_name;
   State m_state = State::none;
   std::unordered_map<std::string, std::string> m_statements;  // SQL -> prepared statement's name
@@ -579,98 +572,13 @@ class PostgresSession final : public Session {
   bool m_broken = false;
 };
 
-// The user's connection parameters as libpq reads them, with livestate's
-// defaults where the user set none: a name in pg_stat_activity, a bound on
-// connecting, and TCP keepalives so that a vanished host breaks the
-// connection instead of leaving a call waiting on it forever. Written back as
-// a conninfo string for PQconnectdb. A URL libpq refuses is
-// UnsupportedUrl, with libpq's reason and without the URL's passwords.
-std::string conninfo_with_defaults(std::string_view url, const std::string& name, const SessionOptions& options) {
-  char* error = nullptr;
-  // The connector's `transport` parameter is not libpq's: the same URL opens
-  // the store and its connector.
-  const std::string for_libpq = ::livestate::detail::take_transport_parameter(url).url;
-  std::unique_ptr<PQconninfoOption, decltype(&PQconninfoFree)> parsed(PQconninfoParse(for_libpq.c_str(), &error),
-                                                                      &PQconninfoFree);
-  if (!parsed) {
-    const std::string reason = error != nullptr ? one_line(error) : "out of memory";
-    if (error != nullptr) PQfreemem(error);
-    throw UnsupportedUrl("cannot open " + name +
-                         ": libpq cannot read it: " + ::livestate::detail::scrub_postgres_secrets(reason, url));
-  }
-  const std::pair<const char*, std::string> defaults[] = {
-      {"fallback_application_name", "livestate"},
-      {"connect_timeout", std::to_string(std::max<std::int64_t>(options.connect_timeout.count(), 1))},
-      {"keepalives", "1"},
-      {"keepalives_idle", "5"},
-      {"keepalives_interval", "2"},
-      {"keepalives_count", "3"},
-  };
-  const auto quoted = [](std::string_view value) {
-    std::string text = "'";
-    for (const char c : value) {
-      if (c == '\\' || c == '\'') text += '\\';
-      text += c;
-    }
-    return text + "'";
-  };
-  std::string conninfo;
-  for (const auto& [keyword, value] : defaults) conninfo += std::string(keyword) + "=" + quoted(value) + " ";
-  for (auto* option = parsed.get(); option->keyword != nullptr; ++option) {
-    if (option->val != nullptr) conninfo += std::string(option->keyword) + "=" + quoted(option->val) + " ";
-  }
-  return conninfo;
-}
-
-class PostgresFactory final : public SessionFactory {
- public:
-  PostgresFactory(std::string_view url, const SessionOptions& options)
-      : m_name(::livestate::detail::redact_postgres_url(url)),
-        m_conninfo(conninfo_with_defaults(url, m_name, options)),
-        m_read_only(options.read_only),
-        m_statement_timeout(options.statement_timeout),
-        m_watchdog(options.statement_timeout.count() > 0 ? StatementWatchdog::acquire() : nullptr) {}
-
-  Backend backend() const noexcept override { return Backend::postgresql; }
-  const std::string& display_name() const noexcept override { return m_name; }
-
-  std::unique_ptr<Session> open() override {
-    Connection connection{PQconnectdb(m_conninfo.c_str())};
-    if (!connection) throw std::bad_alloc();
-    if (PQstatus(connection.get()) != CONNECTION_OK) {
-      // libpq's reasons don't quote passwords once the URL has parsed; scrubbed anyway.
-      throw SessionFailure(FailureKind::connection,
-                           "cannot connect to " + m_name + ": " +
-                               ::livestate::detail::scrub_postgres_secrets(one_line(PQerrorMessage(connection.get())),
-                                                                           m_conninfo));
-    }
-    return std::make_unique<PostgresSession>(std::move(connection), m_name, m_read_only, m_watchdog,
-                                             m_statement_timeout);
-  }
-
- private:
-  std::string m_name;
-  std::string m_conninfo;
-  bool m_read_only;
-  std::chrono::milliseconds m_statement_timeout;
-  std::shared_ptr<StatementWatchdog> m_watchdog;  // none without a statement timeout
-};
-
-std::unique_ptr<SessionFactory> make_postgres_factory(std::string_view url, const SessionOptions& options) {
-  return std::make_unique<PostgresFactory>(url, options);
-}
-
-int register_backend() noexcept {
-  register_postgres_backend(&make_postgres_factory);
-  return 1;
-}
-
 }  // namespace
-}  // namespace livestate::db::detail
 
-// Linking livestate::db_postgres makes `postgresql://` URLs work: the target's
-// --undefined=livestate_db_postgres_backend keeps this object in the program,
-// and its initializer registers the backend with livestate::db.
-extern "C" {
-int livestate_db_postgres_backend = livestate::db::detail::register_backend();
+std::unique_ptr<Session> make_postgres_session(PgConnection connection, const std::string& name, bool read_only,
+                                               std::shared_ptr<StatementWatchdog> watchdog,
+                                               std::chrono::milliseconds statement_timeout) {
+  return std::make_unique<PostgresSession>(std::move(connection), name, read_only, std::move(watchdog),
+                                           statement_timeout);
 }
+
+}  // namespace livestate::db::detail
